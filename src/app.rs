@@ -1,0 +1,307 @@
+//! The one place that wires jwksd together: data directory, master key, store, keyring,
+//! both listeners and the scheduler. `main` and the integration tests both start the
+//! service through [`Application::build`], so they run the same thing.
+//!
+//! Start-up refuses, with a message that says what to do, rather than start "healthy" on a
+//! fresh key set where one existed before: a missing store beside an existing master key,
+//! a store without its master key, a damaged store, or the wrong master key.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use tracing::{error, info, warn};
+
+use crate::config::{AdminTokenSource, Config, Database, MasterKeySource};
+use crate::http::{self, auth::TokenHash, State};
+use crate::keyring::Keyring;
+use crate::keys::MasterKey;
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// Why jwksd would not start. Each message names the file or setting and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::sqlite::OpenError),
+    #[error(transparent)]
+    Keys(#[from] crate::error::Error),
+    #[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    public_addr: SocketAddr,
+    private_addr: SocketAddr,
+    keyring: Arc<Keyring>,
+    admin_token: Option<String>,
+    public_server: Server,
+    private_server: Server,
+}
+
+impl Application {
+    /// Opens everything and binds both listeners (port 0 picks a free port).
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        for warning in &config.warnings {
+            warn!("{warning}");
+        }
+        let server = &config.server;
+        ensure_dir(&server.data_dir)?;
+        let Database::Sqlite(db_path) = &server.database;
+        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            ensure_dir(parent)?;
+        }
+        let store_exists = db_path.exists();
+        let master = load_master_key(&server.master_key, store_exists, db_path)?;
+        let store = SqliteStore::open(db_path, !store_exists).await?;
+        if !store_exists {
+            info!(path = %db_path.display(), "created a new key store");
+        }
+        let store: Arc<dyn Store> = Arc::new(store);
+        let keyring = Arc::new(
+            Keyring::open(store, master, config.keysets.clone(), crate::unix_now()).await?,
+        );
+        let (admin_hash, admin_token) = load_admin_token(&server.admin_token)?;
+
+        let state = web::Data::new(State {
+            keyring: keyring.clone(),
+            admin_token: admin_hash,
+            public_url: server.public_url.clone().unwrap_or_default(),
+        });
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+
+        let public_state = state.clone();
+        let public = HttpServer::new(move || {
+            App::new()
+                .app_data(public_state.clone())
+                .configure(http::common)
+                .configure(http::public::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .workers(workers)
+        .bind(&server.public_listen)
+        .map_err(|source| StartError::Bind {
+            what: "server.public_listen",
+            addr: server.public_listen.clone(),
+            source,
+        })?;
+        let public_addr = public.addrs()[0];
+
+        let private_state = state.clone();
+        let private = HttpServer::new(move || {
+            App::new()
+                .app_data(private_state.clone())
+                .configure(http::common)
+                .configure(http::admin::routes)
+                .configure(http::health_routes)
+                .default_service(web::to(http::not_found))
+        })
+        .workers(workers.min(2))
+        .bind(&server.private_listen)
+        .map_err(|source| StartError::Bind {
+            what: "server.private_listen",
+            addr: server.private_listen.clone(),
+            source,
+        })?;
+        let private_addr = private.addrs()[0];
+        info!(%public_addr, %private_addr, keysets = ?config.keysets.keys(), "jwksd is listening");
+
+        Ok(Application {
+            public_addr,
+            private_addr,
+            keyring,
+            admin_token,
+            public_server: public.run(),
+            private_server: private.run(),
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    pub fn private_addr(&self) -> SocketAddr {
+        self.private_addr
+    }
+
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.keyring.clone()
+    }
+
+    /// The admin token, when jwksd read or generated it from a file (for tests and the
+    /// start-up hint); `None` when it came inline from the configuration.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler meanwhile.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let scheduler = tokio::spawn(run_scheduler(self.keyring.clone()));
+        let result = tokio::try_join!(self.public_server, self.private_server);
+        scheduler.abort();
+        result.map(|_| ())
+    }
+}
+
+/// The background loop: apply the schedule, sleep until the next change (at most a minute,
+/// so clock jumps and config-independent repairs are noticed), repeat.
+async fn run_scheduler(keyring: Arc<Keyring>) {
+    const MAX_SLEEP: i64 = 60;
+    loop {
+        let now = crate::unix_now();
+        let sleep = match keyring.tick(now).await {
+            Ok(next) => next.map_or(MAX_SLEEP, |at| (at - now).clamp(1, MAX_SLEEP)),
+            Err(e) => {
+                error!(error = %e, "the key schedule could not be applied; retrying in 30s");
+                30
+            }
+        };
+        tokio::time::sleep(Duration::from_secs(sleep as u64)).await;
+    }
+}
+
+fn ensure_dir(path: &Path) -> Result<(), StartError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).map_err(|e| {
+        StartError::Refused(format!(
+            "cannot create the data directory {}: {e}; create it or set server.data_dir",
+            path.display()
+        ))
+    })
+}
+
+/// Writes `contents` to a new file readable only by its owner, and syncs it to disk.
+fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<String>, StartError> {
+    std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| {
+            StartError::Refused(format!(
+                "cannot read the {what} file {}: {e}",
+                path.display()
+            ))
+        })
+}
+
+fn load_master_key(
+    source: &MasterKeySource,
+    store_exists: bool,
+    db_path: &Path,
+) -> Result<MasterKey, StartError> {
+    let parse = |text: &str, origin: String| {
+        MasterKey::from_text(text).map_err(|e| {
+            StartError::Refused(format!("the master key from {origin} is not usable: {e}"))
+        })
+    };
+    match source {
+        MasterKeySource::Inline(secret) => parse(secret.expose(), "server.master_key".into()),
+        MasterKeySource::File(path) => {
+            let text = read_secret_file(path, "master key")?;
+            parse(&text, path.display().to_string())
+        }
+        MasterKeySource::Development(path) => {
+            match (path.exists(), store_exists) {
+                (true, true) => {
+                    let text = read_secret_file(path, "master key")?;
+                    parse(&text, path.display().to_string())
+                }
+                (true, false) => Err(StartError::Refused(format!(
+                    "found the master key {} but no key store at {}. The store was deleted or \
+                     moved, or data_dir points to the wrong place. Restore the store from a backup \
+                     (starting afresh would publish new keys and break every registered \
+                     integration). If this really is a new installation, delete {} first",
+                    path.display(),
+                    db_path.display(),
+                    path.display()
+                ))),
+                (false, true) => Err(StartError::Refused(format!(
+                    "the key store {} exists but its master key {} is missing. Restore the master \
+                     key file, or set server.master_key_file / JWKSD_SERVER__MASTER_KEY to where it is",
+                    db_path.display(),
+                    path.display()
+                ))),
+                (false, false) => {
+                    let (key, text) = MasterKey::generate();
+                    write_secret_file(path, &text).map_err(|e| {
+                        StartError::Refused(format!(
+                            "cannot write the development master key {}: {e}",
+                            path.display()
+                        ))
+                    })?;
+                    warn!(
+                        path = %path.display(),
+                        "generated a development master key beside the store; in production supply \
+                         it from a secret manager (server.master_key_file or JWKSD_SERVER__MASTER_KEY_FILE) \
+                         and keep it apart from the store's backups"
+                    );
+                    Ok(key)
+                }
+            }
+        }
+    }
+}
+
+fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<String>), StartError> {
+    match source {
+        AdminTokenSource::Inline(secret) => Ok((TokenHash::of(secret.expose()), None)),
+        AdminTokenSource::File(path) => {
+            let text = read_secret_file(path, "admin token")?;
+            let token = text.trim().to_owned();
+            if token.len() < 32 {
+                return Err(StartError::Refused(format!(
+                    "the admin token in {} is shorter than 32 characters; put a long random token there",
+                    path.display()
+                )));
+            }
+            Ok((TokenHash::of(&token), Some(token)))
+        }
+        AdminTokenSource::Generated(path) => {
+            if path.exists() {
+                let text = read_secret_file(path, "admin token")?;
+                let token = text.trim().to_owned();
+                return Ok((TokenHash::of(&token), Some(token)));
+            }
+            let token = crate::random_token();
+            write_secret_file(path, &token).map_err(|e| {
+                StartError::Refused(format!(
+                    "cannot write the admin token {}: {e}",
+                    path.display()
+                ))
+            })?;
+            info!(path = %path.display(), "generated an admin token; the CLI reads it from JWKSD_ADMIN_TOKEN");
+            Ok((TokenHash::of(&token), Some(token)))
+        }
+    }
+}
+
+/// Where the admin token file of a data directory lives (for the CLI's convenience).
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}

@@ -1,0 +1,300 @@
+//! The command line: `serve`, the container probe, and small clients of a running
+//! service's admin API. The doc comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::app::Application;
+use crate::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jwksd",
+    version,
+    about = "Keeps, rotates and publishes the signing keys of SMART on FHIR backend integrations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service: the public JWKS listener and the private admin listener.
+    Serve {
+        /// TOML configuration file; without one, built-in defaults and JWKSD_ variables apply.
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print what it resolves to, without starting.
+    CheckConfig {
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 when the service answers ready (for container health probes).
+    Healthcheck {
+        /// Readiness URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+    },
+    /// Inspect, rotate and revoke keys of a running service.
+    Keys {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Manage the bearer tokens of calling services.
+    Callers {
+        #[command(subcommand)]
+        command: CallersCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Base URL of the private (admin) listener.
+    #[arg(
+        long,
+        env = "JWKSD_SERVER",
+        default_value = "http://127.0.0.1:8081",
+        global = true
+    )]
+    server: String,
+    /// File holding the admin token, when JWKSD_ADMIN_TOKEN is not set
+    /// (default: data/admin.token, as written by `jwksd serve` on first start).
+    #[arg(long, global = true)]
+    admin_token_file: Option<PathBuf>,
+    /// Print the raw JSON answer.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List the keys of a key set, newest first.
+    List {
+        #[arg(long, default_value = "default")]
+        keyset: String,
+    },
+    /// Promote the published next key; refused while it is younger than `prepublish`.
+    Rotate {
+        #[arg(long, default_value = "default")]
+        keyset: String,
+        /// Rotate even if the next key was published too recently (verifiers with a cached
+        /// JWKS may reject new assertions until their cache expires).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take a key out of the JWKS at once; it never signs again.
+    Revoke {
+        kid: String,
+        /// Why (recorded in the server log).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CallersCommand {
+    /// Print a fresh 256-bit token and the SHA-256 to put in the configuration.
+    NewToken,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref(), std::env::vars())?;
+            let app = Application::build(config).await?;
+            app.run_until_stopped().await?;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let config = Config::load(config.as_deref(), std::env::vars())?;
+            for warning in &config.warnings {
+                println!("warning: {warning}");
+            }
+            println!("public listener:  {}", config.server.public_listen);
+            println!("private listener: {}", config.server.private_listen);
+            println!("data directory:   {}", config.server.data_dir.display());
+            for keyset in config.keysets.values() {
+                let t = keyset.timing;
+                println!(
+                    "key set {}: {} rotation_period={} jwks_max_age={}s prepublish={}s retire_grace={}s",
+                    keyset.name,
+                    keyset.alg,
+                    t.rotation_period.map_or("off".into(), |p| format!("{p}s")),
+                    t.jwks_max_age,
+                    t.prepublish,
+                    t.retire_grace
+                );
+            }
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Healthcheck { url } => {
+            let response = http_client()?
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("{url} did not answer"))?;
+            if response.status().is_success() {
+                Ok(())
+            } else {
+                bail!("{url} answered {}", response.status())
+            }
+        }
+        Command::Keys { admin, command } => keys(admin, command).await,
+        Command::Callers {
+            command: CallersCommand::NewToken,
+        } => {
+            let token = crate::random_token();
+            let hash = hex::encode(
+                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
+            );
+            println!("token:        {token}");
+            println!("token_sha256: {hash}");
+            eprintln!("Give the token to the calling service; put only token_sha256 in jwksd's configuration.");
+            Ok(())
+        }
+    }
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .context("cannot build an HTTP client")
+}
+
+fn admin_token(args: &AdminArgs) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("JWKSD_ADMIN_TOKEN") {
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_owned());
+        }
+    }
+    let path = args
+        .admin_token_file
+        .clone()
+        .unwrap_or_else(|| crate::app::admin_token_path(std::path::Path::new("data")));
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_owned())
+        .with_context(|| {
+            format!(
+                "no admin token: set JWKSD_ADMIN_TOKEN, or pass --admin-token-file ({} is not readable)",
+                path.display()
+            )
+        })
+}
+
+/// Sends one admin request and returns the JSON answer, or the server's problem as error.
+async fn admin_call(
+    args: &AdminArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let token = admin_token(args)?;
+    let url = format!("{}{path}", args.server.trim_end_matches('/'));
+    let mut request = http_client()?.request(method, &url).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.with_context(|| {
+        format!("cannot reach jwksd at {url}; is it running? (--server, JWKSD_SERVER)")
+    })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if status.is_success() {
+        return Ok(json);
+    }
+    let detail = json
+        .get("detail")
+        .and_then(Value::as_str)
+        .unwrap_or("(no detail)");
+    bail!("jwksd refused ({status}): {detail}")
+}
+
+fn text(value: &Value, key: &str) -> String {
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or("-")
+        .to_owned()
+}
+
+async fn keys(args: AdminArgs, command: KeysCommand) -> anyhow::Result<()> {
+    let answer = match &command {
+        KeysCommand::List { keyset } => {
+            admin_call(
+                &args,
+                reqwest::Method::GET,
+                &format!("/admin/v1/keysets/{keyset}/keys"),
+                None,
+            )
+            .await?
+        }
+        KeysCommand::Rotate { keyset, force } => {
+            let path = format!(
+                "/admin/v1/keysets/{keyset}/rotate{}",
+                if *force { "?force=true" } else { "" }
+            );
+            admin_call(&args, reqwest::Method::POST, &path, None).await?
+        }
+        KeysCommand::Revoke { kid, reason } => {
+            let body = reason.as_ref().map(|r| serde_json::json!({ "reason": r }));
+            admin_call(
+                &args,
+                reqwest::Method::POST,
+                &format!("/admin/v1/keys/{kid}/revoke"),
+                body,
+            )
+            .await?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    match command {
+        KeysCommand::List { .. } => {
+            println!(
+                "{:<44} {:<8} {:<6} {:<21} {:<21} {:<21}",
+                "KID", "STATE", "ALG", "PUBLISHED", "ACTIVATED", "LEAVES JWKS"
+            );
+            for key in answer["keys"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<44} {:<8} {:<6} {:<21} {:<21} {:<21}",
+                    text(key, "kid"),
+                    text(key, "state"),
+                    text(key, "alg"),
+                    text(key, "published_at"),
+                    text(key, "activated_at"),
+                    text(key, "remove_at"),
+                );
+            }
+        }
+        KeysCommand::Rotate { .. } => {
+            println!("now signing:   {}", text(&answer, "promoted"));
+            println!("retired:       {}", text(&answer, "retired"));
+            println!("new next key:  {}", text(&answer, "new_next"));
+        }
+        KeysCommand::Revoke { .. } => {
+            println!("revoked:       {}", text(&answer, "revoked"));
+            if answer["promoted"].is_string() {
+                println!("now signing:   {}", text(&answer, "promoted"));
+            }
+            println!("new next key:  {}", text(&answer, "new_next"));
+        }
+    }
+    if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}

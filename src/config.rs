@@ -1,0 +1,772 @@
+//! Configuration: defaults, then a TOML file, then `JWKSD_` environment variables, then
+//! validation into a [`Config`] that the rest of jwksd can trust.
+//!
+//! Environment variables name a path with double underscores:
+//! `JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE=30m` sets `keysets.default.jwks_max_age`. A
+//! variable ending in `_FILE` reads the value from that file (`JWKSD_SERVER__ADMIN_TOKEN_FILE`),
+//! for secrets mounted by an orchestrator. Variables without a double underscore
+//! (`JWKSD_CONFIG`, `JWKSD_SERVER`, `JWKSD_ADMIN_TOKEN`, `JWKSD_LOG`) belong to the command
+//! line, not to this file. Every problem found is reported at once, each with what to do.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::keys::cert::parse_subject;
+use crate::keys::{Algorithm, KeyFamily, RsaBits};
+use crate::rotation::Timing;
+
+/// The name of the key set served at `/.well-known/jwks.json`.
+pub const DEFAULT_KEYSET: &str = "default";
+
+/// Shortest `max-age` jwksd will send: a JWKS fetched on every request is an outage
+/// waiting to happen (Vault #11438).
+const MIN_JWKS_MAX_AGE: Duration = Duration::from_secs(60);
+/// An assertion lives at most 300 s; allow 60 s of clock skew on top.
+const MIN_RETIRE_GRACE: Duration = Duration::from_secs(360);
+/// Shortest admin token accepted from the configuration.
+const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// Environment variables that are the CLI's, not configuration paths.
+const CLI_VARIABLES: &[&str] = &["CONFIG", "SERVER", "ADMIN_TOKEN", "LOG", "CALLER_TOKEN"];
+/// Keys that already name a file; a `_FILE` variable for them sets the path itself.
+const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
+
+/// A secret string (token, key text) that never prints and is wiped on drop.
+#[derive(Clone)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(Zeroizing::new(value))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[secret elided]")
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub keysets: BTreeMap<String, KeysetConfig>,
+    /// Things that are allowed but probably wrong; logged at start.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub public_listen: String,
+    pub private_listen: String,
+    /// Base URL by which the EHR reaches the public listener, without a trailing slash.
+    pub public_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub master_key: MasterKeySource,
+    pub admin_token: AdminTokenSource,
+}
+
+/// Where the keys are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+}
+
+/// Where the master key comes from.
+#[derive(Clone, Debug)]
+pub enum MasterKeySource {
+    /// Given directly (`master_key`, usually through `JWKSD_SERVER__MASTER_KEY[_FILE]`).
+    Inline(Secret),
+    /// A file the operator named; it must exist.
+    File(PathBuf),
+    /// The development default `<data_dir>/master.key`, created on first start.
+    Development(PathBuf),
+}
+
+/// Where the admin token comes from.
+#[derive(Clone, Debug)]
+pub enum AdminTokenSource {
+    Inline(Secret),
+    File(PathBuf),
+    /// `<data_dir>/admin.token`, generated on first start.
+    Generated(PathBuf),
+}
+
+/// One key set's policy.
+#[derive(Clone, Debug)]
+pub struct KeysetConfig {
+    pub name: String,
+    pub alg: Algorithm,
+    pub rsa_bits: RsaBits,
+    pub timing: Timing,
+    pub cert_subject: String,
+}
+
+/// The configuration could not be used. Holds every problem found, each a sentence that
+/// says what to change.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration is not valid:")?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    keysets: BTreeMap<String, RawKeyset>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    public_listen: Option<String>,
+    private_listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    master_key: Option<String>,
+    master_key_file: Option<PathBuf>,
+    admin_token: Option<String>,
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKeyset {
+    alg: Option<String>,
+    rsa_bits: Option<IntOrString>,
+    rotation_period: Option<String>,
+    jwks_max_age: Option<String>,
+    prepublish: Option<String>,
+    retire_grace: Option<String>,
+    cert_subject: Option<String>,
+}
+
+/// Numbers from the environment arrive as strings; accept both.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum IntOrString {
+    Int(i64),
+    Text(String),
+}
+
+impl Config {
+    /// Reads the optional TOML file, overlays `env` (pairs of name and value, normally
+    /// `std::env::vars()`), and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let mut table = match file {
+            None => toml::Table::new(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => match text.parse::<toml::Table>() {
+                    Ok(table) => table,
+                    Err(e) => {
+                        return Err(ConfigError {
+                            problems: vec![format!("{} is not valid TOML: {e}", path.display())],
+                        })
+                    }
+                },
+                Err(e) => {
+                    return Err(ConfigError {
+                        problems: vec![format!(
+                            "cannot read the configuration file {}: {e}; check --config or JWKSD_CONFIG",
+                            path.display()
+                        )],
+                    })
+                }
+            },
+        };
+        overlay_env(&mut table, env, &mut problems, &mut warnings);
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        let raw = match RawConfig::deserialize(toml::Value::Table(table)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(ConfigError {
+                    problems: vec![format!("{}", e.message().trim())],
+                })
+            }
+        };
+        let config = validate(raw, &mut problems, warnings);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// The key set served at `/.well-known/jwks.json`, if configured.
+    pub fn default_keyset(&self) -> Option<&KeysetConfig> {
+        self.keysets.get(DEFAULT_KEYSET)
+    }
+}
+
+fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let mut vars: Vec<_> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("JWKSD_"))
+        .collect();
+    vars.sort();
+    for (name, value) in vars {
+        let rest = &name["JWKSD_".len()..];
+        if !rest.contains("__") {
+            if !CLI_VARIABLES.contains(&rest) {
+                warnings.push(format!(
+                    "ignoring {name}: configuration variables name a path with double \
+                     underscores, like JWKSD_SERVER__PUBLIC_URL"
+                ));
+            }
+            continue;
+        }
+        let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            problems.push(format!("{name} has an empty path segment"));
+            continue;
+        }
+        let mut value = value;
+        let last = path.len() - 1;
+        if path[last].ends_with("_file") && !PATH_KEYS.contains(&path[last].as_str()) {
+            match std::fs::read_to_string(&value) {
+                Ok(content) => {
+                    value = content.trim().to_owned();
+                    let stem_len = path[last].len() - "_file".len();
+                    path[last].truncate(stem_len);
+                }
+                Err(e) => {
+                    problems.push(format!("{name}: cannot read {value}: {e}"));
+                    continue;
+                }
+            }
+        }
+        let parsed = if value.trim_start().starts_with('[') {
+            match format!("v = {value}").parse::<toml::Table>() {
+                Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value)),
+                Err(_) => {
+                    problems.push(format!("{name} looks like a list but is not valid TOML"));
+                    continue;
+                }
+            }
+        } else {
+            toml::Value::String(value)
+        };
+        if let Err(e) = set_path(table, &path, parsed) {
+            problems.push(format!("{name}: {e}"));
+        }
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty path")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is a value in the file, not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+fn parse_duration(what: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            problems.push(format!(
+                "{what} = {text:?} is not a duration; write it like \"90s\", \"15m\", \"24h\" or \"90d\""
+            ));
+            None
+        }
+    }
+}
+
+fn show(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn check_listen(what: &str, addr: &str, problems: &mut Vec<String>) {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        problems.push(format!(
+            "server.{what} = {addr:?} is not HOST:PORT; for example \"127.0.0.1:8080\" or \"0.0.0.0:8080\""
+        ));
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+/// Key set names appear in URLs and file names.
+pub fn is_valid_keyset_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String>) -> Config {
+    let s = raw.server;
+    let public_listen = s.public_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let private_listen = s.private_listen.unwrap_or_else(|| "127.0.0.1:8081".into());
+    check_listen("public_listen", &public_listen, problems);
+    check_listen("private_listen", &private_listen, problems);
+    if public_listen == private_listen && !public_listen.ends_with(":0") {
+        problems.push(format!(
+            "server.public_listen and server.private_listen are both {public_listen}; the admin \
+             API must not share the public port, give them different ports"
+        ));
+    }
+
+    let public_url = match s
+        .public_url
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+    {
+        None => None,
+        Some(u) if u.is_empty() => None,
+        Some(u) if u.starts_with("https://") => Some(u),
+        Some(u) if u.starts_with("http://") => {
+            if !is_loopback_url(&u) {
+                warnings.push(format!(
+                    "server.public_url = {u:?} is plain http; EHRs fetch JWKS URLs only over https"
+                ));
+            }
+            Some(u)
+        }
+        Some(u) => {
+            problems.push(format!(
+                "server.public_url = {u:?} must start with https:// (the address the EHR fetches the JWKS from)"
+            ));
+            None
+        }
+    };
+
+    let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+    let database_url = s.database_url.unwrap_or_default();
+    let database = if database_url.trim().is_empty() {
+        Database::Sqlite(data_dir.join("jwksd.db"))
+    } else if let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+    {
+        Database::Sqlite(PathBuf::from(path))
+    } else {
+        if database_url.starts_with("postgres") {
+            problems.push(
+                "server.database_url: this build of jwksd has only the embedded SQLite store; \
+                 leave database_url empty (PostgreSQL support is on the roadmap)"
+                    .into(),
+            );
+        } else {
+            problems.push(
+                "server.database_url must be empty (SQLite in data_dir) or sqlite://PATH".into(),
+            );
+        }
+        Database::Sqlite(data_dir.join("jwksd.db"))
+    };
+
+    let master_key = match (s.master_key, s.master_key_file) {
+        (Some(_), Some(_)) => {
+            problems
+                .push("server.master_key and server.master_key_file are both set; keep one".into());
+            MasterKeySource::Development(data_dir.join("master.key"))
+        }
+        (Some(text), None) => MasterKeySource::Inline(Secret::new(text)),
+        (None, Some(path)) if !path.as_os_str().is_empty() => MasterKeySource::File(path),
+        (None, _) => MasterKeySource::Development(data_dir.join("master.key")),
+    };
+
+    let admin_token = match (s.admin_token, s.admin_token_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "server.admin_token and server.admin_token_file are both set; keep one".into(),
+            );
+            AdminTokenSource::Generated(data_dir.join("admin.token"))
+        }
+        (Some(token), None) if !token.is_empty() => {
+            if token.trim().len() < MIN_ADMIN_TOKEN_LEN {
+                problems.push(format!(
+                    "server.admin_token is {} characters; use at least {MIN_ADMIN_TOKEN_LEN} random \
+                     characters (`jwksd callers new-token` prints one)",
+                    token.trim().len()
+                ));
+            }
+            AdminTokenSource::Inline(Secret::new(token.trim().to_owned()))
+        }
+        (None, Some(path)) if !path.as_os_str().is_empty() => AdminTokenSource::File(path),
+        _ => AdminTokenSource::Generated(data_dir.join("admin.token")),
+    };
+
+    let mut raw_keysets = raw.keysets;
+    if raw_keysets.is_empty() {
+        raw_keysets.insert(DEFAULT_KEYSET.into(), RawKeyset::default());
+    }
+    let mut keysets = BTreeMap::new();
+    for (name, raw) in raw_keysets {
+        if !is_valid_keyset_name(&name) {
+            problems.push(format!(
+                "key set name {name:?} must be 1-63 characters of a-z, 0-9, '-' or '_', starting \
+                 with a letter or digit (it becomes part of a URL)"
+            ));
+            continue;
+        }
+        if let Some(keyset) = validate_keyset(&name, raw, problems, &mut warnings) {
+            keysets.insert(name, keyset);
+        }
+    }
+    if !keysets.contains_key(DEFAULT_KEYSET) && problems.is_empty() {
+        warnings.push(format!(
+            "no key set is named {DEFAULT_KEYSET:?}, so /.well-known/jwks.json answers 404; \
+             EHRs must be given /jwks/<name>.json"
+        ));
+    }
+
+    Config {
+        server: ServerConfig {
+            public_listen,
+            private_listen,
+            public_url,
+            data_dir,
+            database,
+            master_key,
+            admin_token,
+        },
+        keysets,
+        warnings,
+    }
+}
+
+fn validate_keyset(
+    name: &str,
+    raw: RawKeyset,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<KeysetConfig> {
+    let before = problems.len();
+    let key = |field: &str| format!("keysets.{name}.{field}");
+
+    let alg = match raw.alg.as_deref().unwrap_or("RS384").parse::<Algorithm>() {
+        Ok(alg) => alg,
+        Err(e) => {
+            problems.push(format!("{}: {e}", key("alg")));
+            Algorithm::Rs384
+        }
+    };
+    let rsa_bits = match raw.rsa_bits {
+        None => RsaBits::B2048,
+        Some(value) => {
+            if matches!(alg.family(), KeyFamily::Ec(_)) {
+                warnings.push(format!(
+                    "{} is ignored: {alg} keys are EC keys",
+                    key("rsa_bits")
+                ));
+            }
+            let bits = match &value {
+                IntOrString::Int(i) => Some(*i),
+                IntOrString::Text(t) => t.trim().parse().ok(),
+            };
+            match bits
+                .and_then(|b| u64::try_from(b).ok())
+                .and_then(RsaBits::from_bits)
+            {
+                Some(bits) => bits,
+                None => {
+                    let shown = match value {
+                        IntOrString::Int(i) => i.to_string(),
+                        IntOrString::Text(t) => format!("{t:?}"),
+                    };
+                    problems.push(format!(
+                        "{} = {shown} is not allowed; use 2048, 3072 or 4096 (below 2048 is refused by \
+                         Epic and by NIST)",
+                        key("rsa_bits")
+                    ));
+                    RsaBits::B2048
+                }
+            }
+        }
+    };
+
+    let mut duration = |field: &str, default: &str| {
+        let text = match field {
+            "jwks_max_age" => raw.jwks_max_age.as_deref(),
+            "prepublish" => raw.prepublish.as_deref(),
+            _ => raw.retire_grace.as_deref(),
+        }
+        .unwrap_or(default);
+        parse_duration(&key(field), text, problems)
+    };
+    let jwks_max_age = duration("jwks_max_age", "1h");
+    let prepublish = duration("prepublish", "75m");
+    let retire_grace = duration("retire_grace", "24h");
+    let rotation_period = match raw.rotation_period.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(text) => parse_duration(&key("rotation_period"), text, problems),
+        None => Some(Duration::from_secs(90 * 86_400)),
+    };
+
+    if let Some(max_age) = jwks_max_age {
+        if max_age < MIN_JWKS_MAX_AGE {
+            problems.push(format!(
+                "{} = {} is below 60s; verifiers would refetch the JWKS constantly. Use at least \"60s\" \
+                 (minutes to an hour is usual)",
+                key("jwks_max_age"),
+                show(max_age)
+            ));
+        }
+        if let Some(prepublish) = prepublish {
+            if prepublish < max_age {
+                problems.push(format!(
+                    "{} = {} is shorter than jwks_max_age = {}: a verifier could still hold a cached \
+                     JWKS without the new key when it starts signing. Set prepublish to at least \
+                     jwks_max_age plus a margin (e.g. \"{}\")",
+                    key("prepublish"),
+                    show(prepublish),
+                    show(max_age),
+                    show(max_age + max_age / 4)
+                ));
+            }
+        }
+    }
+    if let Some(grace) = retire_grace {
+        if grace < MIN_RETIRE_GRACE {
+            problems.push(format!(
+                "{} = {} is too short: an assertion signed just before rotation lives up to 5 minutes, \
+                 plus clock skew. Use at least \"6m\" (\"24h\" is comfortable)",
+                key("retire_grace"),
+                show(grace)
+            ));
+        }
+    }
+    if let (Some(period), Some(prepublish)) = (rotation_period, prepublish) {
+        if period < prepublish {
+            problems.push(format!(
+                "{} = {} is shorter than prepublish = {}; a key could never be published long enough \
+                 before it signs. Lengthen rotation_period or use \"off\"",
+                key("rotation_period"),
+                show(period),
+                show(prepublish)
+            ));
+        }
+    }
+
+    let cert_subject = raw.cert_subject.unwrap_or_else(|| format!("CN={name}"));
+    if let Err(e) = parse_subject(&cert_subject) {
+        problems.push(format!("{}: {e}", key("cert_subject")));
+    }
+
+    if problems.len() > before {
+        return None;
+    }
+    let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as i64);
+    Some(KeysetConfig {
+        name: name.to_owned(),
+        alg,
+        rsa_bits,
+        timing: Timing {
+            rotation_period: rotation_period.map(|d| d.as_secs() as i64),
+            jwks_max_age: secs(jwks_max_age),
+            prepublish: secs(prepublish),
+            retire_grace: secs(retire_grace),
+        },
+        cert_subject,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwksd.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(Some(&path), env)
+    }
+
+    fn problems(toml: &str, env: &[(&str, &str)]) -> String {
+        load(toml, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn no_configuration_at_all_gives_a_usable_default_key_set() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        let keyset = config.default_keyset().unwrap();
+        assert_eq!(keyset.alg, Algorithm::Rs384);
+        assert_eq!(keyset.rsa_bits, RsaBits::B2048);
+        assert_eq!(keyset.timing.jwks_max_age, 3600);
+        assert_eq!(keyset.timing.prepublish, 75 * 60);
+        assert_eq!(keyset.timing.retire_grace, 86_400);
+        assert_eq!(keyset.timing.rotation_period, Some(90 * 86_400));
+        assert_eq!(keyset.cert_subject, "CN=default");
+        assert_eq!(config.server.public_listen, "127.0.0.1:8080");
+        assert_eq!(
+            config.server.database,
+            Database::Sqlite("data/jwksd.db".into())
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file_with_double_underscore_paths() {
+        let config = load(
+            "[keysets.default]\njwks_max_age = \"30m\"\nprepublish = \"40m\"\n",
+            &[
+                ("JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE", "10m"),
+                ("JWKSD_KEYSETS__DEFAULT__RSA_BITS", "3072"),
+                ("JWKSD_SERVER__PUBLIC_LISTEN", "0.0.0.0:9000"),
+                ("JWKSD_SERVER", "http://127.0.0.1:8081"),
+            ],
+        )
+        .unwrap();
+        let keyset = config.default_keyset().unwrap();
+        assert_eq!(keyset.timing.jwks_max_age, 600);
+        assert_eq!(keyset.timing.prepublish, 2400);
+        assert_eq!(keyset.rsa_bits, RsaBits::B3072);
+        assert_eq!(config.server.public_listen, "0.0.0.0:9000");
+    }
+
+    #[test]
+    fn file_suffix_reads_secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_path = dir.path().join("token");
+        std::fs::write(&token_path, "t".repeat(40) + "\n").unwrap();
+        let config = load(
+            "",
+            &[(
+                "JWKSD_SERVER__ADMIN_TOKEN_FILE",
+                token_path.to_str().unwrap(),
+            )],
+        )
+        .unwrap();
+        match config.server.admin_token {
+            AdminTokenSource::File(path) => assert_eq!(path, token_path),
+            other => panic!("{other:?}"),
+        }
+        let config = load(
+            "",
+            &[(
+                "JWKSD_SERVER__MASTER_KEY_FILE",
+                token_path.to_str().unwrap(),
+            )],
+        )
+        .unwrap();
+        assert!(matches!(config.server.master_key, MasterKeySource::File(_)));
+        let err = problems("", &[("JWKSD_SERVER__PUBLIC_URL_FILE", "/nonexistent/x")]);
+        assert!(err.contains("cannot read /nonexistent/x"), "{err}");
+    }
+
+    #[test]
+    fn prepublish_shorter_than_max_age_is_refused_with_advice() {
+        let err = problems(
+            "[keysets.default]\njwks_max_age = \"1h\"\nprepublish = \"30m\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("prepublish = 30m is shorter than jwks_max_age = 1h"),
+            "{err}"
+        );
+        assert!(err.contains("at least"), "{err}");
+    }
+
+    #[test]
+    fn weak_or_unknown_key_parameters_are_refused() {
+        let err = problems("[keysets.default]\nrsa_bits = 1024\nalg = \"HS256\"\n", &[]);
+        assert!(err.contains("rsa_bits = 1024 is not allowed"), "{err}");
+        assert!(err.contains("unknown algorithm \"HS256\""), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = problems(
+            "[server]\npublic_url = \"ftp://x\"\n[keysets.default]\njwks_max_age = \"10s\"\nretire_grace = \"1m\"\nrotation_period = \"soon\"\n",
+            &[],
+        );
+        for needle in ["public_url", "below 60s", "retire_grace", "not a duration"] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_names_are_refused() {
+        assert!(
+            problems("[server]\npublik_url = \"x\"\n", &[]).contains("unknown field `publik_url`")
+        );
+        assert!(problems("[keysets.\"../etc\"]\n", &[]).contains("must be 1-63 characters"));
+        assert!(problems("", &[]).is_empty() || load("", &[]).is_ok());
+    }
+
+    #[test]
+    fn rotation_can_be_turned_off() {
+        let config = load(
+            "[keysets.epic-prod]\nalg = \"ES384\"\nrotation_period = \"off\"\n",
+            &[],
+        )
+        .unwrap();
+        let keyset = &config.keysets["epic-prod"];
+        assert_eq!(keyset.timing.rotation_period, None);
+        assert_eq!(keyset.alg, Algorithm::Es384);
+        assert!(config.default_keyset().is_none());
+        assert!(config.warnings.iter().any(|w| w.contains("404")));
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let err = problems("[server]\nadmin_token = \"hunter2\"\n", &[]);
+        assert!(err.contains("use at least 32"), "{err}");
+        assert!(
+            !err.contains("hunter2"),
+            "a secret must not be echoed: {err}"
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! The domain error: what can go wrong in a key operation, without HTTP.
+//!
+//! `http::problem` maps each variant to a status and a fixed problem+json body once; the
+//! CLI prints the cause chain. Variants carry what the operator needs to act (which kid,
+//! how long to wait), never key material.
+
+use crate::keys::cert::CertError;
+use crate::keys::KeyError;
+use crate::rotation::KeyState;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No key set of that name is configured.
+    #[error("no key set named {0:?} is configured")]
+    UnknownKeyset(String),
+    /// No key with that kid exists in any configured key set.
+    #[error("no key with kid {0:?}")]
+    UnknownKid(String),
+    /// Rotation refused: the successor has not been published long enough.
+    #[error(
+        "next key {next_kid} has been published for {published_for}s; it must be published for \
+         {prepublish}s before it signs, so that every verifier's cached JWKS has it. Retry in \
+         {retry_after}s, or force the rotation if you accept that some verifiers may reject \
+         assertions until their cache expires"
+    )]
+    RotationTooEarly {
+        keyset: String,
+        next_kid: String,
+        published_for: i64,
+        prepublish: i64,
+        retry_after: i64,
+    },
+    /// Rotation refused: there is no published successor yet.
+    #[error("key set {0:?} has no published next key yet; retry in a minute")]
+    NoNextKey(String),
+    /// The key is already out of the JWKS.
+    #[error("key {kid} is already {state}; only published keys can be revoked")]
+    NotRevocable { kid: String, state: KeyState },
+    /// No key of the key set can sign right now.
+    #[error("key set {0:?} has no current key")]
+    NoCurrentKey(String),
+    /// The stored keys failed an integrity check: the wrong master key, or an edited row.
+    #[error("{0}")]
+    Integrity(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    /// A blocking task (key generation) panicked or was cancelled.
+    #[error("a background task failed: {0}")]
+    Task(String),
+}

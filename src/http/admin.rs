@@ -1,0 +1,230 @@
+//! The admin API on the private listener: list key sets and keys, rotate, revoke.
+//!
+//! Every handler takes an [`AdminAuth`], so an unauthenticated request never reaches one.
+//! Mutations answer only after the store has committed (SQLite `synchronous=FULL`).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::auth::AdminAuth;
+use super::problem::Problem;
+use super::State;
+use crate::config::is_valid_keyset_name;
+use crate::rotation::{KeyRecord, KeyState, UnixTime};
+
+/// Largest body the admin API reads (its bodies are a few optional flags).
+const BODY_LIMIT: usize = 4096;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/v1")
+            .route("/keysets", web::get().to(list_keysets))
+            .route("/keysets/{keyset}/keys", web::get().to(list_keys))
+            .route("/keysets/{keyset}/rotate", web::post().to(rotate))
+            .route("/keys/{kid}/revoke", web::post().to(revoke)),
+    );
+}
+
+fn rfc3339(t: Option<UnixTime>) -> Option<String> {
+    t.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
+/// A key as the admin API shows it.
+#[derive(Serialize)]
+struct KeyView {
+    kid: String,
+    keyset: String,
+    alg: &'static str,
+    state: &'static str,
+    created_at: Option<String>,
+    published_at: Option<String>,
+    activated_at: Option<String>,
+    retired_at: Option<String>,
+    remove_at: Option<String>,
+    revoked_at: Option<String>,
+    /// Path of the certificate on the public listener, while the key is published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_url: Option<String>,
+}
+
+impl KeyView {
+    fn new(r: &KeyRecord, public_base: &str) -> Self {
+        KeyView {
+            kid: r.kid.clone(),
+            keyset: r.keyset.clone(),
+            alg: r.alg.as_str(),
+            state: r.state.as_str(),
+            created_at: rfc3339(Some(r.created_at)),
+            published_at: rfc3339(Some(r.published_at)),
+            activated_at: rfc3339(r.activated_at),
+            retired_at: rfc3339(r.retired_at),
+            remove_at: rfc3339(r.remove_at),
+            revoked_at: rfc3339(r.revoked_at),
+            certificate_url: r
+                .state
+                .is_published()
+                .then(|| format!("{public_base}/certs/{}.pem", r.kid)),
+        }
+    }
+}
+
+fn valid_keyset(name: &str) -> Result<&str, Problem> {
+    if is_valid_keyset_name(name) {
+        Ok(name)
+    } else {
+        Err(Problem::not_found("no key set by that name is configured"))
+    }
+}
+
+async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
+    let snapshot = state.keyring.snapshot();
+    let base = state.public_base();
+    let keysets: Vec<_> = snapshot
+        .keysets
+        .values()
+        .map(|view| {
+            let c = &view.config;
+            let of_state = |s: KeyState| {
+                view.records
+                    .iter()
+                    .filter(|r| r.state == s)
+                    .map(|r| r.kid.clone())
+                    .next_back()
+            };
+            serde_json::json!({
+                "name": c.name,
+                "alg": c.alg.as_str(),
+                "rsa_bits": matches!(c.alg.family(), crate::keys::KeyFamily::Rsa).then(|| c.rsa_bits.bits()),
+                "rotation_period_seconds": c.timing.rotation_period,
+                "jwks_max_age_seconds": c.timing.jwks_max_age,
+                "prepublish_seconds": c.timing.prepublish,
+                "retire_grace_seconds": c.timing.retire_grace,
+                "cert_subject": c.cert_subject,
+                "jwks_url": format!("{base}/jwks/{}.json", c.name),
+                "current_kid": of_state(KeyState::Current),
+                "next_kid": of_state(KeyState::Next),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "keysets": keysets }))
+}
+
+async fn list_keys(
+    _: AdminAuth,
+    state: web::Data<State>,
+    keyset: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let name = valid_keyset(&keyset)?;
+    let snapshot = state.keyring.snapshot();
+    let view = snapshot
+        .keysets
+        .get(name)
+        .ok_or_else(|| Problem::from(crate::error::Error::UnknownKeyset(name.to_owned())))?;
+    let base = state.public_base();
+    let keys: Vec<_> = view
+        .records
+        .iter()
+        .rev()
+        .map(|r| KeyView::new(r, &base))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": keys })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    /// Why, for the log (and later the audit trail).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Reads an optional JSON body: empty is fine, anything else must be a JSON object of the
+/// expected shape.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    req: &HttpRequest,
+    body: &[u8],
+) -> Result<T, Problem> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    if body.len() > BODY_LIMIT {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Payload Too Large",
+            format!("admin request bodies are at most {BODY_LIMIT} bytes"),
+        ));
+    }
+    let is_json = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send the body as application/json, or send no body",
+        ));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!(
+            "the body is not the JSON this endpoint expects: {}",
+            e.to_string().chars().take(200).collect::<String>()
+        ))
+    })
+}
+
+async fn rotate(
+    _: AdminAuth,
+    req: HttpRequest,
+    state: web::Data<State>,
+    keyset: web::Path<String>,
+    query: web::Query<RotateQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let name = valid_keyset(&keyset)?;
+    let body: RotateBody = optional_json(&req, &body)?;
+    let force = query.force || body.force;
+    let outcome = state.keyring.rotate(name, force, crate::unix_now()).await?;
+    Ok(HttpResponse::Ok().json(outcome))
+}
+
+async fn revoke(
+    _: AdminAuth,
+    req: HttpRequest,
+    state: web::Data<State>,
+    kid: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let body: RevokeBody = optional_json(&req, &body)?;
+    if kid.len() > 64 {
+        return Err(Problem::from(crate::error::Error::UnknownKid(
+            "(too long)".into(),
+        )));
+    }
+    let outcome = state.keyring.revoke(&kid, crate::unix_now()).await?;
+    if let Some(reason) = body.reason {
+        tracing::warn!(kid = %outcome.revoked, reason = %reason.chars().take(500).collect::<String>(), "revocation reason");
+    }
+    Ok(HttpResponse::Ok().json(outcome))
+}

@@ -1,0 +1,89 @@
+//! The HTTP layer: two listeners, their route tables, and the shared request state.
+//!
+//! The public listener serves only public things (JWKS, certificates, health) and is safe
+//! to expose to EHRs; the private listener carries the admin API (and later signing and
+//! tokens) and must stay internal. Handlers know actix and the keyring, never SQL.
+
+pub mod admin;
+pub mod auth;
+pub mod problem;
+pub mod public;
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+
+use crate::keyring::Keyring;
+use auth::TokenHash;
+use problem::Problem;
+
+/// What every handler can reach.
+pub struct State {
+    pub keyring: Arc<Keyring>,
+    pub admin_token: TokenHash,
+    /// `server.public_url`, without a trailing slash; empty when unset (paths are then
+    /// shown relative to the public listener).
+    pub public_url: String,
+}
+
+impl State {
+    /// Base for public URLs in admin answers.
+    pub fn public_base(&self) -> String {
+        self.public_url.clone()
+    }
+}
+
+/// Limits and error shapes shared by both listeners.
+pub fn common(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::PathConfig::default().error_handler(|e, _| problem::from_extractor(e.into())),
+    )
+    .app_data(web::QueryConfig::default().error_handler(|e, _| problem::from_extractor(e.into())))
+    .app_data(
+        web::JsonConfig::default()
+            .limit(16 * 1024)
+            .error_handler(|e, _| problem::from_extractor(e.into())),
+    )
+    .app_data(web::PayloadConfig::new(16 * 1024));
+}
+
+/// Any path no route knows.
+pub async fn not_found() -> Result<HttpResponse, Problem> {
+    Err(Problem::not_found("no such resource"))
+}
+
+/// `GET /healthz` and `GET /readyz`, on both listeners.
+pub fn health_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<State>) -> Result<HttpResponse, Problem> {
+    if let Err(e) = state.keyring.store().ping().await {
+        tracing::error!(error = %e, "readiness: store unreachable");
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not Ready",
+            "the key store is not reachable",
+        ));
+    }
+    if !state.keyring.is_ready() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "Not Ready",
+            "a key set has no signing key yet",
+        ));
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({ "status": "ready" })))
+}

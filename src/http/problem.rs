@@ -1,0 +1,204 @@
+//! Problem details (RFC 9457): the one shape every refusal takes, and the one mapping from
+//! the domain error to HTTP.
+//!
+//! `detail` is written for the operator and never carries internal error text: store,
+//! crypto and task failures are logged with their whole cause chain and answered with a
+//! fixed sentence.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use tracing::error;
+
+use crate::error::Error;
+
+/// An RFC 9457 problem, ready to send.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    /// Seconds to wait, also sent as `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<i64>,
+    #[serde(skip)]
+    challenge: bool,
+}
+
+impl Problem {
+    /// `slug` names the problem type (`urn:jwksd:problem:<slug>`).
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            kind: format!("urn:jwksd:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail: detail.into(),
+            retry_after: None,
+            challenge: false,
+        }
+    }
+
+    pub fn with_retry_after(mut self, seconds: i64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not Found", detail)
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad Request",
+            detail,
+        )
+    }
+
+    /// 401 with `WWW-Authenticate: Bearer` (RFC 6750 §3).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut problem = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        );
+        problem.challenge = true;
+        problem
+    }
+
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal Server Error",
+            "jwksd could not complete the request; the server log has the cause. Nothing was changed.",
+        )
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.title, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+        response.insert_header((header::CACHE_CONTROL, "no-store"));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.challenge {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"jwksd\""),
+            ));
+        }
+        response.body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(err: Error) -> Self {
+        match &err {
+            Error::UnknownKeyset(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-keyset",
+                "Unknown Key Set",
+                err.to_string(),
+            ),
+            Error::UnknownKid(_) => Problem::new(
+                StatusCode::NOT_FOUND,
+                "unknown-kid",
+                "Unknown Key",
+                err.to_string(),
+            ),
+            Error::RotationTooEarly { retry_after, .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "rotation-too-early",
+                "Next Key Not Published Long Enough",
+                err.to_string(),
+            )
+            .with_retry_after(*retry_after),
+            Error::NoNextKey(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "no-next-key",
+                "No Next Key",
+                err.to_string(),
+            )
+            .with_retry_after(60),
+            Error::NotRevocable { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "not-revocable",
+                "Key Not Published",
+                err.to_string(),
+            ),
+            Error::NoCurrentKey(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no-current-key",
+                "No Usable Key",
+                err.to_string(),
+            )
+            .with_retry_after(30),
+            Error::Store(crate::store::StoreError::Conflict(_)) => Problem::new(
+                StatusCode::CONFLICT,
+                "concurrent-change",
+                "Concurrent Change",
+                "the key set changed while this request was processed; nothing was changed, retry",
+            ),
+            Error::Store(_)
+            | Error::Integrity(_)
+            | Error::Key(_)
+            | Error::Cert(_)
+            | Error::Task(_) => {
+                error!(error = %err, "request failed");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+/// Maps actix's extractor errors (bad JSON, bad query, oversized body) to problems.
+pub fn from_extractor(err: actix_web::Error) -> actix_web::Error {
+    let status = err.as_response_error().status_code();
+    let problem = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
+            status,
+            "body-too-large",
+            "Payload Too Large",
+            "the request body is larger than this endpoint accepts",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
+            status,
+            "unsupported-media-type",
+            "Unsupported Media Type",
+            "send the body as application/json",
+        ),
+        _ => Problem::bad_request(format!(
+            "the request could not be read: {}",
+            sanitize(&err.to_string())
+        )),
+    };
+    problem.into()
+}
+
+/// Keeps an extractor message short and printable: it may quote the client's own input.
+fn sanitize(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}

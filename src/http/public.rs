@@ -1,0 +1,121 @@
+//! The public listener: JWKS documents, certificates and health. Nothing here needs or
+//! accepts credentials, and nothing here can change state.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::problem::Problem;
+use super::State;
+use crate::config::{is_valid_keyset_name, DEFAULT_KEYSET};
+use crate::keyring::PublishedJwks;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/.well-known/jwks.json")
+            .route(web::get().to(well_known_jwks))
+            .route(web::head().to(well_known_jwks)),
+    )
+    .service(
+        web::resource("/jwks/{file}")
+            .route(web::get().to(keyset_jwks))
+            .route(web::head().to(keyset_jwks)),
+    )
+    .service(
+        web::resource("/certs/{file}")
+            .route(web::get().to(certificate))
+            .route(web::head().to(certificate)),
+    );
+    super::health_routes(cfg);
+}
+
+async fn well_known_jwks(
+    req: HttpRequest,
+    state: web::Data<State>,
+) -> Result<HttpResponse, Problem> {
+    serve_jwks(&req, &state, DEFAULT_KEYSET)
+}
+
+async fn keyset_jwks(
+    req: HttpRequest,
+    state: web::Data<State>,
+    file: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let name = file
+        .strip_suffix(".json")
+        .filter(|name| is_valid_keyset_name(name))
+        .ok_or_else(|| {
+            Problem::not_found("no such key set; JWKS URLs look like /jwks/<keyset>.json")
+        })?;
+    serve_jwks(&req, &state, name)
+}
+
+fn serve_jwks(req: &HttpRequest, state: &State, keyset: &str) -> Result<HttpResponse, Problem> {
+    let snapshot = state.keyring.snapshot();
+    let view = snapshot
+        .keysets
+        .get(keyset)
+        .ok_or_else(|| Problem::not_found(format!("no key set named {keyset:?} is configured")))?;
+    let jwks: Arc<PublishedJwks> = view.jwks.clone();
+    let max_age = jwks.max_age(crate::unix_now());
+    let cache_control = format!("public, max-age={max_age}");
+    if if_none_match(req.headers(), &jwks.etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, jwks.etag.as_str()))
+            .insert_header((header::CACHE_CONTROL, cache_control))
+            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+            .finish());
+    }
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .insert_header((header::CACHE_CONTROL, cache_control))
+        .insert_header((header::ETAG, jwks.etag.as_str()))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    // actix sends the headers of a GET, with its Content-Length, and no body for HEAD.
+    Ok(response.body(jwks.body.clone()))
+}
+
+/// RFC 9110 §13.1.2: `*` or any listed tag matching by weak comparison.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim())
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag)
+}
+
+async fn certificate(
+    state: web::Data<State>,
+    file: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let not_found = || {
+        Problem::not_found(
+            "no published key has that kid; certificate URLs look like /certs/<kid>.pem",
+        )
+    };
+    let kid = file.strip_suffix(".pem").ok_or_else(not_found)?;
+    // kids are base64url RFC 7638 thumbprints: 43 characters.
+    if kid.len() > 64
+        || !kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(not_found());
+    }
+    let pem = state
+        .keyring
+        .snapshot()
+        .cert_pem(kid)
+        .ok_or_else(not_found)?;
+    let mut response = HttpResponse::Ok();
+    response
+        .insert_header((header::CONTENT_TYPE, "application/pem-certificate-chain"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    Ok(response.body(pem.as_bytes().to_vec()))
+}

@@ -1,0 +1,628 @@
+//! The keyring: the in-memory, always-consistent view of every key set, and the one place
+//! that changes keys.
+//!
+//! Reads (JWKS bytes, certificates, the current signer) come from an immutable
+//! [`Snapshot`] behind an `Arc`, swapped whole after every change, so the JWKS path never
+//! waits on a lock held across I/O and its bytes are rendered once per change. Writes
+//! (tick, rotate, revoke) are serialised by one async mutex: each turns a pure decision from
+//! [`crate::rotation`] into one [`Change`], applies it in one store transaction, then
+//! rebuilds the snapshot from what the store holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use aws_lc_rs::digest;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use tracing::{info, warn};
+
+use crate::config::KeysetConfig;
+use crate::error::Error;
+use crate::keys::cert;
+use crate::keys::jwk::{Jwk, JwkSet};
+use crate::keys::seal::private_key_aad;
+use crate::keys::{KeyMaterial, MasterKey, PublicJwk};
+use crate::rotation::{
+    self, check_rotation, plan_revocation, KeyRecord, KeyState, RevocationRefused, RotationRefused,
+    Step, UnixTime,
+};
+use crate::store::{Change, Store, StoredKey, Transition};
+
+/// A key set's JWKS, rendered once per change.
+#[derive(Debug)]
+pub struct PublishedJwks {
+    /// Shared, so serving it copies nothing.
+    pub body: bytes::Bytes,
+    /// A strong validator over `body` (RFC 9110 §8.8.3), quoted.
+    pub etag: String,
+    /// When the set next changes by itself; caps `max-age`.
+    pub next_change_at: Option<UnixTime>,
+    /// The configured `jwks_max_age`, in seconds.
+    pub max_age_ceiling: i64,
+}
+
+impl PublishedJwks {
+    /// The `max-age` to send at `now`.
+    pub fn max_age(&self, now: UnixTime) -> i64 {
+        rotation::jwks_max_age(now, self.next_change_at, self.max_age_ceiling)
+    }
+}
+
+/// The key a key set signs with now.
+#[derive(Debug)]
+pub struct Signer {
+    pub kid: String,
+    pub key: KeyMaterial,
+}
+
+/// A published key's public parts.
+#[derive(Debug)]
+struct PublicEntry {
+    public: PublicJwk,
+    cert_der: Vec<u8>,
+}
+
+/// One key set as served.
+#[derive(Debug)]
+pub struct KeysetView {
+    pub config: KeysetConfig,
+    /// Every key of the set, oldest first.
+    pub records: Vec<KeyRecord>,
+    pub jwks: Arc<PublishedJwks>,
+    pub signer: Option<Arc<Signer>>,
+}
+
+/// Everything readers need, consistent at one instant.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub keysets: BTreeMap<String, KeysetView>,
+    /// PEM certificates of published keys, by kid.
+    certs: HashMap<String, Arc<str>>,
+}
+
+impl Snapshot {
+    pub fn cert_pem(&self, kid: &str) -> Option<Arc<str>> {
+        self.certs.get(kid).cloned()
+    }
+
+    /// The record of `kid` in any configured key set.
+    pub fn find_key(&self, kid: &str) -> Option<&KeyRecord> {
+        self.keysets
+            .values()
+            .flat_map(|view| view.records.iter())
+            .find(|r| r.kid == kid)
+    }
+}
+
+/// What a rotation did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RotationOutcome {
+    pub keyset: String,
+    /// The key that signs from now on.
+    pub promoted: String,
+    /// The key that stopped signing (stays published through `retire_grace`).
+    pub retired: Option<String>,
+    /// The freshly published successor.
+    pub new_next: Option<String>,
+    pub forced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// What a revocation did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RevocationOutcome {
+    pub keyset: String,
+    pub revoked: String,
+    /// Set when the revoked key was current: the key promoted (forced) in its place.
+    pub promoted: Option<String>,
+    pub new_next: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// The custodian of all key sets.
+pub struct Keyring {
+    store: Arc<dyn Store>,
+    master: Arc<MasterKey>,
+    configs: BTreeMap<String, KeysetConfig>,
+    snapshot: RwLock<Arc<Snapshot>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("keysets", &self.configs.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+const MASTER_CHECK_META: &str = "master_key_check";
+const MASTER_CHECK_AAD: &[u8] = b"jwksd/master-key-check/v1";
+const MASTER_CHECK_PLAINTEXT: &[u8] = b"jwksd master key check";
+
+impl Keyring {
+    /// Loads and verifies every stored key, then brings each configured key set to a
+    /// servable state (first start: a current and a next key).
+    ///
+    /// Refuses with [`Error::Integrity`] when the store was sealed under another master key
+    /// or a key row was altered, and when a key set's stored keys use another algorithm
+    /// than its configuration.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        master: MasterKey,
+        configs: BTreeMap<String, KeysetConfig>,
+        now: UnixTime,
+    ) -> Result<Self, Error> {
+        match store.meta(MASTER_CHECK_META).await? {
+            Some(sealed) => {
+                if master.open(&sealed, MASTER_CHECK_AAD).is_err() {
+                    return Err(Error::Integrity(
+                        "the store was encrypted under a different master key; start jwksd with \
+                         the master key this store was created with (master_key_file or \
+                         JWKSD_SERVER__MASTER_KEY)"
+                            .into(),
+                    ));
+                }
+            }
+            None => {
+                let sealed = master.seal(MASTER_CHECK_PLAINTEXT, MASTER_CHECK_AAD);
+                store.set_meta(MASTER_CHECK_META, &sealed).await?;
+            }
+        }
+        let keyring = Keyring {
+            store,
+            master: Arc::new(master),
+            configs,
+            snapshot: RwLock::new(Arc::new(Snapshot::default())),
+            writer: tokio::sync::Mutex::new(()),
+        };
+        let stored = keyring.store.load_keys().await?;
+        for key in &stored {
+            if let Some(config) = keyring.configs.get(&key.record.keyset) {
+                if key.record.alg != config.alg && key.record.state.is_published() {
+                    return Err(Error::Integrity(format!(
+                        "key set {:?} holds {} keys but is configured for {}; one key set has one \
+                         algorithm. Put {} keys in a new key set (with its own JWKS URL) instead",
+                        config.name, key.record.alg, config.alg, config.alg
+                    )));
+                }
+            }
+        }
+        let orphans: Vec<_> = stored
+            .iter()
+            .filter(|k| {
+                k.record.state.is_published() && !keyring.configs.contains_key(&k.record.keyset)
+            })
+            .map(|k| k.record.keyset.clone())
+            .collect();
+        if !orphans.is_empty() {
+            warn!(keysets = ?orphans, "the store holds key sets that are not configured; they are not served");
+        }
+        keyring.rebuild(stored)?;
+        keyring.tick(now).await?;
+        Ok(keyring)
+    }
+
+    /// The current snapshot; cheap, never blocks on writers.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        match self.snapshot.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn configs(&self) -> &BTreeMap<String, KeysetConfig> {
+        &self.configs
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Every configured key set has a key that can sign.
+    pub fn is_ready(&self) -> bool {
+        let snapshot = self.snapshot();
+        self.configs.keys().all(|name| {
+            snapshot
+                .keysets
+                .get(name)
+                .is_some_and(|v| v.signer.is_some())
+        })
+    }
+
+    /// Applies the schedule at `now` to every key set. Returns the earliest moment any key
+    /// set next changes by itself.
+    pub async fn tick(&self, now: UnixTime) -> Result<Option<UnixTime>, Error> {
+        let _writer = self.writer.lock().await;
+        let mut next_change: Option<UnixTime> = None;
+        for (name, config) in &self.configs {
+            let records = self.records_of(name);
+            let plan = rotation::plan(&records, now, &config.timing);
+            if !plan.steps.is_empty() {
+                let created = self.execute(config, &records, &plan.steps, now).await?;
+                info!(keyset = %name, steps = ?plan.steps, created = ?created, "applied the key schedule");
+            }
+            if let Some(at) = plan.next_change_at {
+                next_change = Some(next_change.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(next_change)
+    }
+
+    /// Promotes the published successor of `keyset`; see [`rotation::check_rotation`].
+    pub async fn rotate(
+        &self,
+        keyset: &str,
+        force: bool,
+        now: UnixTime,
+    ) -> Result<RotationOutcome, Error> {
+        let config = self
+            .configs
+            .get(keyset)
+            .ok_or_else(|| Error::UnknownKeyset(keyset.to_owned()))?;
+        let _writer = self.writer.lock().await;
+        let records = self.records_of(keyset);
+        let steps = check_rotation(&records, now, &config.timing, force).map_err(|r| match r {
+            RotationRefused::TooEarly {
+                next_kid,
+                published_for,
+                retry_after,
+            } => Error::RotationTooEarly {
+                keyset: keyset.to_owned(),
+                next_kid,
+                published_for,
+                prepublish: config.timing.prepublish,
+                retry_after,
+            },
+            RotationRefused::NoNextKey => Error::NoNextKey(keyset.to_owned()),
+        })?;
+        let (promoted, retired) = match &steps[0] {
+            Step::Promote { next, retire } => (next.clone(), retire.clone()),
+            _ => unreachable!("check_rotation starts with a promotion"),
+        };
+        let published_for = records
+            .iter()
+            .find(|r| r.kid == promoted)
+            .map_or(0, |r| now - r.published_at);
+        let created = self.execute(config, &records, &steps, now).await?;
+        let forced = published_for < config.timing.prepublish;
+        let warning = forced.then(|| forced_warning(&promoted, published_for, config));
+        if forced {
+            warn!(keyset, kid = %promoted, published_for, "forced rotation before prepublish elapsed");
+        }
+        info!(keyset, promoted = %promoted, retired = ?retired, new_next = ?created, "rotated");
+        Ok(RotationOutcome {
+            keyset: keyset.to_owned(),
+            promoted,
+            retired,
+            new_next: created.into_iter().next(),
+            forced,
+            warning,
+        })
+    }
+
+    /// Revokes `kid`: it leaves the JWKS at once and never signs again.
+    pub async fn revoke(&self, kid: &str, now: UnixTime) -> Result<RevocationOutcome, Error> {
+        let _writer = self.writer.lock().await;
+        let snapshot = self.snapshot();
+        let record = snapshot
+            .find_key(kid)
+            .ok_or_else(|| Error::UnknownKid(kid.to_owned()))?;
+        let keyset = record.keyset.clone();
+        let config = self
+            .configs
+            .get(&keyset)
+            .ok_or_else(|| Error::UnknownKid(kid.to_owned()))?;
+        let records = self.records_of(&keyset);
+        let steps = plan_revocation(&records, kid).map_err(|r| match r {
+            RevocationRefused::NotPublished(state) => Error::NotRevocable {
+                kid: kid.to_owned(),
+                state,
+            },
+        })?;
+        let promoted = steps.iter().find_map(|s| match s {
+            Step::Promote { next, .. } => Some(next.clone()),
+            _ => None,
+        });
+        let promoted_age = promoted
+            .as_ref()
+            .and_then(|p| records.iter().find(|r| &r.kid == p))
+            .map(|r| now - r.published_at);
+        let created = self.execute(config, &records, &steps, now).await?;
+        // A freshly made current key (no successor existed) is in `created` first.
+        let (promoted, new_next) = if steps.contains(&Step::CreateCurrent) {
+            (created.first().cloned(), created.get(1).cloned())
+        } else {
+            (promoted, created.first().cloned())
+        };
+        let warning = match (promoted_age, &promoted) {
+            (Some(age), Some(kid)) if age < config.timing.prepublish => {
+                Some(forced_warning(kid, age, config))
+            }
+            (None, Some(kid)) => Some(format!(
+                "no published successor existed, so the new key {kid} signs at once; verifiers \
+                 will reject its assertions until they refetch the JWKS (up to {}s)",
+                config.timing.jwks_max_age
+            )),
+            _ => None,
+        };
+        warn!(keyset = %keyset, kid, promoted = ?promoted, "revoked");
+        Ok(RevocationOutcome {
+            keyset,
+            revoked: kid.to_owned(),
+            promoted,
+            new_next,
+            warning,
+        })
+    }
+
+    fn records_of(&self, keyset: &str) -> Vec<KeyRecord> {
+        self.snapshot()
+            .keysets
+            .get(keyset)
+            .map(|v| v.records.clone())
+            .unwrap_or_default()
+    }
+
+    /// Turns `steps` into one change, applies it, reloads. Returns the kids it created.
+    async fn execute(
+        &self,
+        config: &KeysetConfig,
+        records: &[KeyRecord],
+        steps: &[Step],
+        now: UnixTime,
+    ) -> Result<Vec<String>, Error> {
+        let mut change = Change::default();
+        let state_of = |kid: &str| {
+            records
+                .iter()
+                .find(|r| r.kid == kid)
+                .map(|r| r.state)
+                .ok_or_else(|| Error::UnknownKid(kid.to_owned()))
+        };
+        let mut promoted_now = Vec::new();
+        for step in steps {
+            match step {
+                Step::CreateCurrent => change
+                    .inserts
+                    .push(self.generate(config, KeyState::Current, now).await?),
+                Step::CreateNext => change
+                    .inserts
+                    .push(self.generate(config, KeyState::Next, now).await?),
+                Step::Promote { next, retire } => {
+                    if let Some(old) = retire {
+                        change.transitions.push(Transition {
+                            kid: old.clone(),
+                            from: KeyState::Current,
+                            to: KeyState::Retired,
+                            at: now,
+                            remove_at: Some(now + config.timing.retire_grace),
+                        });
+                    }
+                    change.transitions.push(Transition {
+                        kid: next.clone(),
+                        from: KeyState::Next,
+                        to: KeyState::Current,
+                        at: now,
+                        remove_at: None,
+                    });
+                    promoted_now.push(next.clone());
+                }
+                Step::Remove { kid } => change.transitions.push(Transition {
+                    kid: kid.clone(),
+                    from: KeyState::Retired,
+                    to: KeyState::Removed,
+                    at: now,
+                    remove_at: None,
+                }),
+                Step::Revoke { kid } => change.transitions.push(Transition {
+                    kid: kid.clone(),
+                    from: state_of(kid)?,
+                    to: KeyState::Revoked,
+                    at: now,
+                    remove_at: None,
+                }),
+            }
+        }
+        self.store.apply(&change).await?;
+        let created = change
+            .inserts
+            .iter()
+            .map(|k| k.record.kid.clone())
+            .collect();
+        let stored = self.store.load_keys().await?;
+        self.rebuild(stored)?;
+        Ok(created)
+    }
+
+    /// Generates, certifies and seals a key on a blocking thread.
+    async fn generate(
+        &self,
+        config: &KeysetConfig,
+        state: KeyState,
+        now: UnixTime,
+    ) -> Result<StoredKey, Error> {
+        let config = config.clone();
+        let master = self.master.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            let key = KeyMaterial::generate(config.alg, config.rsa_bits)?;
+            let public = key.public_jwk();
+            let kid = public.thumbprint();
+            let issued = time::OffsetDateTime::from_unix_timestamp(now)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            let cert_der = cert::self_signed(&key, &config.cert_subject, issued)?;
+            let pkcs8 = key.to_pkcs8()?;
+            let aad = private_key_aad(&kid, &config.name, config.alg.as_str());
+            let sealed = master.seal(&pkcs8, &aad);
+            Ok::<_, Error>(StoredKey {
+                record: KeyRecord {
+                    kid,
+                    keyset: config.name.clone(),
+                    alg: config.alg,
+                    state,
+                    created_at: now,
+                    published_at: now,
+                    activated_at: (state == KeyState::Current).then_some(now),
+                    retired_at: None,
+                    remove_at: None,
+                    revoked_at: None,
+                },
+                public_jwk: public.to_stored_json(),
+                cert_der,
+                sealed_private: Some(sealed),
+            })
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// Verifies `stored` and swaps in a new snapshot built from it.
+    fn rebuild(&self, stored: Vec<StoredKey>) -> Result<(), Error> {
+        let mut by_keyset: BTreeMap<&str, Vec<&StoredKey>> = BTreeMap::new();
+        for key in &stored {
+            by_keyset.entry(&key.record.keyset).or_default().push(key);
+        }
+        let mut snapshot = Snapshot::default();
+        for (name, config) in &self.configs {
+            let keys = by_keyset.remove(name.as_str()).unwrap_or_default();
+            let mut published = Vec::new();
+            let mut signer = None;
+            for key in &keys {
+                let public = verify_public(key)?;
+                if let Some(sealed) = &key.sealed_private {
+                    let material = self.unseal(key, sealed, &public)?;
+                    if key.record.state == KeyState::Current {
+                        signer = Some(Arc::new(Signer {
+                            kid: key.record.kid.clone(),
+                            key: material,
+                        }));
+                    }
+                }
+                if key.record.state.is_published() {
+                    snapshot
+                        .certs
+                        .insert(key.record.kid.clone(), cert::to_pem(&key.cert_der).into());
+                    published.push((
+                        key.record.clone(),
+                        PublicEntry {
+                            public,
+                            cert_der: key.cert_der.clone(),
+                        },
+                    ));
+                }
+            }
+            let records: Vec<KeyRecord> = keys.iter().map(|k| k.record.clone()).collect();
+            let next_change_at =
+                rotation::plan(&records, crate::unix_now(), &config.timing).next_change_at;
+            let jwks = render_jwks(published, next_change_at, config.timing.jwks_max_age);
+            snapshot.keysets.insert(
+                name.clone(),
+                KeysetView {
+                    config: config.clone(),
+                    records,
+                    jwks: Arc::new(jwks),
+                    signer,
+                },
+            );
+        }
+        let snapshot = Arc::new(snapshot);
+        match self.snapshot.write() {
+            Ok(mut guard) => *guard = snapshot,
+            Err(poisoned) => *poisoned.into_inner() = snapshot,
+        }
+        Ok(())
+    }
+
+    fn unseal(
+        &self,
+        key: &StoredKey,
+        sealed: &[u8],
+        public: &PublicJwk,
+    ) -> Result<KeyMaterial, Error> {
+        let r = &key.record;
+        let aad = private_key_aad(&r.kid, &r.keyset, r.alg.as_str());
+        let pkcs8 = self.master.open(sealed, &aad).map_err(|_| {
+            Error::Integrity(format!(
+                "the private key of {} (key set {}) does not decrypt: the row was altered or \
+                 moved, or the master key is wrong. Restore the store from a backup",
+                r.kid, r.keyset
+            ))
+        })?;
+        let material = KeyMaterial::from_pkcs8(r.alg, &pkcs8)?;
+        if &material.public_jwk() != public {
+            return Err(Error::Integrity(format!(
+                "the private key of {} does not match its published public key; restore the \
+                 store from a backup",
+                r.kid
+            )));
+        }
+        Ok(material)
+    }
+}
+
+/// The stored public key must hash to its kid: a kid is never reused for other material.
+fn verify_public(key: &StoredKey) -> Result<PublicJwk, Error> {
+    let kid = &key.record.kid;
+    let public = PublicJwk::from_stored_json(&key.public_jwk).ok_or_else(|| {
+        Error::Integrity(format!(
+            "the public key of {kid} in the store does not parse"
+        ))
+    })?;
+    if &public.thumbprint() != kid {
+        return Err(Error::Integrity(format!(
+            "the public key stored for {kid} does not match its kid (RFC 7638 thumbprint); the \
+             store was altered. Restore it from a backup"
+        )));
+    }
+    Ok(public)
+}
+
+fn forced_warning(kid: &str, published_for: i64, config: &KeysetConfig) -> String {
+    format!(
+        "{kid} was published only {published_for}s ago (prepublish is {}s): verifiers that cached \
+         the JWKS before it appeared will reject its assertions until their cache expires (up to \
+         {}s)",
+        config.timing.prepublish, config.timing.jwks_max_age
+    )
+}
+
+/// Renders the JWKS in a stable order: the current key, then next, then retired keys
+/// (newest first), ties broken by kid.
+fn render_jwks(
+    mut published: Vec<(KeyRecord, PublicEntry)>,
+    next_change_at: Option<UnixTime>,
+    max_age_ceiling: i64,
+) -> PublishedJwks {
+    let rank = |s: KeyState| match s {
+        KeyState::Current => 0,
+        KeyState::Next => 1,
+        _ => 2,
+    };
+    published.sort_by(|(a, _), (b, _)| {
+        (rank(a.state), std::cmp::Reverse(a.created_at), &a.kid).cmp(&(
+            rank(b.state),
+            std::cmp::Reverse(b.created_at),
+            &b.kid,
+        ))
+    });
+    let set = JwkSet {
+        keys: published
+            .iter()
+            .map(|(r, e)| Jwk::new(&e.public, &r.kid, r.alg, &e.cert_der))
+            .collect(),
+    };
+    // Serialising plain strings cannot fail.
+    let body = serde_json::to_vec(&set).unwrap_or_default();
+    let hash = digest::digest(&digest::SHA256, &body);
+    let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&hash.as_ref()[..18]));
+    PublishedJwks {
+        body: body.into(),
+        etag,
+        next_change_at,
+        max_age_ceiling,
+    }
+}

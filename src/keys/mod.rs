@@ -1,0 +1,15 @@
+//! Keys: algorithms, private material, public JWKs, certificates and sealing at rest.
+//!
+//! Nothing in here knows about storage, HTTP or time zones; it turns bytes into keys and
+//! keys into bytes.
+
+pub mod alg;
+pub mod cert;
+pub mod jwk;
+pub mod material;
+pub mod seal;
+
+pub use alg::{Algorithm, Curve, KeyFamily, RsaBits};
+pub use jwk::PublicJwk;
+pub use material::{KeyError, KeyMaterial};
+pub use seal::MasterKey;

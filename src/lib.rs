@@ -1,0 +1,45 @@
+//! jwksd: the custodian of the signing keys of SMART on FHIR backend integrations.
+//!
+//! It generates key pairs, keeps the private halves sealed in a durable store, publishes
+//! the public halves as JWKS documents that EHRs fetch, and rotates keys so that a
+//! successor is always published before it signs.
+//!
+//! The architecture, by module:
+//!
+//! - [`config`]: layered configuration (defaults, TOML, `JWKSD_` environment), validated once.
+//! - [`keys`]: key material (aws-lc-rs), JWKs and thumbprints, certificates, sealing at rest.
+//! - [`rotation`]: the lifecycle as pure functions of (keys, now, policy).
+//! - [`store`]: the storage trait and its SQLite backend; the only code that speaks SQL.
+//! - [`keyring`]: the in-memory snapshot readers use, and the one writer that applies
+//!   lifecycle decisions to the store.
+//! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
+//! - [`app`]: wires all of the above; `main` and the tests start the service through it.
+//! - [`cli`]: the command line, including the admin client commands.
+//! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keyring;
+pub mod keys;
+pub mod rotation;
+pub mod store;
+
+/// The wall clock in whole seconds since the Unix epoch. Only the edges (HTTP handlers, the
+/// scheduler loop) read it; the lifecycle logic takes `now` as a parameter.
+pub fn unix_now() -> rotation::UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A fresh 256-bit random token, base64url without padding (43 characters).
+pub fn random_token() -> String {
+    use base64::Engine;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut())
+        .unwrap_or_else(|_| unreachable!("the system random generator failed"));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref())
+}

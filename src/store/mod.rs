@@ -1,0 +1,105 @@
+//! Durable storage of keys and store metadata, behind one small trait.
+//!
+//! The store is the source of truth: the keyring writes a whole lifecycle change with one
+//! [`Store::apply`] (one transaction), then reloads what the store holds. Every transition
+//! names the state it expects to find, so two writers racing on the same key set (replicas,
+//! later) make one of them fail with [`StoreError::Conflict`] instead of both succeeding.
+//!
+//! Backends: [`sqlite`] (embedded, the default). The trait leaves room for PostgreSQL.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::keys::Algorithm;
+use crate::rotation::{KeyRecord, KeyState, UnixTime};
+
+/// A boxed future, so that `dyn Store` works without a macro crate.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A key as stored: its public record, public parameters, certificate and the sealed
+/// private half (`None` once destroyed at retirement or revocation).
+#[derive(Clone)]
+pub struct StoredKey {
+    pub record: KeyRecord,
+    /// The public JWK parameters as JSON (see `PublicJwk::to_stored_json`).
+    pub public_jwk: String,
+    pub cert_der: Vec<u8>,
+    pub sealed_private: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("record", &self.record)
+            .field(
+                "sealed_private",
+                &self.sealed_private.as_ref().map(|_| "[sealed]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key moving from one state to another.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub kid: String,
+    /// The state the key must be in; otherwise the whole change is refused.
+    pub from: KeyState,
+    pub to: KeyState,
+    pub at: UnixTime,
+    /// Set when retiring: when the public half leaves the JWKS.
+    pub remove_at: Option<UnixTime>,
+}
+
+/// Everything one lifecycle operation writes, applied atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    pub inserts: Vec<StoredKey>,
+    pub transitions: Vec<Transition>,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A transition did not find the key in the state it expected: someone else changed
+    /// the key set first. Nothing was written.
+    #[error("the key set changed concurrently: {0}")]
+    Conflict(String),
+    /// The stored data is not what jwksd wrote (bad state name, unknown algorithm, ...).
+    #[error("the store holds data jwksd cannot read: {0}")]
+    Corrupt(String),
+    /// The database itself failed (I/O, locking, corruption detected by the engine).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The operations jwksd needs from a database.
+pub trait Store: Send + Sync {
+    /// Every key ever made, in creation order.
+    fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
+
+    /// Applies `change` in one transaction; on any error nothing is written. Private
+    /// halves of keys moving to `retired`, `removed` or `revoked` are erased in the same
+    /// transaction.
+    fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()>;
+
+    /// Reads a metadata value.
+    fn meta<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+
+    /// Writes a metadata value.
+    fn set_meta<'a>(&'a self, name: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()>;
+
+    /// A cheap round trip, for readiness checks.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+pub(crate) fn parse_state(text: &str) -> Result<KeyState, StoreError> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+pub(crate) fn parse_alg(text: &str) -> Result<Algorithm, StoreError> {
+    text.parse()
+        .map_err(|e: crate::keys::alg::UnknownAlgorithm| StoreError::Corrupt(e.to_string()))
+}

@@ -1,0 +1,302 @@
+//! The embedded backend: one SQLite file in the data directory, through sqlx.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`, so a commit returns only once it is on
+//! disk: an operator's rotation is acknowledged only after it is durable. A partial unique
+//! index forbids two current keys in one key set, and a CHECK forbids a private half on a
+//! key that may no longer sign, so a bug above cannot store either.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Row};
+
+use super::{parse_alg, parse_state, Change, Store, StoreError, StoreFuture, StoredKey};
+use crate::rotation::{KeyRecord, KeyState};
+
+/// Schema migrations, applied in order; the number of applied ones is kept in `meta`.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE keys (
+    kid            TEXT PRIMARY KEY,
+    keyset         TEXT NOT NULL,
+    alg            TEXT NOT NULL,
+    state          TEXT NOT NULL
+                   CHECK (state IN ('next', 'current', 'retired', 'removed', 'revoked')),
+    created_at     INTEGER NOT NULL,
+    published_at   INTEGER NOT NULL,
+    activated_at   INTEGER,
+    retired_at     INTEGER,
+    remove_at      INTEGER,
+    removed_at     INTEGER,
+    revoked_at     INTEGER,
+    public_jwk     TEXT NOT NULL,
+    cert_der       BLOB NOT NULL,
+    sealed_private BLOB,
+    CHECK (sealed_private IS NULL OR state IN ('next', 'current'))
+);
+CREATE UNIQUE INDEX keys_one_current_per_keyset ON keys (keyset) WHERE state = 'current';
+CREATE INDEX keys_by_keyset ON keys (keyset, created_at);
+"#];
+
+/// Why the SQLite file could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot open the store {path}: {source}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("the store {path} is damaged ({detail}); restore it from a backup")]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "the store {path} was written by a newer jwksd (schema {found}, this build knows {known}); \
+         run the newer version or restore a backup made by this one"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// The SQLite store.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating the file only when `create` is true. Checks the
+    /// file's integrity and brings its schema up to date.
+    pub async fn open(path: &Path, create: bool) -> Result<Self, OpenError> {
+        let open_err = |source| OpenError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let damaged = |detail: String| OpenError::Damaged {
+            path: path.to_owned(),
+            detail,
+        };
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(db) => damaged(db.message().to_owned()),
+                other => open_err(other),
+            })?;
+
+        let check: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| damaged(e.to_string()))?;
+        if check != "ok" {
+            return Err(damaged(check));
+        }
+
+        let store = SqliteStore { pool };
+        store.migrate(path).await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self, path: &Path) -> Result<(), OpenError> {
+        let damaged = |e: sqlx::Error| OpenError::Damaged {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut conn = self.pool.acquire().await.map_err(damaged)?;
+        let mut tx = conn.begin().await.map_err(damaged)?;
+        let has_meta: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(damaged)?;
+        let applied: i64 = if has_meta == 0 {
+            0
+        } else {
+            let version: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE name = 'schema_version'")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(damaged)?;
+            version
+                .and_then(|v| String::from_utf8(v).ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| OpenError::Damaged {
+                    path: path.to_owned(),
+                    detail: "schema_version is missing".into(),
+                })?
+        };
+        let known = MIGRATIONS.len() as i64;
+        if applied > known {
+            return Err(OpenError::TooNew {
+                path: path.to_owned(),
+                found: applied,
+                known,
+            });
+        }
+        for script in &MIGRATIONS[applied as usize..] {
+            sqlx::raw_sql(script)
+                .execute(&mut *tx)
+                .await
+                .map_err(damaged)?;
+        }
+        if applied < known {
+            sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('schema_version', ?)")
+                .bind(known.to_string().into_bytes())
+                .execute(&mut *tx)
+                .await
+                .map_err(damaged)?;
+        }
+        tx.commit().await.map_err(damaged)?;
+        Ok(())
+    }
+
+    /// Closes the pool (checkpointing the WAL), for tests that reopen the same file.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
+    Ok(StoredKey {
+        record: KeyRecord {
+            kid: row.try_get("kid")?,
+            keyset: row.try_get("keyset")?,
+            alg: parse_alg(row.try_get("alg")?)?,
+            state: parse_state(row.try_get("state")?)?,
+            created_at: row.try_get("created_at")?,
+            published_at: row.try_get("published_at")?,
+            activated_at: row.try_get("activated_at")?,
+            retired_at: row.try_get("retired_at")?,
+            remove_at: row.try_get("remove_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        },
+        public_jwk: row.try_get("public_jwk")?,
+        cert_der: row.try_get("cert_der")?,
+        sealed_private: row.try_get("sealed_private")?,
+    })
+}
+
+/// The column a transition stamps with its time.
+fn time_column(to: KeyState) -> &'static str {
+    match to {
+        KeyState::Next => "published_at",
+        KeyState::Current => "activated_at",
+        KeyState::Retired => "retired_at",
+        KeyState::Removed => "removed_at",
+        KeyState::Revoked => "revoked_at",
+    }
+}
+
+impl Store for SqliteStore {
+    fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(key_from_row).collect()
+        })
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            // Keys leaving `current` go first, so the one-current index holds after each
+            // statement.
+            let mut transitions: Vec<_> = change.transitions.iter().collect();
+            transitions.sort_by_key(|t| t.from != KeyState::Current);
+            for t in transitions {
+                let keeps_private = matches!(t.to, KeyState::Next | KeyState::Current);
+                let sql = format!(
+                    "UPDATE keys SET state = ?, {} = ?, remove_at = coalesce(?, remove_at){} \
+                     WHERE kid = ? AND state = ?",
+                    time_column(t.to),
+                    if keeps_private {
+                        ""
+                    } else {
+                        ", sealed_private = NULL"
+                    },
+                );
+                let done = sqlx::query(&sql)
+                    .bind(t.to.as_str())
+                    .bind(t.at)
+                    .bind(t.remove_at)
+                    .bind(&t.kid)
+                    .bind(t.from.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Err(StoreError::Conflict(format!(
+                        "key {} is no longer {}",
+                        t.kid, t.from
+                    )));
+                }
+            }
+            for key in &change.inserts {
+                let r = &key.record;
+                sqlx::query(
+                    "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, \
+                     activated_at, retired_at, remove_at, revoked_at, public_jwk, cert_der, \
+                     sealed_private) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&r.kid)
+                .bind(&r.keyset)
+                .bind(r.alg.as_str())
+                .bind(r.state.as_str())
+                .bind(r.created_at)
+                .bind(r.published_at)
+                .bind(r.activated_at)
+                .bind(r.retired_at)
+                .bind(r.remove_at)
+                .bind(r.revoked_at)
+                .bind(&key.public_jwk)
+                .bind(&key.cert_der)
+                .bind(&key.sealed_private)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn meta<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            Ok(sqlx::query_scalar("SELECT value FROM meta WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?)
+        })
+    }
+
+    fn set_meta<'a>(&'a self, name: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)")
+                .bind(name)
+                .bind(value)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+}
