@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
 
@@ -84,6 +85,7 @@ impl Application {
         let public_state = state.clone();
         let public = HttpServer::new(move || {
             App::new()
+                .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
                 .app_data(public_state.clone())
                 .configure(http::common)
                 .configure(http::public::routes)
@@ -101,6 +103,7 @@ impl Application {
         let private_state = state.clone();
         let private = HttpServer::new(move || {
             App::new()
+                .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
                 .app_data(private_state.clone())
                 .configure(http::common)
                 .configure(http::admin::routes)
@@ -145,11 +148,22 @@ impl Application {
         self.admin_token.as_deref()
     }
 
+    /// Handles that stop both listeners (graceful when `stop(true)`).
+    pub fn stop_handles(&self) -> [actix_web::dev::ServerHandle; 2] {
+        [self.public_server.handle(), self.private_server.handle()]
+    }
+
     /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let scheduler = tokio::spawn(run_scheduler(self.keyring.clone()));
         let result = tokio::try_join!(self.public_server, self.private_server);
         scheduler.abort();
+        let _ = scheduler.await;
+        // Checkpoints the WAL and releases the file before the process exits.
+        if let Err(e) = self.keyring.store().close().await {
+            warn!(error = %e, "closing the store failed");
+        }
+        info!("jwksd stopped");
         result.map(|_| ())
     }
 }

@@ -34,6 +34,15 @@ pub enum Command {
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Write a consistent copy of the key store to FILE (safe while jwksd runs). The copy
+    /// holds only sealed private keys; back up the master key separately.
+    Backup {
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where to write the copy; must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Exit 0 when the service answers ready (for container health probes).
     Healthcheck {
         /// Readiness URL to probe.
@@ -134,6 +143,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("configuration is valid");
+            Ok(())
+        }
+        Command::Backup { config, out } => {
+            let config = Config::load(config.as_deref(), std::env::vars())?;
+            let crate::config::Database::Sqlite(path) = &config.server.database;
+            if !path.exists() {
+                bail!("there is no key store at {} to back up", path.display());
+            }
+            if out.exists() {
+                bail!("{} already exists; choose a new file name", out.display());
+            }
+            let store = crate::store::sqlite::SqliteStore::open(path, false).await?;
+            store.backup_to(&out).await?;
+            crate::store::Store::close(&store).await?;
+            println!("wrote {} (restore: stop jwksd, copy it to {}, remove {}-wal and {}-shm, start jwksd with the same master key)",
+                out.display(), path.display(), path.display(), path.display());
             Ok(())
         }
         Command::Healthcheck { url } => {

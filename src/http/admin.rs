@@ -20,10 +20,10 @@ const BODY_LIMIT: usize = 4096;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/v1")
-            .route("/keysets", web::get().to(list_keysets))
-            .route("/keysets/{keyset}/keys", web::get().to(list_keys))
-            .route("/keysets/{keyset}/rotate", web::post().to(rotate))
-            .route("/keys/{kid}/revoke", web::post().to(revoke)),
+            .service(web::resource("/keysets").get(list_keysets))
+            .service(web::resource("/keysets/{keyset}/keys").get(list_keys))
+            .service(web::resource("/keysets/{keyset}/rotate").post(rotate))
+            .service(web::resource("/keys/{kid}/revoke").post(revoke)),
     );
 }
 

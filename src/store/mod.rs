@@ -93,6 +93,9 @@ pub trait Store: Send + Sync {
 
     /// A cheap round trip, for readiness checks.
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Closes all connections once in-flight work is done (at shutdown). Later calls fail.
+    fn close(&self) -> StoreFuture<'_, ()>;
 }
 
 pub(crate) fn parse_state(text: &str) -> Result<KeyState, StoreError> {

@@ -164,9 +164,15 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// Closes the pool (checkpointing the WAL), for tests that reopen the same file.
-    pub async fn close(&self) {
-        self.pool.close().await;
+    /// Writes a consistent copy of the whole store to `dest` (SQLite `VACUUM INTO`), while
+    /// the service keeps running. The copy holds sealed private keys only: it is useless
+    /// without the master key, which must be backed up separately.
+    pub async fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(dest.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -289,6 +295,13 @@ impl Store for SqliteStore {
                 .bind(value)
                 .execute(&self.pool)
                 .await?;
+            Ok(())
+        })
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.pool.close().await;
             Ok(())
         })
     }

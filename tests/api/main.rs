@@ -1,0 +1,12 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+//! jwksd's integration tests: one binary, the app spawned in-process on port 0 with a
+//! temporary data directory per test.
+
+mod helpers;
+
+mod hostile_input;
+mod jwks;
+mod lifecycle;
+mod secrecy;
+mod startup;

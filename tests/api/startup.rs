@@ -1,0 +1,213 @@
+//! Start-up: a fresh data directory initialises; anything that suggests keys existed
+//! before and cannot be used refuses to start, with a message that says what to do.
+
+use crate::helpers::{spawn_app, test_config, try_build};
+
+async fn refusal(dir: &std::path::Path, toml: &str) -> String {
+    match try_build(dir, toml).await {
+        Ok(_) => panic!("jwksd started although it should have refused"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs one app to create a store, and returns its JWKS for later comparison.
+async fn initialise(dir: &std::path::Path) -> serde_json::Value {
+    let app = spawn_app(dir).await;
+    let jwks = app.jwks("default").await;
+    app.stop().await;
+    jwks
+}
+
+#[tokio::test]
+async fn a_fresh_data_dir_initialises_with_private_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = initialise(dir.path()).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    let data = dir.path().join("data");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["master.key", "admin.token"] {
+            let mode = std::fs::metadata(data.join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_store_beside_an_existing_master_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("data/jwksd.db{suffix}")));
+    }
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("found the master key"), "{message}");
+    assert!(
+        message.contains("Restore the store from a backup"),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("data/jwksd.db").exists(),
+        "no new store was created"
+    );
+}
+
+#[tokio::test]
+async fn a_store_without_its_master_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    std::fs::remove_file(dir.path().join("data/master.key")).unwrap();
+    let message = refusal(dir.path(), "").await;
+    assert!(
+        message.contains("master key") && message.contains("missing"),
+        "{message}"
+    );
+    assert!(
+        !dir.path().join("data/master.key").exists(),
+        "no new master key was made"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    std::fs::write(dir.path().join("data/master.key"), "11".repeat(32)).unwrap();
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("different master key"), "{message}");
+}
+
+#[tokio::test]
+async fn a_corrupted_store_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let db = dir.path().join("data/jwksd.db");
+    let _ = std::fs::remove_file(dir.path().join("data/jwksd.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("data/jwksd.db-shm"));
+    let mut bytes = std::fs::read(&db).unwrap();
+    for b in bytes.iter_mut().take(100) {
+        *b = 0x5a;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    let message = refusal(dir.path(), "").await;
+    assert!(
+        message.contains("damaged") || message.contains("cannot open"),
+        "{message}"
+    );
+    assert!(message.contains("jwksd.db"), "{message}");
+}
+
+#[tokio::test]
+async fn an_edited_key_row_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let db = dir.path().join("data/jwksd.db");
+    // Move the current key's sealed private half onto the next key's row.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE keys SET sealed_private = (SELECT sealed_private FROM keys WHERE state = 'current') \
+         WHERE state = 'next'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("does not decrypt"), "{message}");
+}
+
+#[tokio::test]
+async fn an_edited_public_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE keys SET public_jwk = replace(public_jwk, '\"e\":\"AQAB\"', '\"e\":\"Aw\"')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("does not match its kid"), "{message}");
+}
+
+#[tokio::test]
+async fn changing_a_key_sets_algorithm_refuses_to_start_and_suggests_a_new_key_set() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let message = refusal(dir.path(), "[keysets.default]\nalg = \"ES384\"\n").await;
+    assert!(
+        message.contains("holds RS384 keys but is configured for ES384"),
+        "{message}"
+    );
+    assert!(message.contains("new key set"), "{message}");
+}
+
+#[tokio::test]
+async fn adding_a_key_set_later_initialises_only_that_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = initialise(dir.path()).await;
+    let app = crate::helpers::spawn_app_with(
+        dir.path(),
+        "[keysets.default]\n[keysets.athena]\nalg = \"ES384\"\n",
+    )
+    .await;
+    assert_eq!(app.jwks("default").await, before);
+    assert_eq!(
+        app.jwks("athena").await["keys"].as_array().unwrap().len(),
+        2
+    );
+    app.stop().await;
+}
+
+#[test]
+fn bad_configuration_is_a_message_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = test_config(
+        dir.path(),
+        "[keysets.default]\nprepublish = \"5m\"\nrsa_bits = 1024\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("prepublish = 5m is shorter than jwks_max_age = 1h"),
+        "{err}"
+    );
+    assert!(err.contains("rsa_bits = 1024"), "{err}");
+}
+
+#[tokio::test]
+async fn a_backup_restores_the_same_key_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    let jwks = app.jwks("default").await;
+    let backup = dir.path().join("backup.db");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .args(["backup", "--out", backup.to_str().unwrap()])
+        .env("JWKSD_SERVER__DATA_DIR", dir.path().join("data"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "backup while the service runs");
+    app.stop().await;
+
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("data/jwksd.db{suffix}")));
+    }
+    std::fs::copy(&backup, dir.path().join("data/jwksd.db")).unwrap();
+    let app = spawn_app(dir.path()).await;
+    assert_eq!(app.jwks("default").await, jwks);
+    app.stop().await;
+}
