@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -17,10 +17,12 @@ use actix_web::middleware::ErrorHandlers;
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
 
+use crate::audit::AuditWriter;
 use crate::config::{AdminTokenSource, Config, Database, MasterKeySource};
 use crate::http::{self, auth::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
+use crate::ratelimit::RateLimiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -46,6 +48,7 @@ pub struct Application {
     public_addr: SocketAddr,
     private_addr: SocketAddr,
     keyring: Arc<Keyring>,
+    reloader: Arc<Reloader>,
     admin_token: Option<String>,
     public_server: Server,
     private_server: Server,
@@ -75,11 +78,19 @@ impl Application {
         );
         let (admin_hash, admin_token) = load_admin_token(&server.admin_token)?;
 
+        let audit = AuditWriter::start(keyring.store().clone());
         let state = web::Data::new(State {
             keyring: keyring.clone(),
             admin_token: admin_hash,
             public_url: server.public_url.clone().unwrap_or_default(),
+            access: RwLock::new(Arc::new(config.access.clone())),
+            audit,
+            limiter: RateLimiter::default(),
         });
+        let reloader = Reloader {
+            state: state.clone(),
+            running: config.clone(),
+        };
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
 
         let public_state = state.clone();
@@ -107,6 +118,7 @@ impl Application {
                 .app_data(private_state.clone())
                 .configure(http::common)
                 .configure(http::admin::routes)
+                .configure(http::signing::routes)
                 .configure(http::health_routes)
                 .default_service(web::to(http::not_found))
         })
@@ -124,6 +136,7 @@ impl Application {
             public_addr,
             private_addr,
             keyring,
+            reloader: Arc::new(reloader),
             admin_token,
             public_server: public.run(),
             private_server: private.run(),
@@ -148,6 +161,11 @@ impl Application {
         self.admin_token.as_deref()
     }
 
+    /// Re-reads clients and callers; see [`Reloader`].
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
     /// Handles that stop both listeners (graceful when `stop(true)`).
     pub fn stop_handles(&self) -> [actix_web::dev::ServerHandle; 2] {
         [self.public_server.handle(), self.private_server.handle()]
@@ -156,8 +174,10 @@ impl Application {
     /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let scheduler = tokio::spawn(run_scheduler(self.keyring.clone()));
+        let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let result = tokio::try_join!(self.public_server, self.private_server);
         scheduler.abort();
+        reloads.abort();
         let _ = scheduler.await;
         // Checkpoints the WAL and releases the file before the process exits.
         if let Err(e) = self.keyring.store().close().await {
@@ -167,6 +187,68 @@ impl Application {
         result.map(|_| ())
     }
 }
+
+/// Applies configuration reloads: clients and callers change at once; changes to
+/// listeners, storage or key sets need a restart and are reported as such.
+pub struct Reloader {
+    state: web::Data<State>,
+    running: Config,
+}
+
+impl Reloader {
+    /// Re-reads the configuration the service started with (same file, current
+    /// environment) and applies it. On any problem the running configuration stays.
+    pub fn reload(&self) -> Result<Vec<String>, String> {
+        let config = Config::load(self.running.source.as_deref(), std::env::vars())
+            .map_err(|e| e.to_string())?;
+        self.apply(config)
+    }
+
+    /// Applies `config`'s clients and callers; returns warnings about parts that need a
+    /// restart. Refuses a configuration whose clients name key sets that are not running.
+    pub fn apply(&self, config: Config) -> Result<Vec<String>, String> {
+        for client in config.access.clients.values() {
+            if !self.running.keysets.contains_key(&client.keyset) {
+                return Err(format!(
+                    "client {} names key set {:?}, which is not running; key sets change only at restart",
+                    client.name, client.keyset
+                ));
+            }
+        }
+        let mut warnings = config.warnings.clone();
+        if config.keysets != self.running.keysets {
+            warnings.push("key set changes take effect at the next restart".into());
+        }
+        if format!("{:?}", config.server) != format!("{:?}", self.running.server) {
+            warnings.push("[server] changes take effect at the next restart".into());
+        }
+        self.state.set_access(config.access);
+        Ok(warnings)
+    }
+}
+
+#[cfg(unix)]
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        warn!("cannot listen for SIGHUP; configuration reload is unavailable");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match reloader.reload() {
+            Ok(warnings) => {
+                for warning in warnings {
+                    warn!("{warning}");
+                }
+                info!("configuration reloaded: clients and callers updated");
+            }
+            Err(e) => error!("configuration reload refused, the running configuration stays: {e}"),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_: Arc<Reloader>) {}
 
 /// The background loop: apply the schedule, sleep until the next change (at most a minute,
 /// so clock jumps and config-independent repairs are noticed), repeat.

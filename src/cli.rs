@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage the bearer tokens of calling services.
     Callers {
         #[command(subcommand)]
@@ -104,6 +109,15 @@ pub enum KeysCommand {
         /// Why (recorded in the server log).
         #[arg(long)]
         reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of the store's audit trail; names the first bad record.
+    Verify {
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -174,6 +188,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Keys { admin, command } => keys(admin, command).await,
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => {
+            let config = Config::load(config.as_deref(), std::env::vars())?;
+            let crate::config::Database::Sqlite(path) = &config.server.database;
+            if !path.exists() {
+                bail!("there is no key store at {}", path.display());
+            }
+            let store = crate::store::sqlite::SqliteStore::open(path, false).await?;
+            let outcome = crate::audit::verify_store(&store).await;
+            crate::store::Store::close(&store).await?;
+            match outcome? {
+                Ok(count) => {
+                    println!("audit trail intact: {count} records verified");
+                    Ok(())
+                }
+                Err(broken) => bail!("audit trail broken: {broken}"),
+            }
+        }
         Command::Callers {
             command: CallersCommand::NewToken,
         } => {

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use tracing::{info, warn};
 
+use crate::audit::{self, AuditEvent};
 use crate::config::KeysetConfig;
 use crate::error::Error;
 use crate::keys::cert;
@@ -119,6 +120,29 @@ pub struct RevocationOutcome {
     pub new_next: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+}
+
+/// Who asked for a lifecycle change, for the audit trail.
+struct Actor {
+    name: &'static str,
+    /// Facts about the request (forced, reason), as JSON text.
+    detail: Option<String>,
+}
+
+impl Actor {
+    fn scheduler() -> Self {
+        Actor {
+            name: "scheduler",
+            detail: None,
+        }
+    }
+
+    fn admin(detail: serde_json::Value) -> Self {
+        Actor {
+            name: "admin",
+            detail: Some(detail.to_string()),
+        }
+    }
 }
 
 /// The custodian of all key sets.
@@ -241,7 +265,9 @@ impl Keyring {
             let records = self.records_of(name);
             let plan = rotation::plan(&records, now, &config.timing);
             if !plan.steps.is_empty() {
-                let created = self.execute(config, &records, &plan.steps, now).await?;
+                let created = self
+                    .execute(config, &records, &plan.steps, now, &Actor::scheduler())
+                    .await?;
                 info!(keyset = %name, steps = ?plan.steps, created = ?created, "applied the key schedule");
             }
             if let Some(at) = plan.next_change_at {
@@ -286,8 +312,9 @@ impl Keyring {
             .iter()
             .find(|r| r.kid == promoted)
             .map_or(0, |r| now - r.published_at);
-        let created = self.execute(config, &records, &steps, now).await?;
         let forced = published_for < config.timing.prepublish;
+        let actor = Actor::admin(serde_json::json!({ "forced": forced }));
+        let created = self.execute(config, &records, &steps, now, &actor).await?;
         let warning = forced.then(|| forced_warning(&promoted, published_for, config));
         if forced {
             warn!(keyset, kid = %promoted, published_for, "forced rotation before prepublish elapsed");
@@ -304,7 +331,12 @@ impl Keyring {
     }
 
     /// Revokes `kid`: it leaves the JWKS at once and never signs again.
-    pub async fn revoke(&self, kid: &str, now: UnixTime) -> Result<RevocationOutcome, Error> {
+    pub async fn revoke(
+        &self,
+        kid: &str,
+        reason: Option<&str>,
+        now: UnixTime,
+    ) -> Result<RevocationOutcome, Error> {
         let _writer = self.writer.lock().await;
         let snapshot = self.snapshot();
         let record = snapshot
@@ -330,7 +362,10 @@ impl Keyring {
             .as_ref()
             .and_then(|p| records.iter().find(|r| &r.kid == p))
             .map(|r| now - r.published_at);
-        let created = self.execute(config, &records, &steps, now).await?;
+        let forced = promoted_age.is_some_and(|age| age < config.timing.prepublish)
+            || steps.contains(&Step::CreateCurrent);
+        let actor = Actor::admin(serde_json::json!({ "forced": forced, "reason": reason }));
+        let created = self.execute(config, &records, &steps, now, &actor).await?;
         // A freshly made current key (no successor existed) is in `created` first.
         let (promoted, new_next) = if steps.contains(&Step::CreateCurrent) {
             (created.first().cloned(), created.get(1).cloned())
@@ -366,15 +401,26 @@ impl Keyring {
             .unwrap_or_default()
     }
 
-    /// Turns `steps` into one change, applies it, reloads. Returns the kids it created.
+    /// Turns `steps` into one change with its audit records, applies it in one
+    /// transaction, reloads. Returns the kids it created.
     async fn execute(
         &self,
         config: &KeysetConfig,
         records: &[KeyRecord],
         steps: &[Step],
         now: UnixTime,
+        actor: &Actor,
     ) -> Result<Vec<String>, Error> {
         let mut change = Change::default();
+        let event = |name: &str, kid: &str, detail: Option<String>| AuditEvent {
+            time: now,
+            event: name.to_owned(),
+            caller: Some(actor.name.to_owned()),
+            keyset: Some(config.name.clone()),
+            kid: Some(kid.to_owned()),
+            detail,
+            ..AuditEvent::default()
+        };
         let state_of = |kid: &str| {
             records
                 .iter()
@@ -385,14 +431,32 @@ impl Keyring {
         let mut promoted_now = Vec::new();
         for step in steps {
             match step {
-                Step::CreateCurrent => change
-                    .inserts
-                    .push(self.generate(config, KeyState::Current, now).await?),
-                Step::CreateNext => change
-                    .inserts
-                    .push(self.generate(config, KeyState::Next, now).await?),
+                Step::CreateCurrent | Step::CreateNext => {
+                    let state = if step == &Step::CreateCurrent {
+                        KeyState::Current
+                    } else {
+                        KeyState::Next
+                    };
+                    let key = self.generate(config, state, now).await?;
+                    let detail =
+                        serde_json::json!({ "state": state.as_str(), "alg": config.alg.as_str() });
+                    change.events.push(event(
+                        audit::event::KEY_GENERATED,
+                        &key.record.kid,
+                        Some(detail.to_string()),
+                    ));
+                    change.inserts.push(key);
+                }
                 Step::Promote { next, retire } => {
+                    change.events.push(event(
+                        audit::event::KEY_PROMOTED,
+                        next,
+                        actor.detail.clone(),
+                    ));
                     if let Some(old) = retire {
+                        change
+                            .events
+                            .push(event(audit::event::KEY_RETIRED, old, None));
                         change.transitions.push(Transition {
                             kid: old.clone(),
                             from: KeyState::Current,
@@ -410,20 +474,30 @@ impl Keyring {
                     });
                     promoted_now.push(next.clone());
                 }
-                Step::Remove { kid } => change.transitions.push(Transition {
-                    kid: kid.clone(),
-                    from: KeyState::Retired,
-                    to: KeyState::Removed,
-                    at: now,
-                    remove_at: None,
-                }),
-                Step::Revoke { kid } => change.transitions.push(Transition {
-                    kid: kid.clone(),
-                    from: state_of(kid)?,
-                    to: KeyState::Revoked,
-                    at: now,
-                    remove_at: None,
-                }),
+                Step::Remove { kid } => {
+                    change
+                        .events
+                        .push(event(audit::event::KEY_REMOVED, kid, None));
+                    change.transitions.push(Transition {
+                        kid: kid.clone(),
+                        from: KeyState::Retired,
+                        to: KeyState::Removed,
+                        at: now,
+                        remove_at: None,
+                    });
+                }
+                Step::Revoke { kid } => {
+                    change
+                        .events
+                        .push(event(audit::event::KEY_REVOKED, kid, actor.detail.clone()));
+                    change.transitions.push(Transition {
+                        kid: kid.clone(),
+                        from: state_of(kid)?,
+                        to: KeyState::Revoked,
+                        at: now,
+                        remove_at: None,
+                    });
+                }
             }
         }
         self.store.apply(&change).await?;

@@ -10,20 +10,26 @@
 //! - [`keys`]: key material (aws-lc-rs), JWKs and thumbprints, certificates, sealing at rest.
 //! - [`rotation`]: the lifecycle as pure functions of (keys, now, policy).
 //! - [`store`]: the storage trait and its SQLite backend; the only code that speaks SQL.
+//! - [`assertion`]: RFC 7523 client assertions: claims and compact JWS.
+//! - [`audit`]: the hash-chained audit trail and its group-commit writer.
 //! - [`keyring`]: the in-memory snapshot readers use, and the one writer that applies
 //!   lifecycle decisions to the store.
+//! - [`ratelimit`]: per-caller token buckets.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
 //! - [`cli`]: the command line, including the admin client commands.
 //! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
 
 pub mod app;
+pub mod assertion;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod keys;
+pub mod ratelimit;
 pub mod rotation;
 pub mod store;
 

@@ -23,7 +23,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/keysets").get(list_keysets))
             .service(web::resource("/keysets/{keyset}/keys").get(list_keys))
             .service(web::resource("/keysets/{keyset}/rotate").post(rotate))
-            .service(web::resource("/keys/{kid}/revoke").post(revoke)),
+            .service(web::resource("/keys/{kid}/revoke").post(revoke))
+            .service(web::resource("/audit").get(audit)),
     );
 }
 
@@ -150,7 +151,7 @@ struct RotateBody {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
-    /// Why, for the log (and later the audit trail).
+    /// Why; recorded in the audit trail (first 500 characters).
     #[serde(default)]
     reason: Option<String>,
 }
@@ -222,9 +223,97 @@ async fn revoke(
             "(too long)".into(),
         )));
     }
-    let outcome = state.keyring.revoke(&kid, crate::unix_now()).await?;
-    if let Some(reason) = body.reason {
-        tracing::warn!(kid = %outcome.revoked, reason = %reason.chars().take(500).collect::<String>(), "revocation reason");
-    }
+    let reason: Option<String> = body.reason.map(|r| r.chars().take(500).collect());
+    let outcome = state
+        .keyring
+        .revoke(&kid, reason.as_deref(), crate::unix_now())
+        .await?;
     Ok(HttpResponse::Ok().json(outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    since: Option<String>,
+    client: Option<String>,
+    caller: Option<String>,
+    kid: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Most records one page returns.
+const AUDIT_PAGE_MAX: u32 = 1000;
+
+async fn audit(
+    _: AdminAuth,
+    state: web::Data<State>,
+    query: web::Query<AuditQuery>,
+) -> Result<HttpResponse, Problem> {
+    let query = query.into_inner();
+    let since = match &query.since {
+        None => None,
+        Some(text) => Some(
+            OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|_| {
+                    Problem::bad_request(
+                        "since must be an RFC 3339 time, like 2026-11-28T00:00:00Z",
+                    )
+                })?
+                .unix_timestamp(),
+        ),
+    };
+    let after = match &query.cursor {
+        None => 0,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| {
+                Problem::bad_request("cursor must be the next_cursor of a previous page")
+            })?,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=AUDIT_PAGE_MAX).contains(&limit) {
+        return Err(Problem::bad_request(format!(
+            "limit must be between 1 and {AUDIT_PAGE_MAX}"
+        )));
+    }
+    let filter = crate::audit::AuditFilter {
+        since,
+        client_id: query.client,
+        caller: query.caller,
+        kid: query.kid,
+    };
+    let records = state
+        .keyring
+        .store()
+        .audit_page(&filter, after, limit)
+        .await
+        .map_err(|e| Problem::from(crate::error::Error::Store(e)))?;
+    let next_cursor = (records.len() as u32 == limit)
+        .then(|| records.last().map(|r| r.seq.to_string()))
+        .flatten();
+    let records: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let e = &r.event;
+            serde_json::json!({
+                "seq": r.seq,
+                "time": rfc3339(Some(e.time)),
+                "event": e.event,
+                "caller": e.caller,
+                "client_id": e.client_id,
+                "keyset": e.keyset,
+                "kid": e.kid,
+                "jti": e.jti,
+                "audience": e.audience,
+                "expires_at": rfc3339(e.expires_at),
+                "detail": e.detail.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+                "hash": r.hash,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({ "records": records, "next_cursor": next_cursor })))
 }

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::problem::Problem;
 use super::State;
+use crate::config::CallerConfig;
 
 /// SHA-256 of a bearer token.
 #[derive(Clone, Copy)]
@@ -66,5 +67,38 @@ impl FromRequest for AdminAuth {
             Some(_) => Err(Problem::unauthorized("the admin token is not valid")),
         };
         ready(result)
+    }
+}
+
+/// The authenticated caller of a signing or token request.
+pub struct CallerAuth(pub CallerConfig);
+
+impl FromRequest for CallerAuth {
+    type Error = Problem;
+    type Future = Ready<Result<Self, Problem>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<State>>() else {
+            return ready(Err(Problem::internal()));
+        };
+        let Some(token) = bearer(req) else {
+            return ready(Err(Problem::unauthorized(
+                "send the caller token as Authorization: Bearer <token>",
+            )));
+        };
+        let presented = TokenHash::of(token);
+        let access = state.access();
+        // Compare against every caller, without stopping at a match.
+        let mut found = None;
+        for caller in access.callers.values() {
+            if presented.matches(&TokenHash(caller.token_sha256)) {
+                found = Some(caller.clone());
+            }
+        }
+        ready(
+            found
+                .map(CallerAuth)
+                .ok_or_else(|| Problem::unauthorized("the caller token is not valid")),
+        )
     }
 }

@@ -8,13 +8,17 @@ pub mod admin;
 pub mod auth;
 pub mod problem;
 pub mod public;
+pub mod signing;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
+use crate::audit::AuditWriter;
+use crate::config::Access;
 use crate::keyring::Keyring;
+use crate::ratelimit::RateLimiter;
 use auth::TokenHash;
 use problem::Problem;
 
@@ -25,9 +29,30 @@ pub struct State {
     /// `server.public_url`, without a trailing slash; empty when unset (paths are then
     /// shown relative to the public listener).
     pub public_url: String,
+    /// Clients and callers; replaced whole on reload.
+    pub access: RwLock<Arc<Access>>,
+    pub audit: AuditWriter,
+    pub limiter: RateLimiter,
 }
 
 impl State {
+    /// The clients and callers in force now.
+    pub fn access(&self) -> Arc<Access> {
+        match self.access.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new set of clients and callers in force.
+    pub fn set_access(&self, access: Access) {
+        let access = Arc::new(access);
+        match self.access.write() {
+            Ok(mut guard) => *guard = access,
+            Err(poisoned) => *poisoned.into_inner() = access,
+        }
+    }
+
     /// Base for public URLs in admin answers.
     pub fn public_base(&self) -> String {
         self.public_url.clone()

@@ -12,6 +12,7 @@ pub mod sqlite;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::keys::Algorithm;
 use crate::rotation::{KeyRecord, KeyState, UnixTime};
 
@@ -53,11 +54,13 @@ pub struct Transition {
     pub remove_at: Option<UnixTime>,
 }
 
-/// Everything one lifecycle operation writes, applied atomically.
+/// Everything one lifecycle operation writes, applied atomically: key rows and the audit
+/// records that describe them.
 #[derive(Clone, Debug, Default)]
 pub struct Change {
     pub inserts: Vec<StoredKey>,
     pub transitions: Vec<Transition>,
+    pub events: Vec<AuditEvent>,
 }
 
 /// A storage failure.
@@ -84,6 +87,18 @@ pub trait Store: Send + Sync {
     /// halves of keys moving to `retired`, `removed` or `revoked` are erased in the same
     /// transaction.
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()>;
+
+    /// Appends `events` to the audit chain in one transaction (one disk sync) and returns
+    /// their sequence numbers. Either all are durable or none.
+    fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>>;
+
+    /// Audit records with `seq > after` that match `filter`, oldest first, at most `limit`.
+    fn audit_page<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+        after: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<AuditRecord>>;
 
     /// Reads a metadata value.
     fn meta<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;

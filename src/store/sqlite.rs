@@ -15,10 +15,12 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row};
 
 use super::{parse_alg, parse_state, Change, Store, StoreError, StoreFuture, StoredKey};
+use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::rotation::{KeyRecord, KeyState};
 
 /// Schema migrations, applied in order; the number of applied ones is kept in `meta`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -43,7 +45,29 @@ CREATE TABLE keys (
 );
 CREATE UNIQUE INDEX keys_one_current_per_keyset ON keys (keyset) WHERE state = 'current';
 CREATE INDEX keys_by_keyset ON keys (keyset, created_at);
-"#];
+"#,
+    r#"
+CREATE TABLE audit (
+    seq        INTEGER PRIMARY KEY,
+    time       INTEGER NOT NULL,
+    event      TEXT NOT NULL,
+    caller     TEXT,
+    client_id  TEXT,
+    keyset     TEXT,
+    kid        TEXT,
+    jti        TEXT,
+    audience   TEXT,
+    expires_at INTEGER,
+    detail     TEXT,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (time);
+CREATE INDEX audit_by_client ON audit (client_id, seq);
+CREATE INDEX audit_by_caller ON audit (caller, seq);
+CREATE INDEX audit_by_kid ON audit (kid, seq);
+"#,
+];
 
 /// Why the SQLite file could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -219,7 +243,9 @@ impl Store for SqliteStore {
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
+            // IMMEDIATE takes the write lock first, so the audit chain head read below cannot
+            // go stale before this transaction writes.
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             // Keys leaving `current` go first, so the one-current index holds after each
             // statement.
             let mut transitions: Vec<_> = change.transitions.iter().collect();
@@ -274,8 +300,49 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
+            append_in_tx(&mut tx, &change.events).await?;
             tx.commit().await?;
             Ok(())
+        })
+    }
+
+    fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let seqs = append_in_tx(&mut tx, events).await?;
+            tx.commit().await?;
+            Ok(seqs)
+        })
+    }
+
+    fn audit_page<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+        after: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<AuditRecord>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT * FROM audit WHERE seq > ? \
+                 AND (? IS NULL OR time >= ?) \
+                 AND (? IS NULL OR client_id = ?) \
+                 AND (? IS NULL OR caller = ?) \
+                 AND (? IS NULL OR kid = ?) \
+                 ORDER BY seq LIMIT ?",
+            )
+            .bind(after)
+            .bind(filter.since)
+            .bind(filter.since)
+            .bind(&filter.client_id)
+            .bind(&filter.client_id)
+            .bind(&filter.caller)
+            .bind(&filter.caller)
+            .bind(&filter.kid)
+            .bind(&filter.kid)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            rows.iter().map(audit_from_row).collect()
         })
     }
 
@@ -312,4 +379,66 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+}
+
+/// Appends `events` after the current chain head, inside `tx`.
+async fn append_in_tx(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    events: &[AuditEvent],
+) -> Result<Vec<i64>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+    let (mut seq, mut prev) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    let mut seqs = Vec::with_capacity(events.len());
+    for event in events {
+        seq += 1;
+        let hash = chain_hash(&prev, seq, event);
+        sqlx::query(
+            "INSERT INTO audit (seq, time, event, caller, client_id, keyset, kid, jti, audience, \
+             expires_at, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(seq)
+        .bind(event.time)
+        .bind(&event.event)
+        .bind(&event.caller)
+        .bind(&event.client_id)
+        .bind(&event.keyset)
+        .bind(&event.kid)
+        .bind(&event.jti)
+        .bind(&event.audience)
+        .bind(event.expires_at)
+        .bind(&event.detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut **tx)
+        .await?;
+        seqs.push(seq);
+        prev = hash;
+    }
+    Ok(seqs)
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        seq: row.try_get("seq")?,
+        event: AuditEvent {
+            time: row.try_get("time")?,
+            event: row.try_get("event")?,
+            caller: row.try_get("caller")?,
+            client_id: row.try_get("client_id")?,
+            keyset: row.try_get("keyset")?,
+            kid: row.try_get("kid")?,
+            jti: row.try_get("jti")?,
+            audience: row.try_get("audience")?,
+            expires_at: row.try_get("expires_at")?,
+            detail: row.try_get("detail")?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
 }

@@ -16,6 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+mod clients;
+
+pub use clients::{Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME};
+
 use crate::keys::cert::parse_subject;
 use crate::keys::{Algorithm, KeyFamily, RsaBits};
 use crate::rotation::Timing;
@@ -61,6 +65,10 @@ impl fmt::Debug for Secret {
 pub struct Config {
     pub server: ServerConfig,
     pub keysets: BTreeMap<String, KeysetConfig>,
+    /// Clients and callers: the part that SIGHUP reloads.
+    pub access: Access,
+    /// The file this configuration was read from, for reloads.
+    pub source: Option<PathBuf>,
     /// Things that are allowed but probably wrong; logged at start.
     pub warnings: Vec<String>,
 }
@@ -104,7 +112,7 @@ pub enum AdminTokenSource {
 }
 
 /// One key set's policy.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeysetConfig {
     pub name: String,
     pub alg: Algorithm,
@@ -139,6 +147,10 @@ struct RawConfig {
     server: RawServer,
     #[serde(default)]
     keysets: BTreeMap<String, RawKeyset>,
+    #[serde(default)]
+    clients: BTreeMap<String, clients::RawClient>,
+    #[serde(default)]
+    callers: BTreeMap<String, clients::RawCaller>,
 }
 
 #[derive(Deserialize, Default)]
@@ -168,7 +180,7 @@ struct RawKeyset {
 }
 
 /// Numbers from the environment arrive as strings; accept both.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(untagged)]
 enum IntOrString {
     Int(i64),
@@ -217,7 +229,8 @@ impl Config {
                 })
             }
         };
-        let config = validate(raw, &mut problems, warnings);
+        let mut config = validate(raw, &mut problems, warnings);
+        config.source = file.map(Path::to_path_buf);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -472,6 +485,9 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
         ));
     }
 
+    let access =
+        clients::validate_access(raw.clients, raw.callers, &keysets, problems, &mut warnings);
+
     Config {
         server: ServerConfig {
             public_listen,
@@ -483,6 +499,8 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
             admin_token,
         },
         keysets,
+        access,
+        source: None,
         warnings,
     }
 }

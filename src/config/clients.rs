@@ -1,0 +1,309 @@
+//! The `[clients.*]` and `[callers.*]` sections: who may sign for which EHR client.
+//!
+//! A client binds an EHR `client_id` to a key set, a token endpoint and the audiences an
+//! assertion may name. A caller is an internal service, known only by the SHA-256 of its
+//! bearer token, allowed to ask for assertions for a list of clients. These sections can be
+//! reloaded without a restart (SIGHUP), so they are validated into their own [`Access`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{is_loopback_url, parse_duration, show, KeysetConfig};
+
+/// Longest assertion lifetime SMART allows (`exp` at most 5 minutes in the future).
+pub const MAX_ASSERTION_LIFETIME: i64 = 300;
+/// Default per-caller rate: requests per minute, and the burst allowed above it.
+const DEFAULT_RATE_PER_MINUTE: u32 = 6000;
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClient {
+    client_id: Option<String>,
+    keyset: Option<String>,
+    token_endpoint: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    fhir_base_url: Option<String>,
+    scope: Option<String>,
+    assertion_lifetime: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCaller {
+    token_sha256: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    clients: Vec<String>,
+    rate_limit_per_minute: Option<super::IntOrString>,
+}
+
+/// One EHR client registration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The name of the `[clients.NAME]` section.
+    pub name: String,
+    /// The client_id the EHR issued; `iss` and `sub` of every assertion.
+    pub client_id: String,
+    pub keyset: String,
+    pub token_endpoint: String,
+    /// Allowed `aud` values; never empty (defaults to `[token_endpoint]`).
+    pub audiences: Vec<String>,
+    pub fhir_base_url: Option<String>,
+    pub scope: Option<String>,
+    /// Default assertion lifetime in seconds (at most 300).
+    pub assertion_lifetime: i64,
+}
+
+/// One internal service allowed to ask for assertions.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallerConfig {
+    pub name: String,
+    /// SHA-256 of the caller's bearer token.
+    pub token_sha256: [u8; 32],
+    /// Names of the clients it may sign for.
+    pub clients: Vec<String>,
+    pub rate_limit_per_minute: u32,
+}
+
+impl std::fmt::Debug for CallerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerConfig")
+            .field("name", &self.name)
+            .field("clients", &self.clients)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The reloadable part of the configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub clients: BTreeMap<String, ClientConfig>,
+    pub callers: BTreeMap<String, CallerConfig>,
+}
+
+impl Access {
+    /// Finds a client by section name, or else by its `client_id` when exactly one client
+    /// has it.
+    pub fn client(&self, name_or_id: &str) -> Option<&ClientConfig> {
+        if let Some(client) = self.clients.get(name_or_id) {
+            return Some(client);
+        }
+        let mut matches = self.clients.values().filter(|c| c.client_id == name_or_id);
+        let first = matches.next()?;
+        matches.next().is_none().then_some(first)
+    }
+}
+
+/// `https://`, or `http://` on a loopback host (development and tests).
+fn check_outbound_url(what: &str, url: &str, problems: &mut Vec<String>) {
+    let ok = url.starts_with("https://") || (url.starts_with("http://") && is_loopback_url(url));
+    let has_host = url
+        .split_once("://")
+        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
+    if !ok || !has_host {
+        problems.push(format!(
+            "{what} = {url:?} must be an https:// URL (http:// is accepted only for 127.0.0.1, [::1] and localhost)"
+        ));
+    }
+}
+
+pub(super) fn validate_access(
+    raw_clients: BTreeMap<String, RawClient>,
+    raw_callers: BTreeMap<String, RawCaller>,
+    keysets: &BTreeMap<String, KeysetConfig>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Access {
+    let mut access = Access::default();
+    for (name, raw) in raw_clients {
+        let key = |field: &str| format!("clients.{name}.{field}");
+        let before = problems.len();
+        let client_id = raw.client_id.unwrap_or_default();
+        if client_id.trim().is_empty() {
+            problems.push(format!(
+                "{} is required: the client_id the EHR issued",
+                key("client_id")
+            ));
+        }
+        let keyset = raw
+            .keyset
+            .unwrap_or_else(|| super::DEFAULT_KEYSET.to_owned());
+        if !keysets.contains_key(&keyset) {
+            problems.push(format!(
+                "{} = {keyset:?} names no configured key set (configured: {})",
+                key("keyset"),
+                keysets.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let token_endpoint = raw.token_endpoint.unwrap_or_default();
+        if token_endpoint.is_empty() {
+            problems.push(format!(
+                "{} is required: the exact token endpoint URL, which is also the assertion's audience",
+                key("token_endpoint")
+            ));
+        } else {
+            check_outbound_url(&key("token_endpoint"), &token_endpoint, problems);
+        }
+        let audiences = if raw.audiences.is_empty() {
+            vec![token_endpoint.clone()]
+        } else {
+            for audience in &raw.audiences {
+                if audience.trim().is_empty() {
+                    problems.push(format!("{} holds an empty audience", key("audiences")));
+                }
+            }
+            raw.audiences
+        };
+        if let Some(url) = &raw.fhir_base_url {
+            check_outbound_url(&key("fhir_base_url"), url, problems);
+        }
+        let lifetime = match raw.assertion_lifetime.as_deref() {
+            None => Some(Duration::from_secs(240)),
+            Some(text) => parse_duration(&key("assertion_lifetime"), text, problems),
+        };
+        let assertion_lifetime = lifetime.map_or(240, |d| d.as_secs() as i64);
+        if let Some(d) = lifetime {
+            if !(10..=MAX_ASSERTION_LIFETIME).contains(&assertion_lifetime) {
+                problems.push(format!(
+                    "{} = {} must be between 10s and 5m (SMART: exp at most 5 minutes ahead)",
+                    key("assertion_lifetime"),
+                    show(d)
+                ));
+            }
+        }
+        if let Some(scope) = &raw.scope {
+            if scope.split_whitespace().any(|s| !s.starts_with("system/")) {
+                warnings.push(format!(
+                    "{} = {scope:?} holds scopes that are not system/ scopes; backend services get \
+                     only system/ scopes",
+                    key("scope")
+                ));
+            }
+        }
+        if problems.len() == before {
+            access.clients.insert(
+                name.clone(),
+                ClientConfig {
+                    name,
+                    client_id,
+                    keyset,
+                    token_endpoint: token_endpoint.trim_end_matches(' ').to_owned(),
+                    audiences,
+                    fhir_base_url: raw
+                        .fhir_base_url
+                        .map(|u| u.trim_end_matches('/').to_owned()),
+                    scope: raw.scope,
+                    assertion_lifetime,
+                },
+            );
+        }
+    }
+
+    for (name, raw) in raw_callers {
+        let key = |field: &str| format!("callers.{name}.{field}");
+        let before = problems.len();
+        let hash_text = match (raw.token_sha256, raw.token_file) {
+            (Some(_), Some(_)) => {
+                problems.push(format!(
+                    "{} and {} are both set; keep one",
+                    key("token_sha256"),
+                    key("token_file")
+                ));
+                None
+            }
+            (Some(hash), None) => Some(hash),
+            (None, Some(path)) => match std::fs::read_to_string(&path) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    problems.push(format!(
+                        "{}: cannot read {}: {e}",
+                        key("token_file"),
+                        path.display()
+                    ));
+                    None
+                }
+            },
+            (None, None) => {
+                problems.push(format!(
+                    "{} is required: the SHA-256 (hex) of the caller's token, as printed by `jwksd callers new-token`",
+                    key("token_sha256")
+                ));
+                None
+            }
+        };
+        let token_sha256 = hash_text.and_then(|text| {
+            let text = text.trim().to_ascii_lowercase();
+            let bytes = hex::decode(&text).ok().filter(|b| b.len() == 32);
+            if bytes.is_none() {
+                problems.push(format!(
+                    "{} must be 64 hex digits (the SHA-256 of the token, never the token itself); \
+                     `jwksd callers new-token` prints both",
+                    key("token_sha256")
+                ));
+            }
+            bytes.map(|b| {
+                let mut out = [0u8; 32];
+                out.copy_from_slice(&b);
+                out
+            })
+        });
+        if raw.clients.is_empty() {
+            warnings.push(format!(
+                "{} is empty: this caller may sign for no client",
+                key("clients")
+            ));
+        }
+        for client in &raw.clients {
+            if !access.clients.contains_key(client) {
+                problems.push(format!(
+                    "{} names {client:?}, which is not a configured client",
+                    key("clients")
+                ));
+            }
+        }
+        let rate = match raw.rate_limit_per_minute {
+            None => Some(DEFAULT_RATE_PER_MINUTE),
+            Some(value) => {
+                let number = match value {
+                    super::IntOrString::Int(i) => u32::try_from(i).ok(),
+                    super::IntOrString::Text(t) => t.trim().parse().ok(),
+                };
+                let valid = number.filter(|n| *n >= 1);
+                if valid.is_none() {
+                    problems.push(format!(
+                        "{} must be a whole number of requests per minute, at least 1",
+                        key("rate_limit_per_minute")
+                    ));
+                }
+                valid
+            }
+        };
+        if let (Some(token_sha256), Some(rate)) = (token_sha256, rate) {
+            if problems.len() == before {
+                access.callers.insert(
+                    name.clone(),
+                    CallerConfig {
+                        name,
+                        token_sha256,
+                        clients: raw.clients,
+                        rate_limit_per_minute: rate,
+                    },
+                );
+            }
+        }
+    }
+    let mut seen = std::collections::HashMap::new();
+    for caller in access.callers.values() {
+        if let Some(other) = seen.insert(caller.token_sha256, caller.name.clone()) {
+            problems.push(format!(
+                "callers {other} and {} have the same token; give each caller its own token",
+                caller.name
+            ));
+        }
+    }
+    access
+}
