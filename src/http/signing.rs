@@ -66,7 +66,7 @@ fn unavailable(detail: impl Into<String>) -> Problem {
 }
 
 /// Reads a JSON request body: 415 unless `application/json`, 400 unless valid JSON, 422
-/// unless of the expected shape.
+/// unless an object of the expected shape (serde alone would also accept an array).
 pub fn parse_json_body<T: serde::de::DeserializeOwned>(
     req: &HttpRequest,
     body: &[u8],
@@ -98,6 +98,9 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
             e.column()
         ))
     })?;
+    if !value.is_object() {
+        return Err(unprocessable("the body must be a JSON object"));
+    }
     serde_json::from_value(value).map_err(|e| {
         let text: String = e
             .to_string()

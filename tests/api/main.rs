@@ -8,5 +8,7 @@ mod helpers;
 mod hostile_input;
 mod jwks;
 mod lifecycle;
+mod process;
 mod secrecy;
+mod signing;
 mod startup;

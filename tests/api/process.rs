@@ -1,0 +1,299 @@
+//! Tests that need the real `jwksd` process: SIGKILL during signing, SIGHUP reloads.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::signing::{sha256_hex, signing_config, BILLING_TOKEN, EXPORT_TOKEN};
+
+/// A `jwksd serve` child process on free ports.
+pub struct Service {
+    child: Child,
+    pub public: String,
+    pub private: String,
+    pub dir: PathBuf,
+    http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Service {
+    pub async fn start(dir: &Path) -> Service {
+        let (public_port, private_port) = (free_port(), free_port());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("jwksd.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+            .args(["serve", "--config", "jwksd.toml"])
+            .current_dir(dir)
+            .env(
+                "JWKSD_SERVER__PUBLIC_LISTEN",
+                format!("127.0.0.1:{public_port}"),
+            )
+            .env(
+                "JWKSD_SERVER__PRIVATE_LISTEN",
+                format!("127.0.0.1:{private_port}"),
+            )
+            .env("JWKSD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let service = Service {
+            child,
+            public: format!("http://127.0.0.1:{public_port}"),
+            private: format!("http://127.0.0.1:{private_port}"),
+            dir: dir.to_owned(),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(r) = service
+                .http
+                .get(format!("{}/readyz", service.public))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return service;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("jwksd did not become ready: {}", service.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("jwksd.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args(["-s", name, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn kill(mut self) {
+        self.signal("KILL");
+        self.child.wait().unwrap();
+    }
+
+    pub fn stop(mut self) {
+        self.signal("TERM");
+        self.child.wait().unwrap();
+    }
+
+    pub async fn assertion(&self, token: &str, client: &str) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("{}/v1/assertions", self.private))
+            .bearer_auth(token)
+            .json(&json!({ "client_id": client }))
+            .send()
+            .await
+    }
+
+    /// Every jti of every `assertion.issued` record, through the admin API.
+    pub async fn audited_jtis(&self) -> HashSet<String> {
+        let token = std::fs::read_to_string(self.dir.join("data/admin.token")).unwrap();
+        let mut jtis = HashSet::new();
+        let mut cursor = String::new();
+        loop {
+            let page: Value = self
+                .http
+                .get(format!(
+                    "{}/admin/v1/audit?limit=1000{cursor}",
+                    self.private
+                ))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for record in page["records"].as_array().unwrap() {
+                if record["event"] == "assertion.issued" {
+                    jtis.insert(record["jti"].as_str().unwrap().to_owned());
+                }
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => return jtis,
+            }
+        }
+    }
+}
+
+fn audit_verify(dir: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .args(["audit", "verify", "--config", "jwksd.toml"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_signing_burst_loses_no_audit_record_of_a_delivered_assertion() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwksd.toml"), signing_config("")).unwrap();
+    let service = Service::start(dir.path()).await;
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..16 {
+        let (http, url, received) = (
+            service.http.clone(),
+            format!("{}/v1/assertions", service.private),
+            received.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            // Bounded: at most 15 s and 1000 requests per worker; ends at the first failure.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            for _ in 0..1000 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let sent = http
+                    .post(&url)
+                    .bearer_auth(BILLING_TOKEN)
+                    .json(&json!({"client_id": "ecw"}))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != 200 {
+                    break;
+                }
+                let Ok(body) = response.json::<Value>().await else {
+                    break;
+                };
+                received
+                    .lock()
+                    .unwrap()
+                    .push(body["jti"].as_str().unwrap().to_owned());
+            }
+        }));
+    }
+    // Kill the service mid-burst, once a good number of assertions were delivered.
+    let started = Instant::now();
+    while received.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    service.kill();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let delivered: Vec<String> = received.lock().unwrap().clone();
+    assert!(
+        delivered.len() >= 100,
+        "the burst delivered only {} assertions",
+        delivered.len()
+    );
+
+    let restarted = Service::start(dir.path()).await;
+    let audited = restarted.audited_jtis().await;
+    let missing = delivered
+        .iter()
+        .filter(|jti| !audited.contains(*jti))
+        .count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} delivered assertions have no audit record",
+        delivered.len()
+    );
+    restarted.stop();
+    let (ok, text) = audit_verify(dir.path());
+    assert!(ok, "{text}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_callers_and_a_bad_reload_keeps_the_running_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("jwksd.toml");
+    std::fs::write(&config_path, signing_config("")).unwrap();
+    let service = Service::start(dir.path()).await;
+    let newcomer = "newcomer-token-0123456789abcdefghijklmnopqrstu";
+    assert_eq!(
+        service.assertion(newcomer, "ecw").await.unwrap().status(),
+        401
+    );
+
+    let added = format!(
+        "\n[callers.newcomer]\ntoken_sha256 = \"{}\"\nclients = [\"ecw\"]\n",
+        sha256_hex(newcomer)
+    );
+    std::fs::write(&config_path, signing_config(&added)).unwrap();
+    service.signal("HUP");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = service
+            .assertion(newcomer, "ecw")
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the new caller works after SIGHUP without a restart"
+    );
+
+    // A broken file: the running configuration stays and the log says why.
+    std::fs::write(
+        &config_path,
+        signing_config(&added).replace("clients = [\"ecw\"]", "clients = [\"nope\"]"),
+    )
+    .unwrap();
+    service.signal("HUP");
+    let mut logged = false;
+    for _ in 0..100 {
+        if service.log().contains("reload refused") {
+            logged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(logged, "{}", service.log());
+    assert!(
+        service.log().contains("not a configured client"),
+        "the log says why"
+    );
+    assert_eq!(
+        service.assertion(newcomer, "ecw").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        service
+            .assertion(EXPORT_TOKEN, "epic")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    service.stop();
+}
