@@ -25,6 +25,7 @@ use crate::keys::MasterKey;
 use crate::ratelimit::RateLimiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::tokens::TokenService;
 
 /// Why jwksd would not start. Each message names the file or setting and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,7 @@ pub struct Application {
     public_addr: SocketAddr,
     private_addr: SocketAddr,
     keyring: Arc<Keyring>,
+    tokens: Arc<TokenService>,
     reloader: Arc<Reloader>,
     admin_token: Option<String>,
     public_server: Server,
@@ -57,6 +59,11 @@ pub struct Application {
 impl Application {
     /// Opens everything and binds both listeners (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        Self::build_with_clock(config, crate::system_clock()).await
+    }
+
+    /// As [`Application::build`], with the clock the token cache reads (tests move it).
+    pub async fn build_with_clock(config: Config, clock: crate::Clock) -> Result<Self, StartError> {
         for warning in &config.warnings {
             warn!("{warning}");
         }
@@ -79,6 +86,10 @@ impl Application {
         let (admin_hash, admin_token) = load_admin_token(&server.admin_token)?;
 
         let audit = AuditWriter::start(keyring.store().clone());
+        let http_client = crate::tokens::outbound_client().map_err(|e| {
+            StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
+        })?;
+        let tokens = Arc::new(TokenService::new(http_client, clock));
         let state = web::Data::new(State {
             keyring: keyring.clone(),
             admin_token: admin_hash,
@@ -86,6 +97,7 @@ impl Application {
             access: RwLock::new(Arc::new(config.access.clone())),
             audit,
             limiter: RateLimiter::default(),
+            tokens: tokens.clone(),
         });
         let reloader = Reloader {
             state: state.clone(),
@@ -119,6 +131,7 @@ impl Application {
                 .configure(http::common)
                 .configure(http::admin::routes)
                 .configure(http::signing::routes)
+                .configure(http::tokens::routes)
                 .configure(http::health_routes)
                 .default_service(web::to(http::not_found))
         })
@@ -136,6 +149,7 @@ impl Application {
             public_addr,
             private_addr,
             keyring,
+            tokens,
             reloader: Arc::new(reloader),
             admin_token,
             public_server: public.run(),
@@ -153,6 +167,10 @@ impl Application {
 
     pub fn keyring(&self) -> Arc<Keyring> {
         self.keyring.clone()
+    }
+
+    pub fn token_service(&self) -> Arc<TokenService> {
+        self.tokens.clone()
     }
 
     /// The admin token, when jwksd read or generated it from a file (for tests and the

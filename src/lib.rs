@@ -15,6 +15,7 @@
 //! - [`keyring`]: the in-memory snapshot readers use, and the one writer that applies
 //!   lifecycle decisions to the store.
 //! - [`ratelimit`]: per-caller token buckets.
+//! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
 //! - [`cli`]: the command line, including the admin client commands.
@@ -32,6 +33,7 @@ pub mod keys;
 pub mod ratelimit;
 pub mod rotation;
 pub mod store;
+pub mod tokens;
 
 /// The wall clock in whole seconds since the Unix epoch. Only the edges (HTTP handlers, the
 /// scheduler loop) read it; the lifecycle logic takes `now` as a parameter.
@@ -39,6 +41,15 @@ pub fn unix_now() -> rotation::UnixTime {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A source of "now", so that time-dependent behaviour (token caching) can be tested
+/// without sleeping.
+pub type Clock = std::sync::Arc<dyn Fn() -> rotation::UnixTime + Send + Sync>;
+
+/// The wall clock as a [`Clock`].
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(unix_now)
 }
 
 /// A fresh 256-bit random token, base64url without padding (43 characters).

@@ -48,8 +48,10 @@ pub struct ClientConfig {
     /// The client_id the EHR issued; `iss` and `sub` of every assertion.
     pub client_id: String,
     pub keyset: String,
-    pub token_endpoint: String,
-    /// Allowed `aud` values; never empty (defaults to `[token_endpoint]`).
+    /// The token endpoint; `None` means: discover it from `fhir_base_url`.
+    pub token_endpoint: Option<String>,
+    /// Allowed `aud` values, the first being the default. Empty only when the token
+    /// endpoint is discovered, which is then the one allowed audience.
     pub audiences: Vec<String>,
     pub fhir_base_url: Option<String>,
     pub scope: Option<String>,
@@ -139,17 +141,19 @@ pub(super) fn validate_access(
                 keysets.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
-        let token_endpoint = raw.token_endpoint.unwrap_or_default();
-        if token_endpoint.is_empty() {
-            problems.push(format!(
-                "{} is required: the exact token endpoint URL, which is also the assertion's audience",
-                key("token_endpoint")
-            ));
-        } else {
-            check_outbound_url(&key("token_endpoint"), &token_endpoint, problems);
+        let token_endpoint = raw.token_endpoint.filter(|t| !t.trim().is_empty());
+        match &token_endpoint {
+            None if raw.fhir_base_url.is_none() => problems.push(format!(
+                "{} is required unless {} is set (then it is discovered): the exact token endpoint \
+                 URL, which is also the assertion's audience",
+                key("token_endpoint"),
+                key("fhir_base_url")
+            )),
+            None => {}
+            Some(url) => check_outbound_url(&key("token_endpoint"), url, problems),
         }
         let audiences = if raw.audiences.is_empty() {
-            vec![token_endpoint.clone()]
+            token_endpoint.iter().cloned().collect()
         } else {
             for audience in &raw.audiences {
                 if audience.trim().is_empty() {
@@ -191,7 +195,7 @@ pub(super) fn validate_access(
                     name,
                     client_id,
                     keyset,
-                    token_endpoint: token_endpoint.trim_end_matches(' ').to_owned(),
+                    token_endpoint,
                     audiences,
                     fhir_base_url: raw
                         .fhir_base_url

@@ -24,7 +24,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/keysets/{keyset}/keys").get(list_keys))
             .service(web::resource("/keysets/{keyset}/rotate").post(rotate))
             .service(web::resource("/keys/{kid}/revoke").post(revoke))
-            .service(web::resource("/audit").get(audit)),
+            .service(web::resource("/audit").get(audit))
+            .service(
+                web::resource("/clients/{client}/token-check").post(super::tokens::token_check),
+            ),
     );
 }
 

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod problem;
 pub mod public;
 pub mod signing;
+pub mod tokens;
 
 use std::sync::{Arc, RwLock};
 
@@ -19,6 +20,7 @@ use crate::audit::AuditWriter;
 use crate::config::Access;
 use crate::keyring::Keyring;
 use crate::ratelimit::RateLimiter;
+use crate::tokens::TokenService;
 use auth::TokenHash;
 use problem::Problem;
 
@@ -33,6 +35,7 @@ pub struct State {
     pub access: RwLock<Arc<Access>>,
     pub audit: AuditWriter,
     pub limiter: RateLimiter,
+    pub tokens: Arc<TokenService>,
 }
 
 impl State {

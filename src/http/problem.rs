@@ -24,6 +24,9 @@ pub struct Problem {
     /// Seconds to wait, also sent as `Retry-After`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<i64>,
+    /// Extension members (RFC 9457 §3.2), e.g. the upstream error of a token request.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(skip)]
     challenge: bool,
 }
@@ -42,8 +45,15 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             retry_after: None,
+            extensions: None,
             challenge: false,
         }
+    }
+
+    /// Adds extension members.
+    pub fn with_extensions(mut self, members: serde_json::Map<String, serde_json::Value>) -> Self {
+        self.extensions = Some(members);
+        self
     }
 
     pub fn with_retry_after(mut self, seconds: i64) -> Self {

@@ -18,7 +18,7 @@ use super::problem::Problem;
 use super::State;
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
 use crate::audit::{event, AuditEvent};
-use crate::config::MAX_ASSERTION_LIFETIME;
+use crate::config::{CallerConfig, MAX_ASSERTION_LIFETIME};
 
 /// Largest assertion request body; a real one is under 200 bytes.
 const BODY_LIMIT: usize = 4096;
@@ -51,7 +51,7 @@ fn unprocessable(detail: impl Into<String>) -> Problem {
     )
 }
 
-fn forbidden(detail: impl Into<String>) -> Problem {
+pub fn forbidden(detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail)
 }
 
@@ -112,6 +112,20 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// 429 for a caller over its rate.
+pub fn rate_limited(caller: &CallerConfig, retry_after: u64) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too Many Requests",
+        format!(
+            "caller {} may make {} requests per minute",
+            caller.name, caller.rate_limit_per_minute
+        ),
+    )
+    .with_retry_after(retry_after as i64)
+}
+
 async fn create_assertion(
     CallerAuth(caller): CallerAuth,
     req: HttpRequest,
@@ -121,18 +135,7 @@ async fn create_assertion(
     state
         .limiter
         .check(&caller.name, caller.rate_limit_per_minute, Instant::now())
-        .map_err(|retry_after| {
-            Problem::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate-limited",
-                "Too Many Requests",
-                format!(
-                    "caller {} may make {} requests per minute",
-                    caller.name, caller.rate_limit_per_minute
-                ),
-            )
-            .with_retry_after(retry_after as i64)
-        })?;
+        .map_err(|retry_after| rate_limited(&caller, retry_after))?;
     let request: AssertionRequest = parse_json_body(&req, &body)?;
     let lifetime = request.lifetime;
     if let Some(lifetime) = lifetime {
@@ -152,9 +155,16 @@ async fn create_assertion(
             caller.name, client.name
         )));
     }
+    let default_audience = state
+        .tokens
+        .default_audience(client)
+        .await
+        .map_err(super::tokens::token_problem)?;
     let audience = match &request.audience {
-        None => client.audiences[0].clone(),
-        Some(audience) if client.audiences.contains(audience) => audience.clone(),
+        None => default_audience,
+        Some(audience) if *audience == default_audience || client.audiences.contains(audience) => {
+            audience.clone()
+        }
         Some(_) => {
             return Err(forbidden(format!(
                 "that audience is not one of client {}'s audiences",

@@ -1,0 +1,479 @@
+//! From a caller to an access token: sign an assertion, post the token request, cache the
+//! answer, explain failures.
+//!
+//! - Tokens are cached per (client, token endpoint, normalised scope set) and refreshed
+//!   once 80% of `expires_in` has passed. A cached token is served only while the key that
+//!   obtained it is still the key set's current key, so a rotation or revocation drops it.
+//! - Concurrent requests for one cache key share one upstream call (single flight): the
+//!   first takes the key's lock and fetches; the others wait on the lock, then find the
+//!   fresh token.
+//! - Errors are never cached. 429 and 5xx answers and network failures are retried with
+//!   backoff within a bounded budget, honouring `Retry-After`; every attempt signs a new
+//!   assertion (new `jti`), and every assertion is in the audit trail before it is sent.
+//! - Outbound HTTP is rustls (aws-lc-rs) with timeouts, and never follows a redirect from a
+//!   token endpoint (a redirected client assertion is a leaked client assertion).
+
+pub mod classify;
+pub mod discovery;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
+use crate::audit::{event, AuditEvent, AuditWriter};
+use crate::config::ClientConfig;
+use crate::keyring::Keyring;
+use crate::rotation::UnixTime;
+use crate::Clock;
+use classify::{classify, FailureClass};
+use discovery::{discover, DiscoveryError, SmartConfiguration};
+
+/// Attempts per token request, the first included.
+const MAX_ATTEMPTS: u32 = 4;
+/// Total time a token request may spend retrying.
+const RETRY_BUDGET: Duration = Duration::from_secs(20);
+/// Timeout of one upstream request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A discovered configuration is reused this long.
+const DISCOVERY_TTL: i64 = 3600;
+/// Refresh when this fraction of the token's life has passed.
+const REFRESH_AT: f64 = 0.8;
+
+/// An outbound HTTP client: rustls on aws-lc-rs with the system's root certificates,
+/// timeouts, and no redirects.
+pub fn outbound_client() -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest is built without a bundled provider; use aws-lc-rs, like the rest of jwksd.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(REQUEST_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("jwksd/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A short description of a transport error, including its cause chain (TLS problems are
+/// in the causes).
+pub fn describe_reqwest_error(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "connection failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Scopes as a set: split on whitespace, deduplicated, sorted, joined by one space.
+pub fn normalise_scope(scope: &str) -> String {
+    let mut parts: Vec<&str> = scope.split_whitespace().collect();
+    parts.sort_unstable();
+    parts.dedup();
+    parts.join(" ")
+}
+
+/// What jwksd knows about a token request, for the caller and the operator.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Diagnosis {
+    pub token_endpoint: String,
+    pub kid: Option<String>,
+    /// How long the signing kid had been published when the request was made.
+    pub kid_published_for_seconds: Option<i64>,
+    pub audience: String,
+    pub scope: String,
+    pub attempts: u32,
+    /// Upstream `Date` minus local time, when the answer had a `Date` header.
+    pub clock_skew_seconds: Option<i64>,
+}
+
+/// A failed token request.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no client_id / token endpoint could be determined: {0}")]
+    Discovery(#[from] DiscoveryError),
+    #[error("key set {0} has no usable key")]
+    NoKey(String),
+    #[error("the audit trail is unavailable")]
+    Audit,
+    #[error("{}", .class.explanation())]
+    Upstream {
+        class: FailureClass,
+        status: Option<u16>,
+        error: Option<String>,
+        error_description: Option<String>,
+        error_uri: Option<String>,
+        retry_after: Option<u64>,
+        diagnosis: Box<Diagnosis>,
+    },
+}
+
+/// A successful token answer.
+#[derive(Clone, Debug)]
+pub struct TokenAnswer {
+    /// The token endpoint's JSON object, with `expires_in` counting down when cached.
+    pub body: Map<String, Value>,
+    pub from_cache: bool,
+    pub diagnosis: Diagnosis,
+}
+
+#[derive(Clone, Debug)]
+struct CachedToken {
+    body: Map<String, Value>,
+    kid: String,
+    refresh_at: UnixTime,
+    expires_at: UnixTime,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+
+/// What a token request needs from the rest of jwksd.
+pub struct TokenContext<'a> {
+    pub keyring: &'a Keyring,
+    pub audit: &'a AuditWriter,
+    /// Who asked (a caller name, or `admin` for the doctor's check).
+    pub caller: &'a str,
+}
+
+/// The token exchanger and its cache.
+pub struct TokenService {
+    http: reqwest::Client,
+    clock: Clock,
+    slots: Mutex<HashMap<(String, String, String), Slot>>,
+    discovered: Mutex<HashMap<String, (SmartConfiguration, UnixTime)>>,
+    upstream_requests: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").finish_non_exhaustive()
+    }
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl TokenService {
+    pub fn new(http: reqwest::Client, clock: Clock) -> Self {
+        TokenService {
+            http,
+            clock,
+            slots: Mutex::new(HashMap::new()),
+            discovered: Mutex::new(HashMap::new()),
+            upstream_requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Token requests sent upstream since start.
+    pub fn upstream_requests(&self) -> u64 {
+        self.upstream_requests.load(Ordering::Relaxed)
+    }
+
+    /// The client's SMART configuration (cached for an hour).
+    pub async fn smart_configuration(
+        &self,
+        fhir_base_url: &str,
+    ) -> Result<SmartConfiguration, DiscoveryError> {
+        let now = (self.clock)();
+        if let Some((config, at)) = locked(&self.discovered).get(fhir_base_url) {
+            if now - at < DISCOVERY_TTL {
+                return Ok(config.clone());
+            }
+        }
+        let config = discover(&self.http, fhir_base_url).await?;
+        locked(&self.discovered).insert(fhir_base_url.to_owned(), (config.clone(), now));
+        Ok(config)
+    }
+
+    /// The configured token endpoint, or the discovered one.
+    pub async fn token_endpoint(&self, client: &ClientConfig) -> Result<String, TokenError> {
+        if let Some(endpoint) = &client.token_endpoint {
+            return Ok(endpoint.clone());
+        }
+        let base = client.fhir_base_url.as_deref().unwrap_or_default();
+        Ok(self.smart_configuration(base).await?.token_endpoint)
+    }
+
+    /// The audience an assertion for `client` carries by default.
+    pub async fn default_audience(&self, client: &ClientConfig) -> Result<String, TokenError> {
+        match client.audiences.first() {
+            Some(audience) => Ok(audience.clone()),
+            None => self.token_endpoint(client).await,
+        }
+    }
+
+    /// A token for `client` and `scope`, from the cache while fresh.
+    pub async fn token(
+        &self,
+        ctx: &TokenContext<'_>,
+        client: &ClientConfig,
+        scope: &str,
+    ) -> Result<TokenAnswer, TokenError> {
+        let endpoint = self.token_endpoint(client).await?;
+        let scope = normalise_scope(scope);
+        let slot = locked(&self.slots)
+            .entry((client.name.clone(), endpoint.clone(), scope.clone()))
+            .or_default()
+            .clone();
+        // Single flight: whoever holds the slot fetches; the others wait here.
+        let mut cached = slot.lock().await;
+        let now = (self.clock)();
+        let current_kid = self.current_kid(ctx.keyring, client);
+        if let Some(token) = cached.as_ref() {
+            let fresh = now < token.refresh_at && Some(&token.kid) == current_kid.as_ref();
+            if fresh {
+                let mut body = token.body.clone();
+                body.insert("expires_in".into(), Value::from(token.expires_at - now));
+                return Ok(TokenAnswer {
+                    body,
+                    from_cache: true,
+                    diagnosis: Diagnosis {
+                        token_endpoint: endpoint,
+                        kid: Some(token.kid.clone()),
+                        scope,
+                        ..Diagnosis::default()
+                    },
+                });
+            }
+        }
+        // Stale, or obtained with a key that no longer signs: never serve it again.
+        *cached = None;
+        let answer = self.fetch(ctx, client, &endpoint, &scope).await?;
+        let expires_in = answer
+            .body
+            .get("expires_in")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if let (Some(kid), true) = (answer.diagnosis.kid.clone(), expires_in > 0) {
+            let obtained = (self.clock)();
+            *cached = Some(CachedToken {
+                body: answer.body.clone(),
+                kid,
+                refresh_at: obtained + (expires_in as f64 * REFRESH_AT) as i64,
+                expires_at: obtained + expires_in,
+            });
+        }
+        Ok(answer)
+    }
+
+    /// A token request that bypasses the cache (and does not fill it): the doctor's check.
+    pub async fn fresh_token(
+        &self,
+        ctx: &TokenContext<'_>,
+        client: &ClientConfig,
+        scope: &str,
+    ) -> Result<TokenAnswer, TokenError> {
+        let endpoint = self.token_endpoint(client).await?;
+        self.fetch(ctx, client, &endpoint, &normalise_scope(scope))
+            .await
+    }
+
+    fn current_kid(&self, keyring: &Keyring, client: &ClientConfig) -> Option<String> {
+        keyring
+            .snapshot()
+            .keysets
+            .get(&client.keyset)
+            .and_then(|view| view.signer.as_ref().map(|s| s.kid.clone()))
+    }
+
+    /// Sends the token request, retrying 429, 5xx and transport failures within the budget.
+    async fn fetch(
+        &self,
+        ctx: &TokenContext<'_>,
+        client: &ClientConfig,
+        endpoint: &str,
+        scope: &str,
+    ) -> Result<TokenAnswer, TokenError> {
+        let audience = self.default_audience(client).await?;
+        let started = Instant::now();
+        let mut diagnosis = Diagnosis {
+            token_endpoint: endpoint.to_owned(),
+            audience: audience.clone(),
+            scope: scope.to_owned(),
+            ..Diagnosis::default()
+        };
+        let mut backoff = Duration::from_millis(500);
+        let mut jwks_max_age;
+        loop {
+            diagnosis.attempts += 1;
+            let snapshot = ctx.keyring.snapshot();
+            let view = snapshot
+                .keysets
+                .get(&client.keyset)
+                .ok_or_else(|| TokenError::NoKey(client.keyset.clone()))?;
+            jwks_max_age = view.config.timing.jwks_max_age;
+            let signer = view
+                .signer
+                .clone()
+                .ok_or_else(|| TokenError::NoKey(client.keyset.clone()))?;
+            let now = (self.clock)();
+            diagnosis.kid = Some(signer.kid.clone());
+            diagnosis.kid_published_for_seconds = view
+                .records
+                .iter()
+                .find(|r| r.kid == signer.kid)
+                .map(|r| now - r.published_at);
+            let signed = assertion::sign(
+                &signer,
+                &client.client_id,
+                &audience,
+                assertion::new_jti(),
+                now,
+                client.assertion_lifetime,
+            )
+            .map_err(|_| TokenError::NoKey(client.keyset.clone()))?;
+            ctx.audit
+                .append(AuditEvent {
+                    time: now,
+                    event: event::ASSERTION_ISSUED.into(),
+                    caller: Some(ctx.caller.to_owned()),
+                    client_id: Some(client.client_id.clone()),
+                    keyset: Some(client.keyset.clone()),
+                    kid: Some(signed.kid.clone()),
+                    jti: Some(signed.jti.clone()),
+                    audience: Some(audience.clone()),
+                    expires_at: Some(signed.expires_at),
+                    detail: Some(
+                        serde_json::json!({ "purpose": "token_request", "attempt": diagnosis.attempts })
+                            .to_string(),
+                    ),
+                })
+                .await
+                .map_err(|_| TokenError::Audit)?;
+
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE),
+                ("client_assertion", signed.jwt.as_str()),
+            ];
+            if !scope.is_empty() {
+                form.push(("scope", scope));
+            }
+            self.upstream_requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .http
+                .post(endpoint)
+                .header("Accept", "application/json")
+                .form(&form)
+                .send()
+                .await;
+            let (status, retry_after, body) = match sent {
+                Err(e) => {
+                    tracing::warn!(client = %client.name, error = %describe_reqwest_error(&e), "token endpoint unreachable");
+                    (None, None, Map::new())
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    diagnosis.clock_skew_seconds = response
+                        .headers()
+                        .get("date")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| httpdate::parse_http_date(v).ok())
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs() as i64 - crate::unix_now());
+                    let retry_after = response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    let body = response
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| v.as_object().cloned())
+                        .unwrap_or_default();
+                    (Some(status), retry_after, body)
+                }
+            };
+            if status == Some(200) {
+                if body.get("access_token").and_then(Value::as_str).is_some() {
+                    return Ok(TokenAnswer {
+                        body,
+                        from_cache: false,
+                        diagnosis,
+                    });
+                }
+                return Err(self.upstream_error(
+                    Some(200),
+                    Map::from_iter([(
+                        "error_description".to_owned(),
+                        Value::from("the answer has no access_token"),
+                    )]),
+                    None,
+                    diagnosis,
+                    jwks_max_age,
+                ));
+            }
+            let retryable = match status {
+                None => true,
+                Some(s) => s == 429 || s >= 500,
+            };
+            let wait = retry_after
+                .map(|s| Duration::from_secs(s.min(RETRY_BUDGET.as_secs())))
+                .unwrap_or(backoff);
+            let budget_left = RETRY_BUDGET.saturating_sub(started.elapsed());
+            if !retryable || diagnosis.attempts >= MAX_ATTEMPTS || wait >= budget_left {
+                return Err(self.upstream_error(
+                    status,
+                    body,
+                    retry_after,
+                    diagnosis,
+                    jwks_max_age,
+                ));
+            }
+            tokio::time::sleep(wait).await;
+            backoff *= 2;
+        }
+    }
+
+    fn upstream_error(
+        &self,
+        status: Option<u16>,
+        body: Map<String, Value>,
+        retry_after: Option<u64>,
+        diagnosis: Diagnosis,
+        jwks_max_age: i64,
+    ) -> TokenError {
+        let text = |key: &str| {
+            body.get(key).and_then(Value::as_str).map(|s| {
+                s.chars()
+                    .filter(|c| !c.is_control())
+                    .take(500)
+                    .collect::<String>()
+            })
+        };
+        let error = text("error");
+        let error_description = text("error_description");
+        let class = classify(
+            status,
+            error.as_deref(),
+            error_description.as_deref(),
+            diagnosis.kid_published_for_seconds,
+            jwks_max_age,
+        );
+        TokenError::Upstream {
+            class,
+            status,
+            error,
+            error_description,
+            error_uri: text("error_uri"),
+            retry_after,
+            diagnosis: Box::new(diagnosis),
+        }
+    }
+}
