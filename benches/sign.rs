@@ -95,6 +95,7 @@ rate_limit_per_minute = 100000000
         .build()
         .expect("runtime");
     let (http_rate, latencies) = runtime.block_on(async {
+        jwksd::tokens::install_crypto_provider();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(connections as usize)
             .build()

@@ -36,7 +36,10 @@ pub enum StartError {
     Store(#[from] crate::store::sqlite::OpenError),
     #[error(transparent)]
     Keys(#[from] crate::error::Error),
-    #[error("cannot listen on {addr} ({what}): {source}; is another process using the port?")]
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; is another process using the port, or is \
+         the address not one of this machine's?"
+    )]
     Bind {
         what: &'static str,
         addr: String,
@@ -68,7 +71,22 @@ impl Application {
             warn!("{warning}");
         }
         let server = &config.server;
+        // Everything that can fail without touching the store comes first, so a failed
+        // start leaves no half-made store or key behind.
+        let bind = |what: &'static str, addr: &String| {
+            std::net::TcpListener::bind(addr.as_str()).map_err(|source| StartError::Bind {
+                what,
+                addr: addr.clone(),
+                source,
+            })
+        };
+        let public_listener = bind("server.public_listen", &server.public_listen)?;
+        let private_listener = bind("server.private_listen", &server.private_listen)?;
+        let http_client = crate::tokens::outbound_client().map_err(|e| {
+            StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
+        })?;
         ensure_dir(&server.data_dir)?;
+        let (admin_hash, admin_token) = load_admin_token(&server.admin_token)?;
         let Database::Sqlite(db_path) = &server.database;
         if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             ensure_dir(parent)?;
@@ -81,14 +99,17 @@ impl Application {
         }
         let store: Arc<dyn Store> = Arc::new(store);
         let keyring = Arc::new(
-            Keyring::open(store, master, config.keysets.clone(), crate::unix_now()).await?,
+            Keyring::open(
+                store,
+                master,
+                config.keysets.clone(),
+                !store_exists,
+                crate::unix_now(),
+            )
+            .await?,
         );
-        let (admin_hash, admin_token) = load_admin_token(&server.admin_token)?;
 
         let audit = AuditWriter::start(keyring.store().clone());
-        let http_client = crate::tokens::outbound_client().map_err(|e| {
-            StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
-        })?;
         let tokens = Arc::new(TokenService::new(http_client, clock));
         let state = web::Data::new(State {
             keyring: keyring.clone(),
@@ -115,7 +136,7 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .workers(workers)
-        .bind(&server.public_listen)
+        .listen(public_listener)
         .map_err(|source| StartError::Bind {
             what: "server.public_listen",
             addr: server.public_listen.clone(),
@@ -136,7 +157,7 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .workers(workers.min(2))
-        .bind(&server.private_listen)
+        .listen(private_listener)
         .map_err(|source| StartError::Bind {
             what: "server.private_listen",
             addr: server.private_listen.clone(),

@@ -172,6 +172,7 @@ pub struct AuditFilter {
     pub client_id: Option<String>,
     pub caller: Option<String>,
     pub kid: Option<String>,
+    pub event: Option<String>,
 }
 
 /// Appending failed; the caller must not hand out what the record describes.

@@ -45,9 +45,11 @@ pub enum Command {
     },
     /// Exit 0 when the service answers ready (for container health probes).
     Healthcheck {
-        /// Readiness URL to probe.
-        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
-        url: String,
+        /// Readiness URL to probe (default: /readyz on the configured public listener).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Inspect, rotate and revoke keys of a running service.
     Keys {
@@ -106,7 +108,7 @@ pub enum KeysCommand {
     /// Take a key out of the JWKS at once; it never signs again.
     Revoke {
         kid: String,
-        /// Why (recorded in the server log).
+        /// Why (recorded in the audit trail).
         #[arg(long)]
         reason: Option<String>,
     },
@@ -175,7 +177,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.display(), path.display(), path.display(), path.display());
             Ok(())
         }
-        Command::Healthcheck { url } => {
+        Command::Healthcheck { url, config } => {
+            let url = match url {
+                Some(url) => url,
+                None => {
+                    let config = Config::load(config.as_deref(), std::env::vars())?;
+                    format!(
+                        "http://{}/readyz",
+                        local_address(&config.server.public_listen)
+                    )
+                }
+            };
             let response = http_client()?
                 .get(&url)
                 .send()
@@ -222,7 +234,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The address a local client uses to reach a listener (`0.0.0.0` means this host).
+pub fn local_address(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_owned(),
+    }
+}
+
 fn http_client() -> anyhow::Result<reqwest::Client> {
+    crate::tokens::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -258,7 +280,12 @@ async fn admin_call(
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let token = admin_token(args)?;
-    let url = format!("{}{path}", args.server.trim_end_matches('/'));
+    let server = args.server.trim_end_matches('/');
+    let url = if server.contains("://") {
+        format!("{server}{path}")
+    } else {
+        format!("http://{server}{path}")
+    };
     let mut request = http_client()?.request(method, &url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);

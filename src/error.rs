@@ -21,8 +21,8 @@ pub enum Error {
     #[error(
         "next key {next_kid} has been published for {published_for}s; it must be published for \
          {prepublish}s before it signs, so that every verifier's cached JWKS has it. Retry in \
-         {retry_after}s, or force the rotation if you accept that some verifiers may reject \
-         assertions until their cache expires"
+         {retry_after}s, or force it (--force, ?force=true) if you accept that some verifiers may \
+         reject assertions until their cache expires"
     )]
     RotationTooEarly {
         keyset: String,

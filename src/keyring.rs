@@ -173,13 +173,27 @@ impl Keyring {
     /// Refuses with [`Error::Integrity`] when the store was sealed under another master key
     /// or a key row was altered, and when a key set's stored keys use another algorithm
     /// than its configuration.
+    ///
+    /// `fresh` says the store was created by this start. A store that existed before must
+    /// carry jwksd's master-key check and every key its audit trail says was generated;
+    /// otherwise it was truncated, replaced or had rows deleted, and jwksd refuses rather
+    /// than publish new keys in place of registered ones.
     pub async fn open(
         store: Arc<dyn Store>,
         master: MasterKey,
         configs: BTreeMap<String, KeysetConfig>,
+        fresh: bool,
         now: UnixTime,
     ) -> Result<Self, Error> {
         match store.meta(MASTER_CHECK_META).await? {
+            None if !fresh => {
+                return Err(Error::Integrity(
+                    "the store holds no jwksd data although the file existed before this start \
+                     (emptied, truncated or replaced?). Restore it from a backup; to start a new \
+                     installation on purpose, delete the data directory"
+                        .into(),
+                ))
+            }
             Some(sealed) => {
                 if master.open(&sealed, MASTER_CHECK_AAD).is_err() {
                     return Err(Error::Integrity(
@@ -221,12 +235,46 @@ impl Keyring {
             })
             .map(|k| k.record.keyset.clone())
             .collect();
-        if !orphans.is_empty() {
-            warn!(keysets = ?orphans, "the store holds key sets that are not configured; they are not served");
+        if let Some(orphan) = orphans.first() {
+            return Err(Error::Integrity(format!(
+                "the store holds published keys of key set {orphan:?}, which is not configured; \
+                 starting without it would unpublish keys EHRs may rely on. Add [keysets.{orphan}] \
+                 back to the configuration"
+            )));
+        }
+        let generated = keyring.generated_kids().await?;
+        let missing: Vec<&String> = generated
+            .iter()
+            .filter(|kid| !stored.iter().any(|k| &&k.record.kid == kid))
+            .collect();
+        if let Some(kid) = missing.first() {
+            return Err(Error::Integrity(format!(
+                "the audit trail records key {kid} (and {} more) that the store no longer holds: key \
+                 rows were deleted. Restore the store from a backup",
+                missing.len() - 1
+            )));
         }
         keyring.rebuild(stored)?;
         keyring.tick(now).await?;
         Ok(keyring)
+    }
+
+    /// Every kid the audit trail says was generated.
+    async fn generated_kids(&self) -> Result<Vec<String>, Error> {
+        let filter = audit::AuditFilter {
+            event: Some(audit::event::KEY_GENERATED.into()),
+            ..Default::default()
+        };
+        let mut kids = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.audit_page(&filter, after, 1000).await?;
+            let Some(last) = page.last() else {
+                return Ok(kids);
+            };
+            after = last.seq;
+            kids.extend(page.into_iter().filter_map(|r| r.event.kid));
+        }
     }
 
     /// The current snapshot; cheap, never blocks on writers.

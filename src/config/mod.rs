@@ -461,10 +461,10 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
         _ => AdminTokenSource::Generated(data_dir.join("admin.token")),
     };
 
+    // `default` always exists: it is what /.well-known/jwks.json serves, and a key set
+    // added by one environment variable must not silently unpublish it.
     let mut raw_keysets = raw.keysets;
-    if raw_keysets.is_empty() {
-        raw_keysets.insert(DEFAULT_KEYSET.into(), RawKeyset::default());
-    }
+    raw_keysets.entry(DEFAULT_KEYSET.into()).or_default();
     let mut keysets = BTreeMap::new();
     for (name, raw) in raw_keysets {
         if !is_valid_keyset_name(&name) {
@@ -478,13 +478,6 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
             keysets.insert(name, keyset);
         }
     }
-    if !keysets.contains_key(DEFAULT_KEYSET) && problems.is_empty() {
-        warnings.push(format!(
-            "no key set is named {DEFAULT_KEYSET:?}, so /.well-known/jwks.json answers 404; \
-             EHRs must be given /jwks/<name>.json"
-        ));
-    }
-
     let access =
         clients::validate_access(raw.clients, raw.callers, &keysets, problems, &mut warnings);
 
@@ -764,7 +757,7 @@ mod tests {
     }
 
     #[test]
-    fn rotation_can_be_turned_off() {
+    fn rotation_can_be_turned_off_and_default_always_exists() {
         let config = load(
             "[keysets.epic-prod]\nalg = \"ES384\"\nrotation_period = \"off\"\n",
             &[],
@@ -773,8 +766,15 @@ mod tests {
         let keyset = &config.keysets["epic-prod"];
         assert_eq!(keyset.timing.rotation_period, None);
         assert_eq!(keyset.alg, Algorithm::Es384);
-        assert!(config.default_keyset().is_none());
-        assert!(config.warnings.iter().any(|w| w.contains("404")));
+        assert!(
+            config.default_keyset().is_some(),
+            "a key set added elsewhere keeps default"
+        );
+        let from_env = load("", &[("JWKSD_KEYSETS__EPIC__ALG", "ES384")]).unwrap();
+        assert_eq!(
+            from_env.keysets.keys().collect::<Vec<_>>(),
+            ["default", "epic"]
+        );
     }
 
     #[test]

@@ -241,6 +241,7 @@ struct AuditQuery {
     client: Option<String>,
     caller: Option<String>,
     kid: Option<String>,
+    event: Option<String>,
     cursor: Option<String>,
     limit: Option<u32>,
 }
@@ -287,6 +288,7 @@ async fn audit(
         client_id: query.client,
         caller: query.caller,
         kid: query.kid,
+        event: query.event,
     };
     let records = state
         .keyring

@@ -83,8 +83,8 @@ pub async fn not_found() -> Result<HttpResponse, Problem> {
 
 /// `GET /healthz` and `GET /readyz`, on both listeners.
 pub fn health_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+    cfg.service(web::resource("/healthz").get(healthz).head(healthz))
+        .service(web::resource("/readyz").get(readyz).head(readyz));
 }
 
 async fn healthz() -> HttpResponse {

@@ -15,12 +15,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/.well-known/jwks.json")
             .route(web::get().to(well_known_jwks))
-            .route(web::head().to(well_known_jwks)),
+            .route(web::head().to(well_known_jwks))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
     )
     .service(
         web::resource("/jwks/{file}")
             .route(web::get().to(keyset_jwks))
-            .route(web::head().to(keyset_jwks)),
+            .route(web::head().to(keyset_jwks))
+            .route(web::method(actix_web::http::Method::OPTIONS).to(preflight)),
     )
     .service(
         web::resource("/certs/{file}")
@@ -28,6 +30,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(certificate)),
     );
     super::health_routes(cfg);
+}
+
+/// CORS preflight (a browser-based tool fetching the JWKS): allow GET and HEAD from anywhere.
+async fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, "If-None-Match"))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
+        .finish()
 }
 
 async fn well_known_jwks(

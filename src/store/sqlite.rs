@@ -131,6 +131,7 @@ impl SqliteStore {
 
         let store = SqliteStore { pool };
         store.migrate(path).await?;
+        restrict_to_owner(path);
         Ok(store)
     }
 
@@ -196,7 +197,17 @@ impl SqliteStore {
             .bind(dest.to_string_lossy().into_owned())
             .execute(&self.pool)
             .await?;
+        restrict_to_owner(dest);
         Ok(())
+    }
+}
+
+/// The store holds only sealed private keys, but its metadata is nobody else's business.
+fn restrict_to_owner(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
 }
 
@@ -328,6 +339,7 @@ impl Store for SqliteStore {
                  AND (? IS NULL OR client_id = ?) \
                  AND (? IS NULL OR caller = ?) \
                  AND (? IS NULL OR kid = ?) \
+                 AND (? IS NULL OR event = ?) \
                  ORDER BY seq LIMIT ?",
             )
             .bind(after)
@@ -339,6 +351,8 @@ impl Store for SqliteStore {
             .bind(&filter.caller)
             .bind(&filter.kid)
             .bind(&filter.kid)
+            .bind(&filter.event)
+            .bind(&filter.event)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;

@@ -47,14 +47,19 @@ const REFRESH_AT: f64 = 0.8;
 /// An outbound HTTP client: rustls on aws-lc-rs with the system's root certificates,
 /// timeouts, and no redirects.
 pub fn outbound_client() -> Result<reqwest::Client, reqwest::Error> {
-    // reqwest is built without a bundled provider; use aws-lc-rs, like the rest of jwksd.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("jwksd/", env!("CARGO_PKG_VERSION")))
         .build()
+}
+
+/// reqwest is built without a bundled TLS crypto provider; jwksd uses aws-lc-rs for TLS
+/// too. Idempotent; call before building any HTTP client.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// A short description of a transport error, including its cause chain (TLS problems are

@@ -60,13 +60,19 @@ pub async fn spawn_app_with(dir: &Path, toml: &str) -> TestApp {
         private,
         admin_token,
         keyring,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        http: http_client(),
         stop,
         task,
     }
+}
+
+/// A plain HTTP client for talking to jwksd (no redirects followed).
+pub fn http_client() -> reqwest::Client {
+    jwksd::tokens::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 impl TestApp {

@@ -56,7 +56,7 @@ impl Service {
             public: format!("http://127.0.0.1:{public_port}"),
             private: format!("http://127.0.0.1:{private_port}"),
             dir: dir.to_owned(),
-            http: reqwest::Client::new(),
+            http: crate::helpers::http_client(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {

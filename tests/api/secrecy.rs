@@ -43,7 +43,7 @@ async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let public = format!("http://127.0.0.1:{public_port}");
     let private = format!("http://127.0.0.1:{private_port}");
     let mut ready = false;

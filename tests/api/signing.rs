@@ -632,14 +632,20 @@ async fn audit_verify_passes_on_a_real_trail_and_names_the_record_after_tamperin
     let tamper = |name: &str, sql: &'static [&'static str]| {
         let copy = dir.path().join(name);
         std::fs::create_dir_all(&copy).unwrap();
-        std::fs::copy(data.join("jwksd.db"), copy.join("jwksd.db")).unwrap();
+        for file in ["jwksd.db", "jwksd.db-wal", "jwksd.db-shm"] {
+            if data.join(file).exists() {
+                std::fs::copy(data.join(file), copy.join(file)).unwrap();
+            }
+        }
         let db = copy.join("jwksd.db");
         async move {
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
                 .await
                 .unwrap();
             for statement in sql {
-                sqlx::query(statement).execute(&pool).await.unwrap();
+                if let Err(e) = sqlx::query(statement).execute(&pool).await {
+                    panic!("{statement}: {e}");
+                }
             }
             pool.close().await;
             run_audit_verify(db.parent().unwrap())

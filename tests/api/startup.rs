@@ -211,3 +211,75 @@ async fn a_backup_restores_the_same_key_sets() {
     assert_eq!(app.jwks("default").await, jwks);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_emptied_store_file_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("data/jwksd.db{suffix}")));
+    }
+    std::fs::write(dir.path().join("data/jwksd.db"), b"").unwrap();
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("holds no jwksd data"), "{message}");
+}
+
+#[tokio::test]
+async fn deleted_key_rows_refuse_to_start() {
+    for statement in [
+        "DELETE FROM keys",
+        "DELETE FROM keys WHERE state = 'current'",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        initialise(dir.path()).await;
+        let db = dir.path().join("data/jwksd.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query(statement).execute(&pool).await.unwrap();
+        pool.close().await;
+        let message = refusal(dir.path(), "").await;
+        assert!(
+            message.contains("key rows were deleted"),
+            "{statement}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_set_dropped_from_the_configuration_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::spawn_app_with(dir.path(), "[keysets.epic]\nalg = \"ES256\"\n").await;
+    app.stop().await;
+    let message = refusal(dir.path(), "").await;
+    assert!(
+        message.contains("key set \"epic\", which is not configured"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_start_that_cannot_bind_leaves_no_store_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let toml = format!("[server]\npublic_listen = \"127.0.0.1:{port}\"\n");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let env = [
+        ("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "JWKSD_SERVER__DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+    ];
+    let config =
+        jwksd::config::Config::load(Some(&path), env.map(|(k, v)| (k.to_owned(), v))).unwrap();
+    let message = match jwksd::app::Application::build(config).await {
+        Ok(_) => panic!("started on a busy port"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("cannot listen on"), "{message}");
+    assert!(!dir.path().join("data/jwksd.db").exists());
+    assert!(!dir.path().join("data/master.key").exists());
+}
