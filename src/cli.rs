@@ -58,6 +58,40 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Get an access token for a client from the running service (prints the token).
+    Token {
+        /// The client (section name or client_id).
+        #[arg(long)]
+        client: String,
+        /// Scopes to ask for (default: the client's configured scope).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Base URL of the private listener.
+        #[arg(long, env = "JWKSD_SERVER", default_value = "http://127.0.0.1:8081")]
+        server: String,
+        /// Print the whole token response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a client's whole path as the EHR sees it, and explain each failure.
+    Doctor {
+        #[arg(long)]
+        client: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print (and with --out, write) what the vendor's portal asks for.
+    Register {
+        #[arg(long)]
+        client: String,
+        #[arg(long, value_enum, default_value = "generic")]
+        vendor: crate::register::Vendor,
+        /// Directory to write jwks.json, one PEM per key and a README for the ticket.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -200,6 +234,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Keys { admin, command } => keys(admin, command).await,
+        Command::Token {
+            client,
+            scope,
+            server,
+            json,
+        } => token(&client, scope, &server, json).await,
+        Command::Doctor { client, admin } => {
+            let api = admin_api(&admin)?;
+            let outbound = crate::tokens::outbound_client()?;
+            let checks = crate::doctor::diagnose(&api, &outbound, &client).await?;
+            if admin.json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                crate::doctor::print(&checks);
+            }
+            let failed = checks
+                .iter()
+                .filter(|c| c.verdict == crate::doctor::Verdict::Fail)
+                .count();
+            if failed > 0 {
+                bail!("{failed} check(s) failed");
+            }
+            Ok(())
+        }
+        Command::Register {
+            client,
+            vendor,
+            out,
+            admin,
+        } => {
+            let api = admin_api(&admin)?;
+            let kit = crate::register::kit(&api, &client, vendor).await?;
+            print!("{}", kit.text);
+            if let Some(dir) = out {
+                crate::register::write(&kit, &dir)?;
+                eprintln!("wrote {} files to {}", kit.files.len(), dir.display());
+            }
+            Ok(())
+        }
         Command::Audit {
             command: AuditCommand::Verify { config },
         } => {
@@ -252,6 +325,75 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("cannot build an HTTP client")
 }
 
+fn server_url(server: &str) -> String {
+    let server = server.trim_end_matches('/');
+    if server.contains("://") {
+        server.to_owned()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+fn admin_api(args: &AdminArgs) -> anyhow::Result<crate::doctor::AdminApi> {
+    Ok(crate::doctor::AdminApi {
+        base: server_url(&args.server),
+        token: admin_token(args)?,
+        http: http_client()?,
+    })
+}
+
+/// `jwksd token`: asks the running service, as a caller, for an access token.
+async fn token(
+    client: &str,
+    scope: Option<String>,
+    server: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let caller_token = std::env::var("JWKSD_CALLER_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .context("set JWKSD_CALLER_TOKEN to a caller token allowed for this client (`jwksd callers new-token`)")?;
+    let mut body = serde_json::json!({ "client_id": client });
+    if let Some(scope) = scope {
+        body["scope"] = Value::String(scope);
+    }
+    let url = format!("{}/v1/tokens", server_url(server));
+    let response = http_client()?
+        .post(&url)
+        .bearer_auth(caller_token.trim())
+        .json(&body)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach jwksd at {url}"))?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let mut message = format!(
+            "{} ({status})",
+            answer["detail"]
+                .as_str()
+                .unwrap_or("the token request failed")
+        );
+        if let Some(fix) = answer["fix"].as_str() {
+            message.push_str(&format!("\n  fix: {fix}"));
+        }
+        if answer["error"].is_string() {
+            message.push_str(&format!(
+                "\n  upstream: {} {}",
+                answer["error"].as_str().unwrap_or(""),
+                answer["error_description"].as_str().unwrap_or("")
+            ));
+        }
+        bail!(message);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", answer["access_token"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
 fn admin_token(args: &AdminArgs) -> anyhow::Result<String> {
     if let Ok(token) = std::env::var("JWKSD_ADMIN_TOKEN") {
         if !token.trim().is_empty() {
@@ -280,12 +422,7 @@ async fn admin_call(
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
     let token = admin_token(args)?;
-    let server = args.server.trim_end_matches('/');
-    let url = if server.contains("://") {
-        format!("{server}{path}")
-    } else {
-        format!("http://{server}{path}")
-    };
+    let url = format!("{}{path}", server_url(&args.server));
     let mut request = http_client()?.request(method, &url).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);

@@ -16,9 +16,11 @@
 //!   lifecycle decisions to the store.
 //! - [`ratelimit`]: per-caller token buckets.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
+//! - [`register`]: the vendor registration kit behind `jwksd register`.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
 //! - [`cli`]: the command line, including the admin client commands.
+//! - [`doctor`]: the checks behind `jwksd doctor`.
 //! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
 
 pub mod app;
@@ -26,11 +28,13 @@ pub mod assertion;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod keys;
 pub mod ratelimit;
+pub mod register;
 pub mod rotation;
 pub mod store;
 pub mod tokens;

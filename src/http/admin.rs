@@ -24,6 +24,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/keysets/{keyset}/keys").get(list_keys))
             .service(web::resource("/keysets/{keyset}/rotate").post(rotate))
             .service(web::resource("/keys/{kid}/revoke").post(revoke))
+            .service(web::resource("/keysets/{keyset}/jwks").get(keyset_jwks))
+            .service(web::resource("/clients").get(list_clients))
             .service(web::resource("/audit").get(audit))
             .service(
                 web::resource("/clients/{client}/token-check").post(super::tokens::token_check),
@@ -321,4 +323,45 @@ async fn audit(
         .collect();
     Ok(HttpResponse::Ok()
         .json(serde_json::json!({ "records": records, "next_cursor": next_cursor })))
+}
+
+/// The key set's JWKS as published, for tools that run beside jwksd (`jwksd register`).
+async fn keyset_jwks(
+    _: AdminAuth,
+    state: web::Data<State>,
+    keyset: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let name = valid_keyset(&keyset)?;
+    let snapshot = state.keyring.snapshot();
+    let view = snapshot
+        .keysets
+        .get(name)
+        .ok_or_else(|| Problem::from(crate::error::Error::UnknownKeyset(name.to_owned())))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(view.jwks.body.clone()))
+}
+
+/// The configured clients (no secrets), with the JWKS URL of each one's key set.
+async fn list_clients(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
+    let access = state.access();
+    let base = state.public_base();
+    let clients: Vec<_> = access
+        .clients
+        .values()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name,
+                "client_id": c.client_id,
+                "keyset": c.keyset,
+                "token_endpoint": c.token_endpoint,
+                "audiences": c.audiences,
+                "fhir_base_url": c.fhir_base_url,
+                "scope": c.scope,
+                "assertion_lifetime_seconds": c.assertion_lifetime,
+                "jwks_url": format!("{base}/jwks/{}.json", c.keyset),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "clients": clients }))
 }

@@ -21,11 +21,23 @@ pub struct TestApp {
 
 /// Loads a configuration the way `jwksd serve` does, with ports and data dir for a test.
 pub fn test_config(data_dir: &Path, toml: &str) -> Result<Config, jwksd::config::ConfigError> {
+    test_config_on(data_dir, toml, 0)
+}
+
+/// As [`test_config`], with the public listener on `public_port` (0: any free port).
+pub fn test_config_on(
+    data_dir: &Path,
+    toml: &str,
+    public_port: u16,
+) -> Result<Config, jwksd::config::ConfigError> {
     let path = data_dir.join("test-config.toml");
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&path, toml).unwrap();
     let env = [
-        ("JWKSD_SERVER__PUBLIC_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "JWKSD_SERVER__PUBLIC_LISTEN",
+            format!("127.0.0.1:{public_port}"),
+        ),
         ("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0".to_owned()),
         (
             "JWKSD_SERVER__DATA_DIR",
@@ -33,6 +45,41 @@ pub fn test_config(data_dir: &Path, toml: &str) -> Result<Config, jwksd::config:
         ),
     ];
     Config::load(Some(&path), env.map(|(k, v)| (k.to_owned(), v)))
+}
+
+/// A port that was free a moment ago (for URLs that must be known before jwksd starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A clock the test moves: the wall clock plus an offset in seconds.
+#[derive(Clone, Default)]
+pub struct TestClock(Arc<std::sync::atomic::AtomicI64>);
+
+impl TestClock {
+    pub fn advance(&self, seconds: i64) {
+        self.0
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn clock(&self) -> jwksd::Clock {
+        let offset = self.0.clone();
+        Arc::new(move || jwksd::unix_now() + offset.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+/// Starts jwksd with its public listener on `public_port` and the token cache on `clock`.
+pub async fn spawn_app_on(dir: &Path, toml: &str, public_port: u16, clock: &TestClock) -> TestApp {
+    let config = test_config_on(dir, toml, public_port).expect("test config is valid");
+    let app = match Application::build_with_clock(config, clock.clock()).await {
+        Ok(app) => app,
+        Err(e) => panic!("jwksd did not start: {e}"),
+    };
+    into_test_app(app)
 }
 
 /// Builds the application on `dir` without starting it, to observe start-up refusals.
@@ -49,6 +96,10 @@ pub async fn spawn_app_with(dir: &Path, toml: &str) -> TestApp {
         Ok(app) => app,
         Err(e) => panic!("jwksd did not start: {e}"),
     };
+    into_test_app(app)
+}
+
+fn into_test_app(app: Application) -> TestApp {
     let public = format!("http://{}", app.public_addr());
     let private = format!("http://{}", app.private_addr());
     let admin_token = app.admin_token().expect("generated admin token").to_owned();

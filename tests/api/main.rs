@@ -12,3 +12,5 @@ mod process;
 mod secrecy;
 mod signing;
 mod startup;
+mod tokens;
+mod upstream;

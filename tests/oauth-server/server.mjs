@@ -5,8 +5,9 @@
 // jwksd's JWKS URL. Around it, test plumbing only: a SMART discovery document (normally
 // served by the FHIR server) and a counter of token requests.
 //
-// Environment: JWKS_URI (required), CLIENT_ID, SCOPES (space separated), TOKEN_TTL (s),
-// UNREGISTERED_CLIENT_ID. Prints one JSON line with the chosen port once listening.
+// Environment: JWKS_URI (required), CLIENT_ID, SCOPES (the server's scopes), CLIENT_SCOPES
+// (those granted to the client), TOKEN_TTL (s). Prints one JSON line with the chosen port
+// once listening.
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -16,7 +17,8 @@ if (!jwksUri) {
   process.exit(2);
 }
 const clientId = process.env.CLIENT_ID || 'jwksd-test-client';
-const scopes = (process.env.SCOPES || 'system/Patient.read system/Observation.read').split(' ');
+const scopes = (process.env.SCOPES || 'system/Patient.read system/Observation.read system/Secret.read').split(' ');
+const clientScopes = process.env.CLIENT_SCOPES || 'system/Patient.read system/Observation.read';
 const ttl = Number(process.env.TOKEN_TTL || 300);
 
 const server = http.createServer();
@@ -32,7 +34,7 @@ const provider = new Provider(issuer, {
     redirect_uris: [],
     token_endpoint_auth_method: 'private_key_jwt',
     jwks_uri: jwksUri,
-    scope: scopes.join(' '),
+    scope: clientScopes,
   }],
   clientAuthMethods: ['private_key_jwt'],
   enabledJWA: {

@@ -1,0 +1,555 @@
+//! `jwksd doctor`: walks a client's whole path as the EHR sees it and says, check by check,
+//! what works and what to do about what does not.
+//!
+//! It asks the running service (admin API) for the client, its key set and an uncached
+//! token request, and fetches the public JWKS URL and the SMART discovery document itself,
+//! from this host, the way the EHR would.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::tokens::describe_reqwest_error;
+use crate::tokens::discovery::{discovery_url, SmartConfiguration};
+
+/// A check's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+    Skip,
+}
+
+/// One line of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    pub check: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+    /// The token request's failure class, on the token check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+}
+
+fn check(
+    check: &'static str,
+    verdict: Verdict,
+    detail: impl Into<String>,
+    fix: Option<&str>,
+) -> Check {
+    Check {
+        check,
+        verdict,
+        detail: detail.into(),
+        fix: fix.map(str::to_owned),
+        classification: None,
+    }
+}
+
+/// What a vendor accepts, inferred from the token endpoint's or FHIR server's host.
+pub fn vendor_algorithms(url: &str) -> (&'static str, &'static [&'static str]) {
+    let url = url.to_ascii_lowercase();
+    if url.contains("eclinicalworks") {
+        ("eClinicalWorks", &["RS384"])
+    } else if url.contains("epic") {
+        ("Epic", &["RS384", "ES256", "ES384"])
+    } else if url.contains("cerner") || url.contains("oracle") {
+        ("Oracle Health", &["RS384", "ES384"])
+    } else if url.contains("athena") {
+        ("athenahealth", &["RS384"])
+    } else {
+        ("a SMART server", &["RS384", "ES384"])
+    }
+}
+
+/// Where the admin API is and how to authenticate.
+pub struct AdminApi {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl AdminApi {
+    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot reach jwksd's admin API at {url}: {}",
+                    describe_reqwest_error(&e)
+                )
+            })?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            anyhow::bail!(
+                "jwksd answered {status} for {path}: {}",
+                body["detail"].as_str().unwrap_or("(no detail)")
+            );
+        }
+        Ok(body)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path).await
+    }
+
+    pub async fn post(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path).await
+    }
+
+    /// The client named `name` (by section name or client_id) and its key set.
+    pub async fn client_and_keyset(&self, name: &str) -> anyhow::Result<(Value, Value)> {
+        let clients = self.get("/admin/v1/clients").await?;
+        let client = clients["clients"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == name || c["client_id"] == name)
+            .cloned()
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "jwksd has no client named {name:?} (see [clients.*] in its configuration)"
+                )
+            })?;
+        let keysets = self.get("/admin/v1/keysets").await?;
+        let keyset = keysets["keysets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| k["name"] == client["keyset"])
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("the client's key set is not served"))?;
+        Ok((client, keyset))
+    }
+}
+
+/// Runs every check for `client_name`.
+pub async fn diagnose(
+    admin: &AdminApi,
+    outbound: &reqwest::Client,
+    client_name: &str,
+) -> anyhow::Result<Vec<Check>> {
+    let (client, keyset) = admin.client_and_keyset(client_name).await?;
+    let mut checks = Vec::new();
+    let alg = keyset["alg"].as_str().unwrap_or_default().to_owned();
+    let current = keyset["current_kid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let next = keyset["next_kid"].as_str().unwrap_or_default().to_owned();
+
+    // 1. The public JWKS URL, fetched like an EHR would.
+    let jwks_url = client["jwks_url"].as_str().unwrap_or_default().to_owned();
+    if !jwks_url.contains("://") {
+        checks.push(check(
+            "jwks_url",
+            Verdict::Fail,
+            "server.public_url is not set, so there is no JWKS URL to give the EHR",
+            Some("set server.public_url to the https address EHRs reach the public listener at"),
+        ));
+    } else {
+        checks.extend(check_jwks_url(outbound, &jwks_url, &current, &next).await);
+    }
+
+    // 2. The algorithm against what the vendor accepts.
+    let endpoint_hint = client["token_endpoint"]
+        .as_str()
+        .or(client["fhir_base_url"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    let (vendor, algorithms) = vendor_algorithms(&endpoint_hint);
+    checks.push(if algorithms.contains(&alg.as_str()) {
+        check(
+            "algorithm",
+            Verdict::Ok,
+            format!("{alg} is accepted by {vendor}"),
+            None,
+        )
+    } else {
+        check(
+            "algorithm",
+            Verdict::Fail,
+            format!(
+                "{alg} is not among what {vendor} accepts ({})",
+                algorithms.join(", ")
+            ),
+            Some("create a key set with an accepted alg and point this client at it"),
+        )
+    });
+
+    // 3. Discovery, and the token endpoint and audience against it.
+    let configured_endpoint = client["token_endpoint"].as_str().map(str::to_owned);
+    let mut discovered_endpoint = None;
+    match client["fhir_base_url"].as_str() {
+        None => checks.push(check(
+            "discovery",
+            Verdict::Skip,
+            "no fhir_base_url configured",
+            Some("set clients.<name>.fhir_base_url to check discovery and the token endpoint"),
+        )),
+        Some(base) => match fetch_discovery(outbound, base).await {
+            Err(detail) => checks.push(check(
+                "discovery",
+                Verdict::Fail,
+                detail,
+                Some("check fhir_base_url (the FHIR base, e.g. .../fhir/r4/<practice>) and that this host can reach it"),
+            )),
+            Ok(smart) => {
+                let mut missing = Vec::new();
+                if !smart.grant_types_supported.is_empty()
+                    && !smart.grant_types_supported.iter().any(|g| g == "client_credentials")
+                {
+                    missing.push("grant type client_credentials");
+                }
+                if !smart.token_endpoint_auth_methods_supported.is_empty()
+                    && !smart.token_endpoint_auth_methods_supported.iter().any(|m| m == "private_key_jwt")
+                {
+                    missing.push("auth method private_key_jwt");
+                }
+                checks.push(if missing.is_empty() {
+                    check("discovery", Verdict::Ok, format!("{} lists client_credentials and private_key_jwt", discovery_url(base)), None)
+                } else {
+                    check(
+                        "discovery",
+                        Verdict::Fail,
+                        format!("the server does not list {}", missing.join(" or ")),
+                        Some("this server may not offer backend services; ask the vendor"),
+                    )
+                });
+                if !smart.token_endpoint_auth_signing_alg_values_supported.is_empty()
+                    && !smart.token_endpoint_auth_signing_alg_values_supported.contains(&alg)
+                {
+                    checks.push(check(
+                        "discovered_algorithms",
+                        Verdict::Fail,
+                        format!(
+                            "the server lists {} for client authentication, not {alg}",
+                            smart.token_endpoint_auth_signing_alg_values_supported.join(", ")
+                        ),
+                        Some("use a key set with one of the listed algorithms"),
+                    ));
+                }
+                discovered_endpoint = Some(smart.token_endpoint);
+            }
+        },
+    }
+    let endpoint = configured_endpoint
+        .clone()
+        .or(discovered_endpoint.clone())
+        .unwrap_or_default();
+    if let (Some(configured), Some(discovered)) = (&configured_endpoint, &discovered_endpoint) {
+        checks.push(if configured == discovered {
+            check(
+                "token_endpoint",
+                Verdict::Ok,
+                format!("{configured} matches discovery"),
+                None,
+            )
+        } else {
+            check(
+                "token_endpoint",
+                Verdict::Fail,
+                format!("configured {configured} but discovery says {discovered}"),
+                Some("set token_endpoint to the discovered value (or remove it to use discovery)"),
+            )
+        });
+    }
+    let audience = client["audiences"][0]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or(endpoint.clone());
+    checks.push(if audience == endpoint {
+        check("audience", Verdict::Ok, format!("aud is exactly the token endpoint {endpoint}"), None)
+    } else {
+        check(
+            "audience",
+            Verdict::Fail,
+            format!("aud {audience:?} differs from the token endpoint {endpoint:?}"),
+            Some("SMART requires aud to equal the token endpoint URL exactly; fix clients.<name>.audiences"),
+        )
+    });
+
+    // 4. Scopes.
+    let scope = client["scope"].as_str().unwrap_or_default();
+    let not_system: Vec<&str> = scope
+        .split_whitespace()
+        .filter(|s| !s.starts_with("system/"))
+        .collect();
+    checks.push(if scope.is_empty() {
+        check("scopes", Verdict::Warn, "no default scope configured", Some("set clients.<name>.scope to the system/ scopes the app is registered for"))
+    } else if not_system.is_empty() {
+        check("scopes", Verdict::Ok, format!("{scope} are system/ scopes"), None)
+    } else {
+        check(
+            "scopes",
+            Verdict::Fail,
+            format!("{} are not system/ scopes", not_system.join(" ")),
+            Some("backend services get system/ scopes only (system/Patient.read or system/Patient.rs)"),
+        )
+    });
+
+    // 5. A real token request (not cached, token not shown), and the clock from its Date.
+    let name = client["name"].as_str().unwrap_or(client_name);
+    let answer = admin
+        .post(&format!("/admin/v1/clients/{name}/token-check"))
+        .await?;
+    if let Some(skew) = answer["diagnosis"]["clock_skew_seconds"].as_i64() {
+        checks.push(if skew.abs() <= 30 {
+            check(
+                "clock",
+                Verdict::Ok,
+                format!("local clock within {}s of the token endpoint's", skew.abs()),
+                None,
+            )
+        } else {
+            check(
+                "clock",
+                Verdict::Fail,
+                format!("local clock differs from the token endpoint's Date by {skew}s"),
+                Some("synchronise this host's clock (NTP); assertions carry iat and exp"),
+            )
+        });
+    }
+    if answer["ok"] == true {
+        checks.push(check(
+            "token_request",
+            Verdict::Ok,
+            format!(
+                "the EHR issued a {} token for {:?}, valid {}s",
+                answer["token_type"].as_str().unwrap_or("?"),
+                answer["scope"].as_str().unwrap_or(""),
+                answer["expires_in"]
+            ),
+            None,
+        ));
+    } else {
+        let mut failed = check(
+            "token_request",
+            Verdict::Fail,
+            format!(
+                "{} (HTTP {}, error {}, {})",
+                answer["explanation"]
+                    .as_str()
+                    .unwrap_or("the token request failed"),
+                answer["upstream_status"],
+                answer["error"].as_str().unwrap_or("-"),
+                answer["error_description"]
+                    .as_str()
+                    .unwrap_or("no description")
+            ),
+            answer["fix"].as_str(),
+        );
+        failed.classification = answer["classification"].as_str().map(str::to_owned);
+        checks.push(failed);
+    }
+    Ok(checks)
+}
+
+async fn fetch_discovery(http: &reqwest::Client, base: &str) -> Result<SmartConfiguration, String> {
+    crate::tokens::discovery::discover(http, base)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn check_jwks_url(
+    http: &reqwest::Client,
+    url: &str,
+    current: &str,
+    next: &str,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let https = url.starts_with("https://");
+    checks.push(if https {
+        check("jwks_https", Verdict::Ok, format!("{url} uses https"), None)
+    } else {
+        check(
+            "jwks_https",
+            Verdict::Warn,
+            format!("{url} is plain http: EHRs fetch JWKS URLs only over https"),
+            Some("put a TLS terminator with a complete certificate chain in front of the public listener"),
+        )
+    });
+    let started = Instant::now();
+    let response = match http.get(url).send().await {
+        Ok(response) => response,
+        Err(e) => {
+            let detail = describe_reqwest_error(&e);
+            let fix = if detail.contains("certificate") || detail.contains("UnknownIssuer") {
+                "serve the full certificate chain (leaf and intermediates); EHRs do not fetch missing intermediates"
+            } else {
+                "check that the EHR can reach public_url: DNS, firewall, TLS"
+            };
+            checks.push(check(
+                "jwks_fetch",
+                Verdict::Fail,
+                format!("{url}: {detail}"),
+                Some(fix),
+            ));
+            return checks;
+        }
+    };
+    let elapsed = started.elapsed();
+    let status = response.status();
+    if status.is_redirection() {
+        checks.push(check(
+            "jwks_fetch",
+            Verdict::Fail,
+            format!("{url} redirects ({status}); Epic and others do not follow redirects"),
+            Some("register the final URL, or serve the JWKS without a redirect"),
+        ));
+        return checks;
+    }
+    if !status.is_success() {
+        checks.push(check(
+            "jwks_fetch",
+            Verdict::Fail,
+            format!("{url} answered {status}"),
+            Some("check public_url and the proxy in front of jwksd"),
+        ));
+        return checks;
+    }
+    checks.push(if elapsed <= Duration::from_secs(2) {
+        check(
+            "jwks_fetch",
+            Verdict::Ok,
+            format!("answered 200 in {} ms", elapsed.as_millis()),
+            None,
+        )
+    } else {
+        check(
+            "jwks_fetch",
+            Verdict::Warn,
+            format!(
+                "answered in {} ms; EHRs time out after a few seconds",
+                elapsed.as_millis()
+            ),
+            Some("check the network path and proxy"),
+        )
+    });
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let cache_control = response
+        .headers()
+        .get("cache-control")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    checks.push(
+        if content_type.starts_with("application/json")
+            || content_type.starts_with("application/jwk-set+json")
+        {
+            check("jwks_content_type", Verdict::Ok, content_type.clone(), None)
+        } else {
+            check(
+                "jwks_content_type",
+                Verdict::Fail,
+                format!("Content-Type is {content_type:?}"),
+                Some("serve the JWKS as application/json"),
+            )
+        },
+    );
+    checks.push(
+        if cache_control.contains("max-age") && !cache_control.contains("no-store") {
+            check(
+                "jwks_cache_control",
+                Verdict::Ok,
+                cache_control.clone(),
+                None,
+            )
+        } else {
+            check(
+            "jwks_cache_control",
+            Verdict::Fail,
+            format!("Cache-Control is {cache_control:?}"),
+            Some("a proxy rewrote jwksd's Cache-Control; keep public, max-age=N (never no-store)"),
+        )
+        },
+    );
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let kids: Vec<&str> = body["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    let missing: Vec<&str> = [current, next]
+        .into_iter()
+        .filter(|k| !k.is_empty() && !kids.contains(k))
+        .collect();
+    checks.push(if missing.is_empty() {
+        check(
+            "jwks_kids",
+            Verdict::Ok,
+            "contains the current and the next kid".to_owned(),
+            None,
+        )
+    } else {
+        check(
+            "jwks_kids",
+            Verdict::Fail,
+            format!(
+                "missing {} (a stale copy or cache in front of jwksd?)",
+                missing.join(", ")
+            ),
+            Some("the URL must serve jwksd's live JWKS; purge caches that hold an old copy"),
+        )
+    });
+    checks
+}
+
+/// Prints the report for a person.
+pub fn print(checks: &[Check]) {
+    for c in checks {
+        let tag = match c.verdict {
+            Verdict::Ok => " ok ",
+            Verdict::Warn => "warn",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
+        };
+        println!("[{tag}] {:<22} {}", c.check, c.detail);
+        if let (Some(fix), Verdict::Fail | Verdict::Warn | Verdict::Skip) = (&c.fix, c.verdict) {
+            println!("       {:<22} fix: {fix}", "");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vendors_are_recognised_from_their_urls() {
+        assert_eq!(
+            vendor_algorithms("https://oauthserver.eclinicalworks.com/oauth/oauth2/token").1,
+            ["RS384"]
+        );
+        assert!(
+            vendor_algorithms("https://fhir.epic.com/interconnect-fhir-oauth/oauth2/token")
+                .1
+                .contains(&"ES384")
+        );
+        assert_eq!(
+            vendor_algorithms("https://authorization.cerner.com/tenants/x/token").0,
+            "Oracle Health"
+        );
+        assert_eq!(
+            vendor_algorithms("http://127.0.0.1:9/token").0,
+            "a SMART server"
+        );
+    }
+}
