@@ -130,6 +130,24 @@ async fn a_caller_gets_a_real_access_token_from_a_real_authorization_server_then
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["caller"], "svc");
     assert_eq!(records[0]["audience"], oauth.token_endpoint.as_str());
+
+    // `jwksd token` prints the (cached) access token for scripts.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .args(["token", "--client", "test", "--server", &app.private])
+        .env("JWKSD_CALLER_TOKEN", CALLER)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        first["access_token"].as_str().unwrap()
+    );
+    assert_eq!(oauth.token_requests().await, 1);
     app.stop().await;
 }
 
