@@ -674,3 +674,112 @@ async fn register_prints_and_writes_a_valid_kit_for_every_vendor() {
     app.stop().await;
     fake.stop().await;
 }
+
+/// A tiny stand-in for the host in front of jwksd: HTTPS with a certificate no root
+/// vouches for (what an incomplete chain looks like to a client), or a plain redirect.
+const FRONT_END: &str = r#"
+import http.server, ssl, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if sys.argv[1] == "redirect":
+            self.send_response(301)
+            self.send_header("Location", "https://example.org/jwks.json")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = b'{"keys": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+if sys.argv[1] == "tls":
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sys.argv[2], sys.argv[3])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+struct FrontEnd(std::process::Child, u16);
+
+impl FrontEnd {
+    fn start(args: &[&str]) -> FrontEnd {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(FRONT_END)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is installed");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("front end did not start: {line:?}"));
+        FrontEnd(child, port)
+    }
+}
+
+impl Drop for FrontEnd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn doctor_fails_a_jwks_url_with_an_untrusted_certificate_chain_or_a_redirect() {
+    use jwksd::keys::{cert, Algorithm, KeyMaterial, RsaBits};
+    let dir = tempfile::tempdir().unwrap();
+    let key = KeyMaterial::generate(Algorithm::Es256, RsaBits::B2048).unwrap();
+    let der = cert::self_signed(&key, "CN=127.0.0.1", time::OffsetDateTime::now_utc()).unwrap();
+    let pkcs8 = key.to_pkcs8().unwrap();
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &pkcs8[..]);
+    let key_pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        b64.as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    std::fs::write(dir.path().join("cert.pem"), cert::to_pem(&der)).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key_pem).unwrap();
+    let tls = FrontEnd::start(&[
+        "tls",
+        dir.path().join("cert.pem").to_str().unwrap(),
+        dir.path().join("key.pem").to_str().unwrap(),
+    ]);
+    let redirect = FrontEnd::start(&["redirect"]);
+
+    let fake = FakeTokenServer::start().await;
+    fake.always(Scripted::ok("t"));
+    for (public_url, needle) in [
+        (format!("https://127.0.0.1:{}", tls.1), "certificate chain"),
+        (format!("http://127.0.0.1:{}", redirect.1), "redirect"),
+    ] {
+        let app_dir = tempfile::tempdir().unwrap();
+        let config = token_config(&fake.token_endpoint(), &fake.fhir_base_url(), "client-1", 0)
+            .replace(
+                "public_url = \"http://127.0.0.1:0\"",
+                &format!("public_url = \"{public_url}\""),
+            );
+        let app = spawn_app_on(app_dir.path(), &config, 0, &TestClock::default()).await;
+        let (ok, checks) = doctor(&app).await;
+        assert!(!ok, "{public_url}");
+        let fetch = verdict(&checks, "jwks_fetch");
+        assert_eq!(fetch["verdict"], "fail", "{fetch}");
+        let text = format!("{} {}", fetch["detail"], fetch["fix"]);
+        assert!(text.contains(needle), "{public_url}: {text}");
+        app.stop().await;
+    }
+    fake.stop().await;
+}
