@@ -436,6 +436,50 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<Stri
     }
 }
 
+/// Checks the secrets a configuration points at, without creating anything: what
+/// `jwksd check-config` adds to the configuration's own validation.
+pub fn check_secrets(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    let server = &config.server;
+    let master_text = match &server.master_key {
+        MasterKeySource::Inline(secret) => {
+            Some((secret.expose().to_owned(), "server.master_key".to_owned()))
+        }
+        MasterKeySource::File(path) | MasterKeySource::Development(path) => {
+            match std::fs::read_to_string(path) {
+                Ok(text) => Some((text, path.display().to_string())),
+                Err(_) if matches!(server.master_key, MasterKeySource::Development(_)) => None,
+                Err(e) => {
+                    problems.push(format!(
+                        "cannot read the master key file {}: {e}",
+                        path.display()
+                    ));
+                    None
+                }
+            }
+        }
+    };
+    if let Some((text, origin)) = master_text {
+        if let Err(e) = MasterKey::from_text(&text) {
+            problems.push(format!("the master key from {origin} is not usable: {e}"));
+        }
+    }
+    if let AdminTokenSource::File(path) = &server.admin_token {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().len() >= 32 => {}
+            Ok(_) => problems.push(format!(
+                "the admin token in {} is shorter than 32 characters",
+                path.display()
+            )),
+            Err(e) => problems.push(format!(
+                "cannot read the admin token file {}: {e}",
+                path.display()
+            )),
+        }
+    }
+    problems
+}
+
 /// Where the admin token file of a data directory lives (for the CLI's convenience).
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")

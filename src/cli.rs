@@ -192,6 +192,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     t.retire_grace
                 );
             }
+            let problems = crate::app::check_secrets(&config);
+            if !problems.is_empty() {
+                for problem in &problems {
+                    println!("problem: {problem}");
+                }
+                bail!("the configuration refers to secrets jwksd cannot use");
+            }
             println!("configuration is valid");
             Ok(())
         }

@@ -221,12 +221,27 @@ impl Config {
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
-        let raw = match RawConfig::deserialize(toml::Value::Table(table)) {
+        // Deserialise from text, so a type error points at the offending key in context
+        // (the merged file and environment, rendered as TOML).
+        let merged = toml::to_string(&table).unwrap_or_default();
+        let raw = match toml::from_str::<RawConfig>(&merged) {
             Ok(raw) => raw,
-            Err(e) => {
+            Err(_) => {
+                // Explain from a copy with secrets blanked, so no secret is ever echoed.
+                redact_secrets(&mut table);
+                let redacted = toml::to_string(&table).unwrap_or_default();
+                let problem = match toml::from_str::<RawConfig>(&redacted) {
+                    Ok(_) => "a secret (master_key, admin_token or token_sha256) has the wrong type; \
+                              write it as a quoted string"
+                        .to_owned(),
+                    Err(e) => format!(
+                        "{}\n    (in the configuration as merged from the file and JWKSD_ variables)",
+                        e.to_string().trim().replace("TOML parse error", "configuration error")
+                    ),
+                };
                 return Err(ConfigError {
-                    problems: vec![format!("{}", e.message().trim())],
-                })
+                    problems: vec![problem],
+                });
             }
         };
         let mut config = validate(raw, &mut problems, warnings);
@@ -255,7 +270,14 @@ fn overlay_env(
         .filter(|(name, _)| name.starts_with("JWKSD_"))
         .collect();
     vars.sort();
+    let names: std::collections::HashSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
     for (name, value) in vars {
+        if let Some(stem) = name.strip_suffix("_FILE") {
+            if names.contains(stem) {
+                problems.push(format!("{stem} and {name} are both set; keep one"));
+                continue;
+            }
+        }
         let rest = &name["JWKSD_".len()..];
         if !rest.contains("__") {
             if !CLI_VARIABLES.contains(&rest) {
@@ -299,6 +321,19 @@ fn overlay_env(
         };
         if let Err(e) = set_path(table, &path, parsed) {
             problems.push(format!("{name}: {e}"));
+        }
+    }
+}
+
+/// Replaces every secret value in `table` (at any depth) with a placeholder string.
+fn redact_secrets(table: &mut toml::Table) {
+    for (key, value) in table.iter_mut() {
+        match value {
+            toml::Value::Table(inner) => redact_secrets(inner),
+            _ if matches!(key.as_str(), "master_key" | "admin_token" | "token_sha256") => {
+                *value = toml::Value::String("[redacted]".into());
+            }
+            _ => {}
         }
     }
 }
@@ -775,6 +810,30 @@ mod tests {
             from_env.keysets.keys().collect::<Vec<_>>(),
             ["default", "epic"]
         );
+    }
+
+    #[test]
+    fn type_errors_point_at_the_key_but_never_echo_a_secret() {
+        let err = problems("[keysets.default]\nprepublish = 4500\n", &[]);
+        assert!(
+            err.contains("prepublish = 4500") && err.contains("expected a string"),
+            "{err}"
+        );
+        let err = problems("[server]\nadmin_token = 918273645546372819\n", &[]);
+        assert!(!err.contains("918273645546372819"), "{err}");
+        assert!(err.contains("wrong type"), "{err}");
+    }
+
+    #[test]
+    fn a_variable_and_its_file_form_together_are_refused() {
+        let err = problems(
+            "",
+            &[
+                ("JWKSD_SERVER__ADMIN_TOKEN", "x"),
+                ("JWKSD_SERVER__ADMIN_TOKEN_FILE", "/tmp/x"),
+            ],
+        );
+        assert!(err.contains("both set"), "{err}");
     }
 
     #[test]
