@@ -119,6 +119,7 @@ impl Application {
             audit,
             limiter: RateLimiter::default(),
             tokens: tokens.clone(),
+            metrics: Default::default(),
         });
         let reloader = Reloader {
             state: state.clone(),
@@ -153,6 +154,7 @@ impl Application {
                 .configure(http::admin::routes)
                 .configure(http::signing::routes)
                 .configure(http::tokens::routes)
+                .configure(http::metrics::routes)
                 .configure(http::health_routes)
                 .default_service(web::to(http::not_found))
         })

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod metrics;
 pub mod problem;
 pub mod public;
 pub mod signing;
@@ -36,6 +37,7 @@ pub struct State {
     pub audit: AuditWriter,
     pub limiter: RateLimiter,
     pub tokens: Arc<TokenService>,
+    pub metrics: metrics::Metrics,
 }
 
 impl State {

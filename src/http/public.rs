@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::metrics::Metrics;
 use super::problem::Problem;
 use super::State;
 use crate::config::{is_valid_keyset_name, DEFAULT_KEYSET};
@@ -73,12 +74,14 @@ fn serve_jwks(req: &HttpRequest, state: &State, keyset: &str) -> Result<HttpResp
     let max_age = jwks.max_age(crate::unix_now());
     let cache_control = format!("public, max-age={max_age}");
     if if_none_match(req.headers(), &jwks.etag) {
+        Metrics::bump(&state.metrics.jwks_not_modified);
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, jwks.etag.as_str()))
             .insert_header((header::CACHE_CONTROL, cache_control))
             .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
             .finish());
     }
+    Metrics::bump(&state.metrics.jwks_served);
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, "application/json"))

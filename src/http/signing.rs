@@ -215,6 +215,7 @@ async fn create_assertion(
             unavailable("the audit trail is unavailable, so no assertion was issued; retry")
         })?;
 
+    super::metrics::Metrics::bump(&state.metrics.assertions_issued);
     let expires_at = time::OffsetDateTime::from_unix_timestamp(signed.expires_at)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok());

@@ -9,6 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::auth::{AdminAuth, CallerAuth};
+use super::metrics::Metrics;
 use super::problem::Problem;
 use super::signing::{forbidden, parse_json_body, rate_limited};
 use super::State;
@@ -127,11 +128,18 @@ async fn create_token(
         audit: &state.audit,
         caller: &caller.name,
     };
-    let answer = state
-        .tokens
-        .token(&ctx, client, &scope)
-        .await
-        .map_err(token_problem)?;
+    let answer = match state.tokens.token(&ctx, client, &scope).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            Metrics::bump(&state.metrics.token_failures);
+            return Err(token_problem(e));
+        }
+    };
+    Metrics::bump(if answer.from_cache {
+        &state.metrics.tokens_from_cache
+    } else {
+        &state.metrics.tokens_fetched
+    });
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header((

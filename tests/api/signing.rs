@@ -716,3 +716,49 @@ async fn a_caller_over_its_rate_gets_429_with_retry_after() {
     assert_eq!(issued_count(&app).await, 4);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_what_happened_on_the_private_listener_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    for _ in 0..3 {
+        assert_eq!(
+            request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"}))
+                .await
+                .status(),
+            200
+        );
+    }
+    let etag = app.get_public("/.well-known/jwks.json").await.headers()["etag"].clone();
+    let not_modified = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.public))
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.private))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "jwksd_assertions_issued_total 3",
+        "jwksd_jwks_served_total 1",
+        "jwksd_jwks_not_modified_total 1",
+        "jwksd_keys{keyset=\"default\",state=\"current\"} 1",
+        "jwksd_keys{keyset=\"epic\",state=\"next\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert_problem(app.get_public("/metrics").await, 404).await;
+    app.stop().await;
+}
