@@ -161,9 +161,9 @@ struct RevokeBody {
     reason: Option<String>,
 }
 
-/// Reads an optional JSON body: empty is fine, anything else must be a JSON object of the
-/// expected shape.
-fn optional_json<T: serde::de::DeserializeOwned + Default>(
+/// Reads an optional JSON body: empty is fine, anything else is read like every JSON body
+/// (415, 400, 422; see `signing::parse_json_body`).
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<T, Problem> {
@@ -178,26 +178,7 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(
             format!("admin request bodies are at most {BODY_LIMIT} bytes"),
         ));
     }
-    let is_json = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(Problem::new(
-            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            "send the body as application/json, or send no body",
-        ));
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!(
-            "the body is not the JSON this endpoint expects: {}",
-            e.to_string().chars().take(200).collect::<String>()
-        ))
-    })
+    super::signing::parse_json_body(req, body)
 }
 
 async fn rotate(

@@ -165,11 +165,7 @@ pub async fn token_check(
     client: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    let request: CheckRequest = if body.is_empty() {
-        CheckRequest::default()
-    } else {
-        parse_json_body(&req, &body)?
-    };
+    let request: CheckRequest = super::admin::optional_json(&req, &body)?;
     let access = state.access();
     let client = access
         .client(&client)

@@ -103,7 +103,7 @@ async fn malformed_admin_requests_get_precise_4xx_and_change_nothing() {
         (app.admin(Method::POST, &format!("{rotate}?force=maybe")), 400),
         (app.admin(Method::POST, &format!("{rotate}?forse=true")), 400),
         (app.admin(Method::POST, rotate).header("content-type", "application/json").body("{\"force\": "), 400),
-        (app.admin(Method::POST, rotate).header("content-type", "application/json").body("{\"force\": true, \"kid\": \"x\"}"), 400),
+        (app.admin(Method::POST, rotate).header("content-type", "application/json").body("{\"force\": true, \"kid\": \"x\"}"), 422),
         (app.admin(Method::POST, rotate).header("content-type", "application/json").body("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["), 400),
         (app.admin(Method::POST, rotate).header("content-type", "application/json").body(vec![0xff, 0xfe, b'{']), 400),
         (app.admin(Method::POST, rotate).header("content-type", "text/plain").body("force"), 415),
