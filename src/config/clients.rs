@@ -100,13 +100,18 @@ impl Access {
     }
 }
 
-/// `https://`, or `http://` on a loopback host (development and tests).
-fn check_outbound_url(what: &str, url: &str, problems: &mut Vec<String>) {
+/// Whether jwksd may send assertions to `url`: `https://`, or `http://` on a loopback host
+/// (development and tests).
+pub fn is_allowed_outbound_url(url: &str) -> bool {
     let ok = url.starts_with("https://") || (url.starts_with("http://") && is_loopback_url(url));
     let has_host = url
         .split_once("://")
         .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
-    if !ok || !has_host {
+    ok && has_host
+}
+
+fn check_outbound_url(what: &str, url: &str, problems: &mut Vec<String>) {
+    if !is_allowed_outbound_url(url) {
         problems.push(format!(
             "{what} = {url:?} must be an https:// URL (http:// is accepted only for 127.0.0.1, [::1] and localhost)"
         ));

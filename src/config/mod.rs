@@ -18,7 +18,9 @@ use zeroize::Zeroizing;
 
 mod clients;
 
-pub use clients::{Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME};
+pub use clients::{
+    is_allowed_outbound_url, Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME,
+};
 
 use crate::keys::cert::parse_subject;
 use crate::keys::{Algorithm, KeyFamily, RsaBits};

@@ -64,10 +64,14 @@ pub async fn discover(
             url: url.clone(),
             reason: e.to_string(),
         })?;
-    if config.token_endpoint.is_empty() {
+    if !crate::config::is_allowed_outbound_url(&config.token_endpoint) {
+        // Assertions are sent there: never to plain http off this host, never to nothing.
         return Err(DiscoveryError::Invalid {
             url,
-            reason: "token_endpoint is empty".into(),
+            reason: format!(
+                "token_endpoint {:?} is not an https URL (http is accepted only on loopback)",
+                config.token_endpoint
+            ),
         });
     }
     Ok(config)

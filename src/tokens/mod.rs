@@ -41,6 +41,8 @@ const RETRY_BUDGET: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A discovered configuration is reused this long.
 const DISCOVERY_TTL: i64 = 3600;
+/// Cache entries kept before idle ones are dropped.
+const MAX_CACHE_ENTRIES: usize = 4096;
 /// Refresh when this fraction of the token's life has passed.
 const REFRESH_AT: f64 = 0.8;
 
@@ -231,10 +233,17 @@ impl TokenService {
     ) -> Result<TokenAnswer, TokenError> {
         let endpoint = self.token_endpoint(client).await?;
         let scope = normalise_scope(scope);
-        let slot = locked(&self.slots)
-            .entry((client.name.clone(), endpoint.clone(), scope.clone()))
-            .or_default()
-            .clone();
+        let slot = {
+            let mut slots = locked(&self.slots);
+            if slots.len() >= MAX_CACHE_ENTRIES {
+                // Callers choose scopes, so bound the cache: keep only entries in use now.
+                slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+            }
+            slots
+                .entry((client.name.clone(), endpoint.clone(), scope.clone()))
+                .or_default()
+                .clone()
+        };
         // Single flight: whoever holds the slot fetches; the others wait here.
         let mut cached = slot.lock().await;
         let now = (self.clock)();

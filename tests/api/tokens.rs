@@ -783,3 +783,52 @@ async fn doctor_fails_a_jwks_url_with_an_untrusted_certificate_chain_or_a_redire
     }
     fake.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_configured_token_endpoint_it_is_found_by_smart_discovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let oauth = OAuthServer::start(
+        &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+        &[],
+    );
+    let config = token_config(
+        &oauth.token_endpoint,
+        &oauth.fhir_base_url,
+        "jwksd-test-client",
+        port,
+    )
+    .replace(
+        &format!("token_endpoint = \"{}\"\n", oauth.token_endpoint),
+        "",
+    );
+    assert!(!config.contains("token_endpoint"));
+    let app = spawn_app_on(dir.path(), &config, port, &TestClock::default()).await;
+    let (token, _) = token_ok(&app, json!({"client_id": "test"})).await;
+    assert!(token["access_token"].is_string());
+    // Assertions for the client default to the discovered token endpoint as audience.
+    let assertion: Value = app
+        .http
+        .post(format!("{}/v1/assertions", app.private))
+        .bearer_auth(CALLER)
+        .json(&json!({"client_id": "test"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let claims = assertion["client_assertion"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], oauth.token_endpoint.as_str());
+    app.stop().await;
+}
