@@ -45,6 +45,31 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+impl AuditEvent {
+    /// The record of an issued assertion: who asked, for which client, with which key.
+    pub fn assertion_issued(
+        caller: &str,
+        client: &crate::config::ClientConfig,
+        signed: &crate::assertion::SignedAssertion,
+        audience: &str,
+        time: UnixTime,
+        detail: Option<String>,
+    ) -> Self {
+        AuditEvent {
+            time,
+            event: event::ASSERTION_ISSUED.into(),
+            caller: Some(caller.to_owned()),
+            client_id: Some(client.client_id.clone()),
+            keyset: Some(client.keyset.clone()),
+            kid: Some(signed.kid.clone()),
+            jti: Some(signed.jti.clone()),
+            audience: Some(audience.to_owned()),
+            expires_at: Some(signed.expires_at),
+            detail,
+        }
+    }
+}
+
 /// A record in the chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditRecord {

@@ -12,6 +12,7 @@ use super::auth::AdminAuth;
 use super::problem::Problem;
 use super::State;
 use crate::config::is_valid_keyset_name;
+use crate::keyring::{KeysetView, Snapshot};
 use crate::rotation::{KeyRecord, KeyState, UnixTime};
 
 /// Largest body the admin API reads (its bodies are a few optional flags).
@@ -85,6 +86,15 @@ fn valid_keyset(name: &str) -> Result<&str, Problem> {
     }
 }
 
+/// The served key set `name`: 404 for a name that is not one.
+fn keyset_view<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a KeysetView, Problem> {
+    let name = valid_keyset(name)?;
+    snapshot
+        .keysets
+        .get(name)
+        .ok_or_else(|| Problem::from(crate::error::Error::UnknownKeyset(name.to_owned())))
+}
+
 async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
     let snapshot = state.keyring.snapshot();
     let base = state.public_base();
@@ -123,12 +133,8 @@ async fn list_keys(
     state: web::Data<State>,
     keyset: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let name = valid_keyset(&keyset)?;
     let snapshot = state.keyring.snapshot();
-    let view = snapshot
-        .keysets
-        .get(name)
-        .ok_or_else(|| Problem::from(crate::error::Error::UnknownKeyset(name.to_owned())))?;
+    let view = keyset_view(&snapshot, &keyset)?;
     let base = state.public_base();
     let keys: Vec<_> = view
         .records
@@ -312,12 +318,8 @@ async fn keyset_jwks(
     state: web::Data<State>,
     keyset: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let name = valid_keyset(&keyset)?;
     let snapshot = state.keyring.snapshot();
-    let view = snapshot
-        .keysets
-        .get(name)
-        .ok_or_else(|| Problem::from(crate::error::Error::UnknownKeyset(name.to_owned())))?;
+    let view = keyset_view(&snapshot, &keyset)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(view.jwks.body.clone()))

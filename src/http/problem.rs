@@ -188,18 +188,7 @@ impl From<Error> for Problem {
 pub fn from_extractor(err: actix_web::Error) -> actix_web::Error {
     let status = err.as_response_error().status_code();
     let problem = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-            status,
-            "body-too-large",
-            "Payload Too Large",
-            "the request body is larger than this endpoint accepts",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => Problem::new(
-            status,
-            "unsupported-media-type",
-            "Unsupported Media Type",
-            "send the body as application/json",
-        ),
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => for_status(status),
         _ => Problem::bad_request(format!(
             "the request could not be read: {}",
             sanitize(&err.to_string())
@@ -208,26 +197,9 @@ pub fn from_extractor(err: actix_web::Error) -> actix_web::Error {
     problem.into()
 }
 
-/// Keeps an extractor message short and printable: it may quote the client's own input.
-fn sanitize(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(200).collect()
-}
-
-/// Middleware hook: any error response that is not already a problem (actix's own 404,
-/// 405, 413 from a body limit, ...) is rewritten as one, so every refusal has one shape.
-pub fn ensure_problem<B>(
-    res: actix_web::dev::ServiceResponse<B>,
-) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
-    use actix_web::middleware::ErrorHandlerResponse;
-    let already = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if already {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
-    }
-    let status = res.status();
-    let problem = match status {
+/// The problem for an error status that no handler explained.
+fn for_status(status: StatusCode) -> Problem {
+    match status {
         StatusCode::NOT_FOUND => Problem::not_found("no such resource"),
         StatusCode::METHOD_NOT_ALLOWED => Problem::new(
             status,
@@ -249,7 +221,29 @@ pub fn ensure_problem<B>(
         ),
         s if s.is_client_error() => Problem::bad_request("the request could not be read"),
         _ => Problem::internal(),
-    };
+    }
+}
+
+/// Keeps an extractor message short and printable: it may quote the client's own input.
+fn sanitize(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).take(200).collect()
+}
+
+/// Middleware hook: any error response that is not already a problem (actix's own 404,
+/// 405, 413 from a body limit, ...) is rewritten as one, so every refusal has one shape.
+pub fn ensure_problem<B>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
+    use actix_web::middleware::ErrorHandlerResponse;
+    let already = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if already {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let status = res.status();
+    let problem = for_status(status);
     let allow = res.headers().get(header::ALLOW).cloned();
     let (req, _) = res.into_parts();
     let mut response = problem.error_response();

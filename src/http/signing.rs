@@ -17,8 +17,8 @@ use super::auth::CallerAuth;
 use super::problem::Problem;
 use super::State;
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
-use crate::audit::{event, AuditEvent};
-use crate::config::{CallerConfig, MAX_ASSERTION_LIFETIME};
+use crate::audit::AuditEvent;
+use crate::config::{Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME};
 
 /// Largest assertion request body; a real one is under 200 bytes.
 const BODY_LIMIT: usize = 4096;
@@ -112,6 +112,25 @@ pub fn parse_json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The client `client_id` names, if `caller` may use it: 404 for an unknown client, 403
+/// for one the caller is not allowed.
+pub fn permitted_client<'a>(
+    access: &'a Access,
+    caller: &CallerConfig,
+    client_id: &str,
+) -> Result<&'a ClientConfig, Problem> {
+    let client = access
+        .client(client_id)
+        .ok_or_else(|| Problem::not_found("no client with that client_id is configured"))?;
+    if !caller.clients.contains(&client.name) {
+        return Err(forbidden(format!(
+            "caller {} may not use client {}",
+            caller.name, client.name
+        )));
+    }
+    Ok(client)
+}
+
 /// 429 for a caller over its rate.
 pub fn rate_limited(caller: &CallerConfig, retry_after: u64) -> Problem {
     Problem::new(
@@ -146,15 +165,7 @@ async fn create_assertion(
         }
     }
     let access = state.access();
-    let client = access
-        .client(&request.client_id)
-        .ok_or_else(|| Problem::not_found("no client with that client_id is configured"))?;
-    if !caller.clients.contains(&client.name) {
-        return Err(forbidden(format!(
-            "caller {} may not sign for client {}",
-            caller.name, client.name
-        )));
-    }
+    let client = permitted_client(&access, &caller, &request.client_id)?;
     let default_audience = state
         .tokens
         .default_audience(client)
@@ -197,18 +208,14 @@ async fn create_assertion(
     // Fail closed: the assertion leaves only once its record is durable.
     state
         .audit
-        .append(AuditEvent {
-            time: now,
-            event: event::ASSERTION_ISSUED.into(),
-            caller: Some(caller.name.clone()),
-            client_id: Some(client.client_id.clone()),
-            keyset: Some(client.keyset.clone()),
-            kid: Some(signed.kid.clone()),
-            jti: Some(signed.jti.clone()),
-            audience: Some(audience),
-            expires_at: Some(signed.expires_at),
-            detail: None,
-        })
+        .append(AuditEvent::assertion_issued(
+            &caller.name,
+            client,
+            &signed,
+            &audience,
+            now,
+            None,
+        ))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "assertion withheld: audit unavailable");

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use super::auth::{AdminAuth, CallerAuth};
 use super::metrics::Metrics;
 use super::problem::Problem;
-use super::signing::{forbidden, parse_json_body, rate_limited};
+use super::signing::{parse_json_body, permitted_client, rate_limited};
 use super::State;
 use crate::tokens::{TokenContext, TokenError};
 
@@ -110,15 +110,7 @@ async fn create_token(
         .map_err(|retry_after| rate_limited(&caller, retry_after))?;
     let request: TokenRequest = parse_json_body(&req, &body)?;
     let access = state.access();
-    let client = access
-        .client(&request.client_id)
-        .ok_or_else(|| Problem::not_found("no client with that client_id is configured"))?;
-    if !caller.clients.contains(&client.name) {
-        return Err(forbidden(format!(
-            "caller {} may not get tokens for client {}",
-            caller.name, client.name
-        )));
-    }
+    let client = permitted_client(&access, &caller, &request.client_id)?;
     let scope = request
         .scope
         .or_else(|| client.scope.clone())

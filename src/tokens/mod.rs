@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
-use crate::audit::{event, AuditEvent, AuditWriter};
+use crate::audit::{AuditEvent, AuditWriter};
 use crate::config::ClientConfig;
 use crate::keyring::Keyring;
 use crate::rotation::UnixTime;
@@ -352,21 +352,17 @@ impl TokenService {
             )
             .map_err(|_| TokenError::NoKey(client.keyset.clone()))?;
             ctx.audit
-                .append(AuditEvent {
-                    time: now,
-                    event: event::ASSERTION_ISSUED.into(),
-                    caller: Some(ctx.caller.to_owned()),
-                    client_id: Some(client.client_id.clone()),
-                    keyset: Some(client.keyset.clone()),
-                    kid: Some(signed.kid.clone()),
-                    jti: Some(signed.jti.clone()),
-                    audience: Some(audience.clone()),
-                    expires_at: Some(signed.expires_at),
-                    detail: Some(
+                .append(AuditEvent::assertion_issued(
+                    ctx.caller,
+                    client,
+                    &signed,
+                    &audience,
+                    now,
+                    Some(
                         serde_json::json!({ "purpose": "token_request", "attempt": diagnosis.attempts })
                             .to_string(),
                     ),
-                })
+                ))
                 .await
                 .map_err(|_| TokenError::Audit)?;
 
