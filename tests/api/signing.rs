@@ -762,3 +762,35 @@ async fn metrics_count_what_happened_on_the_private_listener_only() {
     assert_problem(app.get_public("/metrics").await, 404).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_the_audit_trail_unavailable_no_assertion_is_issued() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    assert_eq!(
+        request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"}))
+            .await
+            .status(),
+        200
+    );
+    // The store goes away under the running service (a failed disk, say).
+    app.keyring.store().close().await.unwrap();
+    let response = request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"})).await;
+    assert!(response.headers().contains_key("retry-after"));
+    let problem = assert_problem(response, 503).await;
+    assert!(problem.get("client_assertion").is_none());
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no assertion was issued"),
+        "{problem}"
+    );
+    assert_problem(app.get_public("/readyz").await, 503).await;
+    assert_eq!(
+        app.get_public("/.well-known/jwks.json").await.status(),
+        200,
+        "the JWKS is still served from memory"
+    );
+    app.stop().await;
+}
