@@ -206,25 +206,40 @@ pub async fn diagnose(
                 Some("check fhir_base_url (the FHIR base, e.g. .../fhir/r4/<practice>) and that this host can reach it"),
             )),
             Ok(smart) => {
-                let mut missing = Vec::new();
-                if !smart.grant_types_supported.is_empty()
-                    && !smart.grant_types_supported.iter().any(|g| g == "client_credentials")
-                {
-                    missing.push("grant type client_credentials");
+                let grants = &smart.grant_types_supported;
+                let methods = &smart.token_endpoint_auth_methods_supported;
+                let mut refused = Vec::new();
+                let mut unlisted = Vec::new();
+                for (list, wanted, what) in [
+                    (grants, "client_credentials", "grant type client_credentials"),
+                    (methods, "private_key_jwt", "auth method private_key_jwt"),
+                ] {
+                    if list.is_empty() {
+                        unlisted.push(what);
+                    } else if !list.iter().any(|v| v == wanted) {
+                        refused.push(what);
+                    }
                 }
-                if !smart.token_endpoint_auth_methods_supported.is_empty()
-                    && !smart.token_endpoint_auth_methods_supported.iter().any(|m| m == "private_key_jwt")
-                {
-                    missing.push("auth method private_key_jwt");
-                }
-                checks.push(if missing.is_empty() {
-                    check("discovery", Verdict::Ok, format!("{} lists client_credentials and private_key_jwt", discovery_url(base)), None)
-                } else {
+                checks.push(if !refused.is_empty() {
                     check(
                         "discovery",
                         Verdict::Fail,
-                        format!("the server does not list {}", missing.join(" or ")),
+                        format!("the server does not list {}", refused.join(" or ")),
                         Some("this server may not offer backend services; ask the vendor"),
+                    )
+                } else if !unlisted.is_empty() {
+                    check(
+                        "discovery",
+                        Verdict::Warn,
+                        format!("the document omits {}", unlisted.join(" and ")),
+                        Some("many servers omit these lists; the token request below is the real test"),
+                    )
+                } else {
+                    check(
+                        "discovery",
+                        Verdict::Ok,
+                        format!("{} lists client_credentials and private_key_jwt", discovery_url(base)),
+                        None,
                     )
                 });
                 if !smart.token_endpoint_auth_signing_alg_values_supported.is_empty()
@@ -370,12 +385,16 @@ async fn check_jwks_url(
 ) -> Vec<Check> {
     let mut checks = Vec::new();
     let https = url.starts_with("https://");
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|prefix| url.starts_with(prefix));
     checks.push(if https {
         check("jwks_https", Verdict::Ok, format!("{url} uses https"), None)
     } else {
         check(
             "jwks_https",
-            Verdict::Warn,
+            // Plain http is tolerable only for a local test setup.
+            if loopback { Verdict::Warn } else { Verdict::Fail },
             format!("{url} is plain http: EHRs fetch JWKS URLs only over https"),
             Some("put a TLS terminator with a complete certificate chain in front of the public listener"),
         )

@@ -272,9 +272,16 @@ async fn audit(
             "limit must be between 1 and {AUDIT_PAGE_MAX}"
         )));
     }
+    // `client` may name a client by section name or by its client_id.
+    let client_id = query.client.map(|c| {
+        state
+            .access()
+            .client(&c)
+            .map_or(c, |client| client.client_id.clone())
+    });
     let filter = crate::audit::AuditFilter {
         since,
-        client_id: query.client,
+        client_id,
         caller: query.caller,
         kid: query.kid,
         event: query.event,

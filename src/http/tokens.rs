@@ -35,12 +35,16 @@ struct TokenRequest {
 /// diagnosis.
 pub fn token_problem(err: TokenError) -> Problem {
     match err {
-        TokenError::Discovery(e) => Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "discovery-failed",
-            "SMART Discovery Failed",
-            format!("the token endpoint could not be discovered: {e}"),
-        ),
+        TokenError::Discovery(e) => {
+            tracing::error!(error = %e, "SMART discovery failed");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "discovery-failed",
+                "SMART Discovery Failed",
+                "the token endpoint could not be discovered from the client's fhir_base_url; the server log has the cause",
+            )
+            .with_retry_after(30)
+        }
         TokenError::NoKey(keyset) => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no-current-key",
@@ -115,6 +119,17 @@ async fn create_token(
         .scope
         .or_else(|| client.scope.clone())
         .unwrap_or_default();
+    // A caller may narrow the client's scopes, never widen them (the cache is shared by
+    // every caller of the client).
+    if let Some(granted) = &client.scope {
+        let granted: Vec<&str> = granted.split_whitespace().collect();
+        if let Some(extra) = scope.split_whitespace().find(|s| !granted.contains(s)) {
+            return Err(super::signing::forbidden(format!(
+                "scope {extra:?} is not among client {}'s configured scopes",
+                client.name
+            )));
+        }
+    }
     let ctx = TokenContext {
         keyring: &state.keyring,
         audit: &state.audit,

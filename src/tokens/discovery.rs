@@ -18,7 +18,7 @@ pub struct SmartConfiguration {
 }
 
 /// Discovery failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum DiscoveryError {
     #[error("{url} could not be fetched: {reason}")]
     Fetch { url: String, reason: String },

@@ -106,7 +106,7 @@ pub struct Diagnosis {
 }
 
 /// A failed token request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("no client_id / token endpoint could be determined: {0}")]
     Discovery(#[from] DiscoveryError),
@@ -143,7 +143,23 @@ struct CachedToken {
     expires_at: UnixTime,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<CachedToken>>>;
+/// One cache key: the cached token, and the outcome of the last fetch so that requests
+/// that waited on a failed fetch share its error instead of each repeating it.
+#[derive(Default)]
+struct SlotInner {
+    /// Fetches finished so far (read before waiting on `state`).
+    completed: AtomicU64,
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    token: Option<CachedToken>,
+    /// The error of fetch number `.0`; only requests that were already waiting see it.
+    last_error: Option<(u64, TokenError)>,
+}
+
+type Slot = Arc<SlotInner>;
 
 /// What a token request needs from the rest of jwksd.
 pub struct TokenContext<'a> {
@@ -245,10 +261,11 @@ impl TokenService {
                 .clone()
         };
         // Single flight: whoever holds the slot fetches; the others wait here.
-        let mut cached = slot.lock().await;
+        let seen = slot.completed.load(Ordering::SeqCst);
+        let mut state = slot.state.lock().await;
         let now = (self.clock)();
         let current_kid = self.current_kid(ctx.keyring, client);
-        if let Some(token) = cached.as_ref() {
+        if let Some(token) = state.token.as_ref() {
             let fresh = now < token.refresh_at && Some(&token.kid) == current_kid.as_ref();
             if fresh {
                 let mut body = token.body.clone();
@@ -265,17 +282,45 @@ impl TokenService {
                 });
             }
         }
+        // A fetch that finished while this request waited failed: share its answer.
+        if let Some((number, error)) = &state.last_error {
+            if *number > seen {
+                return Err(error.clone());
+            }
+        }
         // Stale, or obtained with a key that no longer signs: never serve it again.
-        *cached = None;
-        let answer = self.fetch(ctx, client, &endpoint, &scope).await?;
+        state.token = None;
+        let mut fetched = self.fetch(ctx, client, &endpoint, &scope).await;
+        if let Ok(answer) = &fetched {
+            // The key was rotated or revoked while the request was in flight: a token
+            // obtained with it must not be served; ask once more with the new key.
+            if answer.diagnosis.kid != self.current_kid(ctx.keyring, client) {
+                fetched = self.fetch(ctx, client, &endpoint, &scope).await;
+            }
+        }
+        let number = slot.completed.fetch_add(1, Ordering::SeqCst) + 1;
+        let answer = match fetched {
+            Ok(answer) => {
+                state.last_error = None;
+                answer
+            }
+            Err(error) => {
+                state.last_error = Some((number, error.clone()));
+                return Err(error);
+            }
+        };
         let expires_in = answer
             .body
             .get("expires_in")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        if let (Some(kid), true) = (answer.diagnosis.kid.clone(), expires_in > 0) {
+        let still_current = answer.diagnosis.kid == self.current_kid(ctx.keyring, client);
+        if let (Some(kid), true) = (
+            answer.diagnosis.kid.clone(),
+            expires_in > 0 && still_current,
+        ) {
             let obtained = (self.clock)();
-            *cached = Some(CachedToken {
+            state.token = Some(CachedToken {
                 body: answer.body.clone(),
                 kid,
                 refresh_at: obtained + (expires_in as f64 * REFRESH_AT) as i64,
@@ -313,7 +358,8 @@ impl TokenService {
         endpoint: &str,
         scope: &str,
     ) -> Result<TokenAnswer, TokenError> {
-        let audience = self.default_audience(client).await?;
+        // SMART: a client assertion's aud is the token endpoint it is sent to, exactly.
+        let audience = endpoint.to_owned();
         let started = Instant::now();
         let mut diagnosis = Diagnosis {
             token_endpoint: endpoint.to_owned(),

@@ -28,7 +28,7 @@ alg = "ES384"
 client_id = "{client_id}"
 token_endpoint = "{token_endpoint}"
 fhir_base_url = "{fhir_base_url}"
-scope = "system/Patient.read"
+scope = "system/Patient.read system/Observation.read"
 [callers.svc]
 token_sha256 = "{}"
 clients = ["test"]
@@ -104,11 +104,16 @@ async fn a_caller_gets_a_real_access_token_from_a_real_authorization_server_then
         "{first}"
     );
     assert_eq!(first["token_type"], "Bearer");
-    assert_eq!(first["scope"], "system/Patient.read");
+    let granted: HashSet<&str> = first["scope"].as_str().unwrap().split(' ').collect();
+    assert_eq!(
+        granted,
+        HashSet::from(["system/Patient.read", "system/Observation.read"])
+    );
     assert_eq!(first["expires_in"], 300);
+    // By client_id instead of name, scopes in another order: the same cache entry.
     let (second, cache) = token_ok(
         &app,
-        json!({"client_id": "jwksd-test-client", "scope": "system/Patient.read"}),
+        json!({"client_id": "jwksd-test-client", "scope": "system/Observation.read system/Patient.read"}),
     )
     .await;
     assert_eq!(cache, "hit");
@@ -249,7 +254,10 @@ async fn a_rotation_drops_cached_tokens_and_a_kid_the_ehr_has_not_fetched_is_nam
         problem["diagnosis"]["audience"],
         oauth.token_endpoint.as_str()
     );
-    assert_eq!(problem["diagnosis"]["scope"], "system/Patient.read");
+    assert_eq!(
+        problem["diagnosis"]["scope"],
+        "system/Observation.read system/Patient.read"
+    );
     assert!(problem["fix"].as_str().unwrap().contains("prepublish"));
     assert_eq!(oauth.token_requests().await, 3);
     // Errors are never cached: the next call asks again.
@@ -260,8 +268,24 @@ async fn a_rotation_drops_cached_tokens_and_a_kid_the_ehr_has_not_fetched_is_nam
 
 #[tokio::test]
 async fn an_invalid_scope_and_a_key_the_ehr_does_not_have_are_named() {
+    // jwksd's client is configured with a scope the EHR does not grant it.
     let dir = tempfile::tempdir().unwrap();
-    let (app, _oauth, _) = with_real_server(dir.path(), "/.well-known/jwks.json", &[]).await;
+    let port = free_port();
+    let oauth = OAuthServer::start(
+        &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+        &[],
+    );
+    let config = token_config(
+        &oauth.token_endpoint,
+        &oauth.fhir_base_url,
+        "jwksd-test-client",
+        port,
+    )
+    .replace(
+        "scope = \"system/Patient.read system/Observation.read\"",
+        "scope = \"system/Patient.read system/Secret.read\"",
+    );
+    let app = spawn_app_on(dir.path(), &config, port, &TestClock::default()).await;
     let problem = assert_problem(
         get_token(
             &app,
@@ -830,5 +854,90 @@ async fn without_a_configured_token_endpoint_it_is_found_by_smart_discovery() {
     )
     .unwrap();
     assert_eq!(claims["aud"], oauth.token_endpoint.as_str());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_share_one_failed_upstream_answer_instead_of_repeating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, fake, _) = with_fake_server(dir.path(), "client-1").await;
+    fake.always(Scripted::error(
+        401,
+        "invalid_client",
+        "client authentication failed",
+    ));
+    let app = std::sync::Arc::new(app);
+    let mut calls = Vec::new();
+    for _ in 0..50 {
+        let app = app.clone();
+        calls.push(tokio::spawn(async move {
+            get_token(&app, json!({"client_id": "test"}))
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 502);
+    }
+    let upstream = fake.received().len();
+    assert!(
+        upstream <= 3,
+        "50 concurrent callers caused {upstream} upstream requests"
+    );
+    // Errors are not cached: a later call asks again.
+    assert_eq!(
+        get_token(&app, json!({"client_id": "test"})).await.status(),
+        502
+    );
+    assert_eq!(fake.received().len(), upstream + 1);
+}
+
+#[tokio::test]
+async fn a_caller_may_narrow_the_clients_scopes_but_not_widen_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, fake, _) = with_fake_server(dir.path(), "client-1").await;
+    fake.always(Scripted::ok("t"));
+    let problem = assert_problem(
+        get_token(
+            &app,
+            json!({"client_id": "test", "scope": "system/Patient.read system/Everything.write"}),
+        )
+        .await,
+        403,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("system/Everything.write"),
+        "{problem}"
+    );
+    assert!(fake.received().is_empty(), "nothing was sent upstream");
+    let (token, _) = token_ok(
+        &app,
+        json!({"client_id": "test", "scope": "system/Patient.read"}),
+    )
+    .await;
+    assert_eq!(token["access_token"], "t");
+    app.stop().await;
+    fake.stop().await;
+}
+
+#[tokio::test]
+async fn a_revocation_drops_tokens_obtained_with_the_revoked_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, oauth, _) = with_real_server(dir.path(), "/.well-known/jwks.json", &[]).await;
+    let (first, _) = token_ok(&app, json!({"client_id": "test"})).await;
+    let current = app.kid_in_state("default", "current").await.unwrap();
+    assert_eq!(app.revoke(&current).await.status(), 200);
+    let (second, cache) = token_ok(&app, json!({"client_id": "test"})).await;
+    assert_eq!(
+        cache, "miss",
+        "a token obtained with a revoked key is never served"
+    );
+    assert_ne!(second["access_token"], first["access_token"]);
+    assert_eq!(oauth.token_requests().await, 2);
     app.stop().await;
 }
