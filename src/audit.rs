@@ -170,8 +170,17 @@ pub fn verify(records: &[AuditRecord]) -> Result<u64, ChainBreak> {
     Ok(verifier.checked)
 }
 
-/// Verifies the trail in a store, a page at a time.
+/// Verifies the trail in a store, a page at a time, and that it ends at the recorded head
+/// (so deleting the newest records is detected too).
 pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
+    let head = store
+        .meta("audit_head")
+        .await?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| {
+            let (seq, hash) = v.split_once(' ')?;
+            Some((seq.parse::<i64>().ok()?, hash.to_owned()))
+        });
     let mut verifier = Verifier::default();
     let mut after = 0;
     loop {
@@ -179,6 +188,18 @@ pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, 
             .audit_page(&AuditFilter::default(), after, 5000)
             .await?;
         if page.is_empty() {
+            if let Some((seq, hash)) = head {
+                if verifier.prev_seq != seq || verifier.prev_hash != hash {
+                    return Ok(Err(ChainBreak {
+                        seq: verifier.prev_seq + 1,
+                        reason: format!(
+                            "the trail ends at record {} but its recorded head is record {seq}: \
+                             the newest records were deleted or replaced",
+                            verifier.prev_seq
+                        ),
+                    }));
+                }
+            }
             return Ok(Ok(verifier.checked));
         }
         for record in &page {

@@ -305,6 +305,17 @@ pub(super) fn validate_access(
             }
         }
     }
+    for client in access.clients.values() {
+        if let Some(other) = access.clients.get(&client.client_id) {
+            if other.name != client.name {
+                problems.push(format!(
+                    "client {}'s client_id is {:?}, the name of another client; requests name a \
+                     client by either, so rename one of them",
+                    client.name, client.client_id
+                ));
+            }
+        }
+    }
     let mut seen = std::collections::HashMap::new();
     for caller in access.callers.values() {
         if let Some(other) = seen.insert(caller.token_sha256, caller.name.clone()) {

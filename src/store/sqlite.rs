@@ -434,6 +434,12 @@ async fn append_in_tx(
         seqs.push(seq);
         prev = hash;
     }
+    // The chain's head, kept apart from the records: deleting the newest records would
+    // otherwise leave a shorter chain that still verifies.
+    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('audit_head', ?)")
+        .bind(format!("{seq} {prev}").into_bytes())
+        .execute(&mut **tx)
+        .await?;
     Ok(seqs)
 }
 

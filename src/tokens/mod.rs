@@ -446,7 +446,15 @@ impl TokenService {
                         .headers()
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok());
+                        .and_then(|v| {
+                            // Seconds, or an HTTP date (RFC 9110 §10.2.3).
+                            v.trim().parse::<u64>().ok().or_else(|| {
+                                httpdate::parse_http_date(v.trim()).ok().map(|at| {
+                                    at.duration_since(std::time::SystemTime::now())
+                                        .map_or(0, |d| d.as_secs())
+                                })
+                            })
+                        });
                     let body = response
                         .json::<Value>()
                         .await

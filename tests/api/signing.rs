@@ -660,6 +660,11 @@ async fn audit_verify_passes_on_a_real_trail_and_names_the_record_after_tamperin
         !ok && text.contains("record 6") && text.contains("edited"),
         "{text}"
     );
+    let (ok, text) = tamper("truncated", &["DELETE FROM audit WHERE seq >= 7"]).await;
+    assert!(
+        !ok && text.contains("newest records were deleted"),
+        "{text}"
+    );
     let (ok, text) = tamper("deleted", &["DELETE FROM audit WHERE seq = 6"]).await;
     assert!(
         !ok && text.contains("record 7") && text.contains("deleted"),

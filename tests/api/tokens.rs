@@ -372,6 +372,10 @@ async fn rate_limits_are_retried_with_a_new_assertion_each_time_honouring_retry_
     assert_eq!(refused.headers()["retry-after"], "30");
     let problem = assert_problem(refused, 502).await;
     assert_eq!(problem["classification"], "rate_limited");
+    assert_eq!(
+        problem["diagnosis"]["attempts"], 1,
+        "a 30 s Retry-After exceeds the 20 s budget: no wait"
+    );
     app.stop().await;
     fake.stop().await;
 }
