@@ -254,7 +254,7 @@ impl Keyring {
                 missing.len() - 1
             )));
         }
-        keyring.rebuild(stored)?;
+        keyring.rebuild(stored, now)?;
         keyring.tick(now).await?;
         Ok(keyring)
     }
@@ -555,7 +555,7 @@ impl Keyring {
             .map(|k| k.record.kid.clone())
             .collect();
         let stored = self.store.load_keys().await?;
-        self.rebuild(stored)?;
+        self.rebuild(stored, now)?;
         Ok(created)
     }
 
@@ -603,7 +603,7 @@ impl Keyring {
     }
 
     /// Verifies `stored` and swaps in a new snapshot built from it.
-    fn rebuild(&self, stored: Vec<StoredKey>) -> Result<(), Error> {
+    fn rebuild(&self, stored: Vec<StoredKey>, now: UnixTime) -> Result<(), Error> {
         let mut by_keyset: BTreeMap<&str, Vec<&StoredKey>> = BTreeMap::new();
         for key in &stored {
             by_keyset.entry(&key.record.keyset).or_default().push(key);
@@ -615,6 +615,14 @@ impl Keyring {
             let mut signer = None;
             for key in &keys {
                 let public = verify_public(key)?;
+                let signs = matches!(key.record.state, KeyState::Next | KeyState::Current);
+                if signs && key.sealed_private.is_none() {
+                    return Err(Error::Integrity(format!(
+                        "key {} is {} but its private half is missing from the store; restore \
+                         the store from a backup",
+                        key.record.kid, key.record.state
+                    )));
+                }
                 if let Some(sealed) = &key.sealed_private {
                     let material = self.unseal(key, sealed, &public)?;
                     if key.record.state == KeyState::Current {
@@ -638,8 +646,7 @@ impl Keyring {
                 }
             }
             let records: Vec<KeyRecord> = keys.iter().map(|k| k.record.clone()).collect();
-            let next_change_at =
-                rotation::plan(&records, crate::unix_now(), &config.timing).next_change_at;
+            let next_change_at = rotation::plan(&records, now, &config.timing).next_change_at;
             let jwks = render_jwks(published, next_change_at, config.timing.jwks_max_age);
             snapshot.keysets.insert(
                 name.clone(),

@@ -111,6 +111,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Erased private halves are overwritten on disk, not just unlinked.
+            .pragma("secure_delete", "ON")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -313,6 +315,17 @@ impl Store for SqliteStore {
             }
             append_in_tx(&mut tx, &change.events).await?;
             tx.commit().await?;
+            let erased = change
+                .transitions
+                .iter()
+                .any(|t| !matches!(t.to, KeyState::Next | KeyState::Current));
+            if erased {
+                // Older copies of the erased pages live on in the WAL until it is
+                // checkpointed and truncated.
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&self.pool)
+                    .await?;
+            }
             Ok(())
         })
     }

@@ -283,3 +283,25 @@ async fn a_start_that_cannot_bind_leaves_no_store_behind() {
     assert!(!dir.path().join("data/jwksd.db").exists());
     assert!(!dir.path().join("data/master.key").exists());
 }
+
+#[tokio::test]
+async fn a_signing_key_without_its_private_half_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    // Retire-then-revive by hand: the row claims to be current but its private half is gone.
+    sqlx::query("UPDATE keys SET state = 'retired', sealed_private = NULL WHERE state = 'next'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE keys SET state = 'next' WHERE state = 'retired'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("private half is missing"), "{message}");
+}
