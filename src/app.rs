@@ -92,6 +92,16 @@ impl Application {
             ensure_dir(parent)?;
         }
         let store_exists = db_path.exists();
+        let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
+        if !store_exists && external_key && !server.initialize {
+            return Err(StartError::Refused(format!(
+                "there is no key store at {}. With an external master key jwksd does not create one \
+                 by itself: a missing store usually means an unmounted volume or a wrong data_dir, \
+                 and a fresh key set would break every registered integration. If this is the \
+                 first start, run `jwksd serve --init` (or set JWKSD_INIT=1) once",
+                db_path.display()
+            )));
+        }
         let master = load_master_key(&server.master_key, store_exists, db_path)?;
         let store = SqliteStore::open(db_path, !store_exists).await?;
         if !store_exists {

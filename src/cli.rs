@@ -28,6 +28,10 @@ pub enum Command {
         /// TOML configuration file; without one, built-in defaults and JWKSD_ variables apply.
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
+        /// Create a new key store on this first start although the master key is external
+        /// (never needed with the development master key in data_dir).
+        #[arg(long, env = "JWKSD_INIT")]
+        init: bool,
     },
     /// Validate the configuration and print what it resolves to, without starting.
     CheckConfig {
@@ -166,8 +170,9 @@ pub enum CallersCommand {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => {
-            let config = Config::load(config.as_deref(), std::env::vars())?;
+        Command::Serve { config, init } => {
+            let mut config = Config::load(config.as_deref(), std::env::vars())?;
+            config.server.initialize = init;
             let app = Application::build(config).await?;
             app.run_until_stopped().await?;
             Ok(())

@@ -38,7 +38,14 @@ const MIN_RETIRE_GRACE: Duration = Duration::from_secs(360);
 const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 /// Environment variables that are the CLI's, not configuration paths.
-const CLI_VARIABLES: &[&str] = &["CONFIG", "SERVER", "ADMIN_TOKEN", "LOG", "CALLER_TOKEN"];
+const CLI_VARIABLES: &[&str] = &[
+    "CONFIG",
+    "SERVER",
+    "ADMIN_TOKEN",
+    "LOG",
+    "CALLER_TOKEN",
+    "INIT",
+];
 /// Keys that already name a file; a `_FILE` variable for them sets the path itself.
 const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
 
@@ -85,6 +92,8 @@ pub struct ServerConfig {
     pub database: Database,
     pub master_key: MasterKeySource,
     pub admin_token: AdminTokenSource,
+    /// Create a new store even though the master key is external (`serve --init`).
+    pub initialize: bool,
 }
 
 /// Where the keys are stored.
@@ -527,6 +536,7 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
             database,
             master_key,
             admin_token,
+            initialize: false,
         },
         keysets,
         access,

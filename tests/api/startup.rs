@@ -305,3 +305,26 @@ async fn a_signing_key_without_its_private_half_refuses_to_start() {
     let message = refusal(dir.path(), "").await;
     assert!(message.contains("private half is missing"), "{message}");
 }
+
+#[tokio::test]
+async fn with_an_external_master_key_a_missing_store_is_created_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("secret-master.key");
+    std::fs::write(&key_file, "42".repeat(32)).unwrap();
+    let toml = format!("[server]\nmaster_key_file = \"{}\"\n", key_file.display());
+    let message = refusal(dir.path(), &toml).await;
+    assert!(message.contains("jwksd serve --init"), "{message}");
+    assert!(!dir.path().join("data/jwksd.db").exists());
+
+    let mut config = test_config(dir.path(), &toml).unwrap();
+    config.server.initialize = true;
+    let app = jwksd::app::Application::build(config).await.unwrap();
+    drop(app);
+    // Once the store exists, no flag is needed.
+    let app = crate::helpers::spawn_app_with(dir.path(), &toml).await;
+    assert_eq!(
+        app.jwks("default").await["keys"].as_array().unwrap().len(),
+        2
+    );
+    app.stop().await;
+}
