@@ -311,9 +311,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let hash = hex::encode(
                 aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref(),
             );
+            println!("# Give the token to the calling service; put only token_sha256 in jwksd's configuration.");
             println!("token:        {token}");
             println!("token_sha256: {hash}");
-            eprintln!("Give the token to the calling service; put only token_sha256 in jwksd's configuration.");
             Ok(())
         }
     }

@@ -540,7 +540,10 @@ pub fn print(checks: &[Check]) {
             Verdict::Fail => "FAIL",
             Verdict::Skip => "skip",
         };
-        println!("[{tag}] {:<22} {}", c.check, c.detail);
+        match &c.classification {
+            Some(class) => println!("[{tag}] {:<22} {} [{class}]", c.check, c.detail),
+            None => println!("[{tag}] {:<22} {}", c.check, c.detail),
+        }
         if let (Some(fix), Verdict::Fail | Verdict::Warn | Verdict::Skip) = (&c.fix, c.verdict) {
             println!("       {:<22} fix: {fix}", "");
         }

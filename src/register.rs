@@ -52,7 +52,7 @@ impl Vendor {
                 "RSA keys must be at least 2048 bits; Epic accepts RS384, ES256 and ES384.",
             ],
             Vendor::Oracle => &[
-                "Register the JWKS URL in the system-account console. If it only accepts an uploaded key set, upload jwks.json, which holds the current and the next key.",
+                "Register the JWKS URL in the system-account console. If it only accepts an uploaded key set, upload jwks.json, which holds the current and the next key (and any retired key still in its grace).",
                 "With an uploaded key set, every rotation needs a new upload: run `jwksd register` again after each rotation and upload jwks.json within prepublish, before the next key signs.",
                 "Token endpoints are per tenant: the token endpoint below must be the tenant's.",
             ],
@@ -151,6 +151,13 @@ pub async fn kit(admin: &AdminApi, client_name: &str, vendor: Vendor) -> anyhow:
         line(format!("certificate (PEM):\n{pem}"));
         files.push((format!("{kid}.pem"), pem));
         published.push(jwk.clone());
+    }
+    // An uploaded key set must also keep retired keys until their grace ends, or the
+    // assertions they signed stop verifying early.
+    for jwk in jwks["keys"].as_array().into_iter().flatten() {
+        if !published.contains(jwk) {
+            published.push(jwk.clone());
+        }
     }
     line(format!("Notes for {}:", vendor.title()));
     for note in vendor.notes() {

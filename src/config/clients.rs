@@ -14,6 +14,8 @@ use super::{is_loopback_url, parse_duration, show, KeysetConfig};
 
 /// Longest assertion lifetime SMART allows (`exp` at most 5 minutes in the future).
 pub const MAX_ASSERTION_LIFETIME: i64 = 300;
+/// Shortest: an assertion must survive the trip to the token endpoint and clock skew.
+pub const MIN_ASSERTION_LIFETIME: i64 = 10;
 /// Default per-caller rate: requests per minute, and the burst allowed above it.
 const DEFAULT_RATE_PER_MINUTE: u32 = 6000;
 
@@ -176,7 +178,7 @@ pub(super) fn validate_access(
         };
         let assertion_lifetime = lifetime.map_or(240, |d| d.as_secs() as i64);
         if let Some(d) = lifetime {
-            if !(10..=MAX_ASSERTION_LIFETIME).contains(&assertion_lifetime) {
+            if !(MIN_ASSERTION_LIFETIME..=MAX_ASSERTION_LIFETIME).contains(&assertion_lifetime) {
                 problems.push(format!(
                     "{} = {} must be between 10s and 5m (SMART: exp at most 5 minutes ahead)",
                     key("assertion_lifetime"),

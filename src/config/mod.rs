@@ -20,6 +20,7 @@ mod clients;
 
 pub use clients::{
     is_allowed_outbound_url, Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME,
+    MIN_ASSERTION_LIFETIME,
 };
 
 use crate::keys::cert::parse_subject;

@@ -51,7 +51,7 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
     );
     counter(
         "jwksd_assertions_issued_total",
-        "Client assertions returned by POST /v1/assertions.",
+        "Client assertions returned by POST /v1/assertions (assertions signed for token requests count in jwksd_upstream_token_requests_total).",
         load(&m.assertions_issued),
     );
     counter(

@@ -18,7 +18,9 @@ use super::problem::Problem;
 use super::State;
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
 use crate::audit::AuditEvent;
-use crate::config::{Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME};
+use crate::config::{
+    Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
+};
 
 /// Largest assertion request body; a real one is under 200 bytes.
 const BODY_LIMIT: usize = 4096;
@@ -158,9 +160,9 @@ async fn create_assertion(
     let request: AssertionRequest = parse_json_body(&req, &body)?;
     let lifetime = request.lifetime;
     if let Some(lifetime) = lifetime {
-        if !(1..=MAX_ASSERTION_LIFETIME).contains(&lifetime) {
+        if !(MIN_ASSERTION_LIFETIME..=MAX_ASSERTION_LIFETIME).contains(&lifetime) {
             return Err(unprocessable(format!(
-                "lifetime must be between 1 and {MAX_ASSERTION_LIFETIME} seconds (SMART: exp at most 5 minutes ahead)"
+                "lifetime must be between {MIN_ASSERTION_LIFETIME} and {MAX_ASSERTION_LIFETIME} seconds (SMART: exp at most 5 minutes ahead)"
             )));
         }
     }

@@ -280,6 +280,13 @@ async fn every_refused_request_gets_its_status_and_creates_no_assertion_or_recor
             422,
         ),
         (
+            "lifetime 5, under the 10 s minimum",
+            post()
+                .bearer_auth(BILLING_TOKEN)
+                .json(&json!({"client_id": "ecw", "lifetime": 5})),
+            422,
+        ),
+        (
             "lifetime 301",
             post()
                 .bearer_auth(BILLING_TOKEN)
