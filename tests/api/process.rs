@@ -19,17 +19,10 @@ pub struct Service {
     http: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Service {
     pub async fn start(dir: &Path) -> Service {
-        let (public_port, private_port) = (free_port(), free_port());
+        let (public_port, private_port) =
+            (crate::helpers::free_port(), crate::helpers::free_port());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

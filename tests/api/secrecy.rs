@@ -10,14 +10,6 @@ use jwksd::keys::{KeyMaterial, MasterKey};
 use jwksd::store::sqlite::SqliteStore;
 use jwksd::store::Store;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -25,7 +17,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (public_port, private_port) = (free_port(), free_port());
+    let (public_port, private_port) = (crate::helpers::free_port(), crate::helpers::free_port());
     let mut child = Command::new(env!("CARGO_BIN_EXE_jwksd"))
         .arg("serve")
         .current_dir(dir.path())
