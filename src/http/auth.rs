@@ -70,7 +70,8 @@ impl FromRequest for AdminAuth {
     }
 }
 
-/// The authenticated caller of a signing or token request.
+/// The authenticated caller of a signing or token request, admitted by its rate limit
+/// (401 without a valid token, 429 over the rate).
 pub struct CallerAuth(pub CallerConfig);
 
 impl FromRequest for CallerAuth {
@@ -95,10 +96,18 @@ impl FromRequest for CallerAuth {
                 found = Some(caller.clone());
             }
         }
-        ready(
-            found
-                .map(CallerAuth)
-                .ok_or_else(|| Problem::unauthorized("the caller token is not valid")),
-        )
+        let Some(caller) = found else {
+            return ready(Err(Problem::unauthorized("the caller token is not valid")));
+        };
+        // Every caller request counts against the caller's rate, refused or not.
+        let admitted = state
+            .limiter
+            .check(
+                &caller.name,
+                caller.rate_limit_per_minute,
+                std::time::Instant::now(),
+            )
+            .map_err(|retry_after| super::signing::rate_limited(&caller, retry_after));
+        ready(admitted.map(|()| CallerAuth(caller)))
     }
 }

@@ -5,8 +5,6 @@
 //! Only then is an assertion signed, and it is returned only after its audit record is
 //! durable; a refused request creates neither.
 
-use std::time::Instant;
-
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -153,10 +151,6 @@ async fn create_assertion(
     state: web::Data<State>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    state
-        .limiter
-        .check(&caller.name, caller.rate_limit_per_minute, Instant::now())
-        .map_err(|retry_after| rate_limited(&caller, retry_after))?;
     let request: AssertionRequest = parse_json_body(&req, &body)?;
     let lifetime = request.lifetime;
     if let Some(lifetime) = lifetime {

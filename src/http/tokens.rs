@@ -1,8 +1,6 @@
 //! `POST /v1/tokens` for callers, and the admin's uncached token check behind
 //! `jwksd doctor` (routed in the admin scope, `POST /admin/v1/clients/{client}/token-check`).
 
-use std::time::Instant;
-
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,7 +9,7 @@ use serde::Deserialize;
 use super::auth::{AdminAuth, CallerAuth};
 use super::metrics::Metrics;
 use super::problem::Problem;
-use super::signing::{parse_json_body, permitted_client, rate_limited};
+use super::signing::{parse_json_body, permitted_client};
 use super::State;
 use crate::tokens::{TokenContext, TokenError};
 
@@ -108,10 +106,6 @@ async fn create_token(
     state: web::Data<State>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    state
-        .limiter
-        .check(&caller.name, caller.rate_limit_per_minute, Instant::now())
-        .map_err(|retry_after| rate_limited(&caller, retry_after))?;
     let request: TokenRequest = parse_json_body(&req, &body)?;
     let access = state.access();
     let client = permitted_client(&access, &caller, &request.client_id)?;

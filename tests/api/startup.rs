@@ -10,6 +10,18 @@ async fn refusal(dir: &std::path::Path, toml: &str) -> String {
     }
 }
 
+/// Runs `statements` directly against the store of `dir`, as someone with file access would.
+async fn tamper(dir: &std::path::Path, statements: &[&str]) {
+    let db = dir.join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+}
+
 /// Runs one app to create a store, and returns its JWKS for later comparison.
 async fn initialise(dir: &std::path::Path) -> serde_json::Value {
     let app = spawn_app(dir).await;
@@ -107,19 +119,9 @@ async fn a_corrupted_store_refuses_to_start() {
 async fn an_edited_key_row_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path()).await;
-    let db = dir.path().join("data/jwksd.db");
     // Move the current key's sealed private half onto the next key's row.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE keys SET sealed_private = (SELECT sealed_private FROM keys WHERE state = 'current') \
-         WHERE state = 'next'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    tamper(dir.path(), &["UPDATE keys SET sealed_private = (SELECT sealed_private FROM keys WHERE state = 'current') \
+         WHERE state = 'next'"]).await;
     let message = refusal(dir.path(), "").await;
     assert!(message.contains("does not decrypt"), "{message}");
 }
@@ -128,17 +130,11 @@ async fn an_edited_key_row_refuses_to_start() {
 async fn an_edited_public_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path()).await;
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE keys SET public_jwk = replace(public_jwk, '\"e\":\"AQAB\"', '\"e\":\"Aw\"')",
+    tamper(
+        dir.path(),
+        &["UPDATE keys SET public_jwk = replace(public_jwk, '\"e\":\"AQAB\"', '\"e\":\"Aw\"')"],
     )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    .await;
     let message = refusal(dir.path(), "").await;
     assert!(message.contains("does not match its kid"), "{message}");
 }
@@ -232,12 +228,7 @@ async fn deleted_key_rows_refuse_to_start() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         initialise(dir.path()).await;
-        let db = dir.path().join("data/jwksd.db");
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .unwrap();
-        sqlx::query(statement).execute(&pool).await.unwrap();
-        pool.close().await;
+        tamper(dir.path(), &[statement]).await;
         let message = refusal(dir.path(), "").await;
         assert!(
             message.contains("key rows were deleted"),
@@ -288,20 +279,15 @@ async fn a_start_that_cannot_bind_leaves_no_store_behind() {
 async fn a_signing_key_without_its_private_half_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path()).await;
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    // Retire-then-revive by hand: the row claims to be current but its private half is gone.
-    sqlx::query("UPDATE keys SET state = 'retired', sealed_private = NULL WHERE state = 'next'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE keys SET state = 'next' WHERE state = 'retired'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    // Retire-then-revive by hand: the row claims to be next but its private half is gone.
+    tamper(
+        dir.path(),
+        &[
+            "UPDATE keys SET state = 'retired', sealed_private = NULL WHERE state = 'next'",
+            "UPDATE keys SET state = 'next' WHERE state = 'retired'",
+        ],
+    )
+    .await;
     let message = refusal(dir.path(), "").await;
     assert!(message.contains("private half is missing"), "{message}");
 }
