@@ -13,12 +13,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::Server;
-use actix_web::middleware::ErrorHandlers;
+use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
 
 use crate::audit::AuditWriter;
 use crate::config::{AdminTokenSource, Config, Database, MasterKeySource};
+use crate::http::limits::BodyPolicy;
 use crate::http::{self, auth::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
@@ -137,16 +138,33 @@ impl Application {
         };
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
 
+        let limits = server.limits.clone();
+        let per_worker = |workers: usize| limits.max_connections.div_ceil(workers).max(1);
+        let public_body = web::Data::new(BodyPolicy {
+            max_bytes: None,
+            deadline: limits.body_timeout,
+        });
+        let private_body = web::Data::new(BodyPolicy {
+            max_bytes: Some(http::MAX_BODY_BYTES),
+            deadline: limits.body_timeout,
+        });
+
         let public_state = state.clone();
         let public = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(http::limits::guard_body))
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
+                .app_data(public_body.clone())
                 .app_data(public_state.clone())
                 .configure(http::common)
                 .configure(http::public::routes)
                 .default_service(web::to(http::not_found))
         })
         .workers(workers)
+        .max_connections(per_worker(workers))
+        .client_request_timeout(limits.header_timeout)
+        .keep_alive(limits.header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
         .listen(public_listener)
         .map_err(|source| StartError::Bind {
             what: "server.public_listen",
@@ -158,7 +176,9 @@ impl Application {
         let private_state = state.clone();
         let private = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(http::limits::guard_body))
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
+                .app_data(private_body.clone())
                 .app_data(private_state.clone())
                 .configure(http::common)
                 .configure(http::admin::routes)
@@ -169,6 +189,10 @@ impl Application {
                 .default_service(web::to(http::not_found))
         })
         .workers(workers.min(2))
+        .max_connections(per_worker(workers.min(2)))
+        .client_request_timeout(limits.header_timeout)
+        .keep_alive(limits.header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
         .listen(private_listener)
         .map_err(|source| StartError::Bind {
             what: "server.private_listen",

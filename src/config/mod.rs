@@ -95,6 +95,30 @@ pub struct ServerConfig {
     pub admin_token: AdminTokenSource,
     /// Create a new store even though the master key is external (`serve --init`).
     pub initialize: bool,
+    /// Timeouts and connection caps of both listeners.
+    pub limits: HttpLimits,
+}
+
+/// How long a client may take and how many may be connected, per listener. These are what
+/// keep an unauthenticated client from holding the public listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to send a request's headers, and idle time allowed between keep-alive requests.
+    pub header_timeout: Duration,
+    /// Time to send a whole request body, from the end of the headers.
+    pub body_timeout: Duration,
+    /// Concurrent connections per listener; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
 }
 
 /// Where the keys are stored.
@@ -177,6 +201,9 @@ struct RawServer {
     master_key_file: Option<PathBuf>,
     admin_token: Option<String>,
     admin_token_file: Option<PathBuf>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<IntOrString>,
 }
 
 #[derive(Deserialize, Default)]
@@ -377,6 +404,56 @@ fn parse_duration(what: &str, text: &str, problems: &mut Vec<String>) -> Option<
     }
 }
 
+/// `server.header_timeout`, `server.body_timeout`, `server.max_connections`.
+fn validate_limits(
+    header_timeout: &Option<String>,
+    body_timeout: &Option<String>,
+    max_connections: &Option<IntOrString>,
+    problems: &mut Vec<String>,
+) -> HttpLimits {
+    let defaults = HttpLimits::default();
+    let mut timeout = |what: &str, text: &Option<String>, default: Duration| {
+        let Some(text) = text else { return default };
+        match parse_duration(what, text, problems) {
+            Some(d) if (Duration::from_millis(100)..=Duration::from_secs(300)).contains(&d) => d,
+            Some(_) => {
+                problems.push(format!("{what} = {text:?} must be between 100ms and 5m"));
+                default
+            }
+            None => default,
+        }
+    };
+    let header_timeout = timeout(
+        "server.header_timeout",
+        header_timeout,
+        defaults.header_timeout,
+    );
+    let body_timeout = timeout("server.body_timeout", body_timeout, defaults.body_timeout);
+    let max_connections = match max_connections {
+        None => defaults.max_connections,
+        Some(value) => {
+            let parsed = match value {
+                IntOrString::Int(n) => Some(*n),
+                IntOrString::Text(t) => t.trim().parse().ok(),
+            };
+            match parsed {
+                Some(n) if (8..=65_536).contains(&n) => n as usize,
+                _ => {
+                    problems.push(
+                        "server.max_connections must be a whole number from 8 to 65536".into(),
+                    );
+                    defaults.max_connections
+                }
+            }
+        }
+    };
+    HttpLimits {
+        header_timeout,
+        body_timeout,
+        max_connections,
+    }
+}
+
 fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
@@ -508,6 +585,13 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
         _ => AdminTokenSource::Generated(data_dir.join("admin.token")),
     };
 
+    let limits = validate_limits(
+        &s.header_timeout,
+        &s.body_timeout,
+        &s.max_connections,
+        problems,
+    );
+
     // `default` always exists: it is what /.well-known/jwks.json serves, and a key set
     // added by one environment variable must not silently unpublish it.
     let mut raw_keysets = raw.keysets;
@@ -538,6 +622,7 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
             master_key,
             admin_token,
             initialize: false,
+            limits,
         },
         keysets,
         access,

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod public;
@@ -64,6 +65,9 @@ impl State {
     }
 }
 
+/// The largest request body any route accepts (signing and token requests are far smaller).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// Limits and error shapes shared by both listeners.
 pub fn common(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
@@ -72,10 +76,10 @@ pub fn common(cfg: &mut web::ServiceConfig) {
     .app_data(web::QueryConfig::default().error_handler(|e, _| problem::from_extractor(e.into())))
     .app_data(
         web::JsonConfig::default()
-            .limit(16 * 1024)
+            .limit(MAX_BODY_BYTES)
             .error_handler(|e, _| problem::from_extractor(e.into())),
     )
-    .app_data(web::PayloadConfig::new(16 * 1024));
+    .app_data(web::PayloadConfig::new(MAX_BODY_BYTES));
 }
 
 /// Any path no route knows.

@@ -86,6 +86,11 @@ impl Problem {
         problem
     }
 
+    /// The problem+json body.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
     pub fn internal() -> Self {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,7 +125,7 @@ impl ResponseError for Problem {
                 HeaderValue::from_static("Bearer realm=\"jwksd\""),
             ));
         }
-        response.body(serde_json::to_string(self).unwrap_or_default())
+        response.body(self.to_json())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod hardening;
 mod hostile_input;
 mod jwks;
 mod lifecycle;

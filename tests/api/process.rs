@@ -21,6 +21,11 @@ pub struct Service {
 
 impl Service {
     pub async fn start(dir: &Path) -> Service {
+        Service::start_limited(dir, None).await
+    }
+
+    /// Starts jwksd with at most `open_files` file descriptors (`ulimit -n`), when given.
+    pub async fn start_limited(dir: &Path, open_files: Option<u32>) -> Service {
         let (public_port, private_port) =
             (crate::helpers::free_port(), crate::helpers::free_port());
         let log = std::fs::OpenOptions::new()
@@ -28,7 +33,19 @@ impl Service {
             .append(true)
             .open(dir.join("jwksd.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        let mut command = match open_files {
+            None => Command::new(env!("CARGO_BIN_EXE_jwksd")),
+            Some(limit) => {
+                let mut shell = Command::new("bash");
+                shell.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_jwksd"),
+                ]);
+                shell
+            }
+        };
+        let child = command
             .args(["serve", "--config", "jwksd.toml"])
             .current_dir(dir)
             .env(

@@ -1,0 +1,185 @@
+//! Request body limits shared by both listeners: a body must arrive whole, within a deadline
+//! and a size, before any handler runs.
+//!
+//! actix-web cuts slow request heads and idle keep-alive connections by itself, but once a
+//! request's headers are complete it waits for a chunked body for ever, and after answering
+//! it drains an unread chunked body for ever too. One client could hold a connection per
+//! socket, without credentials, until the process ran out of file descriptors. This
+//! middleware reads every body itself, under [`BodyPolicy::deadline`], and hands handlers a
+//! complete in-memory body; the public listener, whose routes take no body at all, refuses
+//! one at once.
+//!
+//! When a body is refused, the connection must close: the request stream is still open and
+//! unread. Keeping the unfinished payload alive until the answer is written is what makes
+//! actix close the connection after it (a dropped chunked payload would be drained instead).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, ResponseError};
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+
+use super::problem::Problem;
+
+/// How much body a listener accepts, and how long it waits for it.
+#[derive(Clone, Debug)]
+pub struct BodyPolicy {
+    /// `None`: the listener's routes take no body; any body is refused at once.
+    pub max_bytes: Option<usize>,
+    /// Time for the whole body to arrive once the headers are in.
+    pub deadline: Duration,
+}
+
+/// A refusal's body that also holds the unfinished request payload until the answer is
+/// written: actix decides whether to keep the connection alive when the body ends, and it
+/// closes it only while the unread payload is still held (a dropped one is drained).
+pub struct RefusalBody {
+    bytes: Option<Bytes>,
+    _unread: Payload,
+}
+
+impl MessageBody for RefusalBody {
+    type Error = std::convert::Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Sized(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+    }
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::task::Poll::Ready(self.bytes.take().map(Ok))
+    }
+}
+
+/// The middleware (`actix_web::middleware::from_fn(limits::guard_body)`); reads the
+/// listener's [`BodyPolicy`] from app data.
+pub async fn guard_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static, RefusalBody>>, actix_web::Error>
+{
+    let Some(policy) = req.app_data::<web::Data<BodyPolicy>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let declared = declared_length(&req);
+    if declared == Declared::None {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let refuse = |req: ServiceRequest, payload: Payload, problem: Problem| {
+        let (http, _) = req.into_parts();
+        let mut response = problem.error_response().set_body(RefusalBody {
+            bytes: Some(problem.to_json().into()),
+            _unread: payload,
+        });
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+        Ok(ServiceResponse::new(http, response).map_into_right_body())
+    };
+    let payload = req.take_payload();
+    let Some(max_bytes) = policy.max_bytes else {
+        return refuse(
+            req,
+            payload,
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "body-not-accepted",
+                "Body Not Accepted",
+                "this listener's resources take no request body",
+            ),
+        );
+    };
+    if let Declared::Length(length) = declared {
+        if length > max_bytes as u64 {
+            return refuse(req, payload, too_large(max_bytes));
+        }
+    }
+    let mut payload = payload;
+    match tokio::time::timeout(policy.deadline, read_body(&mut payload, max_bytes)).await {
+        Ok(Ok(body)) => {
+            req.set_payload(Payload::from(body.freeze()));
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Ok(Err(BodyError::TooLarge)) => refuse(req, payload, too_large(max_bytes)),
+        Ok(Err(BodyError::Broken)) => refuse(
+            req,
+            payload,
+            Problem::bad_request(
+                "the request body could not be read (malformed chunked encoding?)",
+            ),
+        ),
+        Err(_elapsed) => refuse(
+            req,
+            payload,
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                "Request Timeout",
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(policy.deadline)
+                ),
+            ),
+        ),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Declared {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+fn declared_length(req: &ServiceRequest) -> Declared {
+    let headers = req.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        return Declared::Chunked;
+    }
+    match headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        None | Some(0) => Declared::None,
+        Some(n) => Declared::Length(n),
+    }
+}
+
+fn too_large(max_bytes: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        "Payload Too Large",
+        format!("the request body is larger than this endpoint accepts ({max_bytes} bytes)"),
+    )
+}
+
+enum BodyError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_body(payload: &mut Payload, max_bytes: usize) -> Result<BytesMut, BodyError> {
+    let mut body = BytesMut::new();
+    loop {
+        let chunk = std::future::poll_fn(|cx| Pin::new(&mut *payload).poll_next(cx)).await;
+        match chunk {
+            None => return Ok(body),
+            Some(Err(_)) => return Err(BodyError::Broken),
+            Some(Ok(bytes)) => {
+                if body.len() + bytes.len() > max_bytes {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&bytes);
+            }
+        }
+    }
+}

