@@ -33,6 +33,17 @@ struct TokenRequest {
 /// diagnosis.
 pub fn token_problem(err: TokenError) -> Problem {
     match err {
+        TokenError::Discovery(e) if e.is_bad_answer() => {
+            // The discovery document answered with something unusable: say what and why
+            // (its values are bounded by the discovery module), no assertion was signed.
+            tracing::warn!(error = %e, "SMART discovery answer refused");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "discovery-refused",
+                "SMART Discovery Answer Refused",
+                format!("{e}; no assertion was signed or sent"),
+            )
+        }
         TokenError::Discovery(e) => {
             tracing::error!(error = %e, "SMART discovery failed");
             Problem::new(

@@ -15,6 +15,7 @@
 
 pub mod classify;
 pub mod discovery;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

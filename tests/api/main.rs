@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod discovered_endpoints;
 mod hostile_input;
 mod jwks;
 mod lifecycle;
