@@ -134,6 +134,17 @@ async fn create_token(
                 client.name
             )));
         }
+    } else {
+        // Nothing configured to narrow: the caller's scope must still be a few system/
+        // scopes (it is sent to the EHR and is part of the token cache key).
+        crate::tokens::check_caller_scope(&scope).map_err(|detail| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-scope",
+                "Invalid Scope",
+                detail,
+            )
+        })?;
     }
     let ctx = TokenContext {
         keyring: &state.keyring,

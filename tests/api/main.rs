@@ -15,3 +15,4 @@ mod signing;
 mod startup;
 mod tokens;
 mod upstream;
+mod upstream_bounds;
