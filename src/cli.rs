@@ -378,7 +378,13 @@ async fn token(
         .await
         .with_context(|| format!("cannot reach jwksd at {url}"))?;
     let status = response.status();
-    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    let answer = crate::tokens::upstream::read_limited(
+        response,
+        crate::tokens::upstream::ADMIN_ANSWER_LIMIT,
+    )
+    .await
+    .with_context(|| format!("jwksd's answer from {url}"))?;
+    let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
     if !status.is_success() {
         let mut message = format!(
             "{} ({status})",
@@ -443,7 +449,13 @@ async fn admin_call(
         format!("cannot reach jwksd at {url}; is it running? (--server, JWKSD_SERVER)")
     })?;
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let text = crate::tokens::upstream::read_limited(
+        response,
+        crate::tokens::upstream::ADMIN_ANSWER_LIMIT,
+    )
+    .await
+    .with_context(|| format!("jwksd's answer from {url}"))?;
+    let text = String::from_utf8_lossy(&text).into_owned();
     let json: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     if status.is_success() {
         return Ok(json);

@@ -3,7 +3,8 @@
 //!
 //! It asks the running service (admin API) for the client, its key set and an uncached
 //! token request, and fetches the public JWKS URL and the SMART discovery document itself,
-//! from this host, the way the EHR would.
+//! from this host, the way the EHR would. Every answer is read only up to a limit
+//! ([`crate::tokens::upstream`]).
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use serde_json::Value;
 
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::discovery::{discovery_url, SmartConfiguration};
+use crate::tokens::upstream::{read_limited, ADMIN_ANSWER_LIMIT, JWKS_LIMIT};
 
 /// A check's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -90,7 +92,10 @@ impl AdminApi {
                 )
             })?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = read_limited(response, ADMIN_ANSWER_LIMIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("jwksd's answer to {path}: {e}"))?;
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             anyhow::bail!(
                 "jwksd answered {status} for {path}: {}",
@@ -499,7 +504,20 @@ async fn check_jwks_url(
         )
         },
     );
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let body = match read_limited(response, JWKS_LIMIT).await {
+        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        Err(e) => {
+            checks.push(check(
+                "jwks_kids",
+                Verdict::Fail,
+                format!("{url}: {e}"),
+                Some(
+                    "the URL must serve jwksd's JWKS, a few KiB; check what answers at public_url",
+                ),
+            ));
+            return checks;
+        }
+    };
     let kids: Vec<&str> = body["keys"]
         .as_array()
         .into_iter()

@@ -33,6 +33,17 @@ struct TokenRequest {
 /// diagnosis.
 pub fn token_problem(err: TokenError) -> Problem {
     match err {
+        TokenError::Discovery(e) if e.is_bad_answer() => {
+            // The discovery document answered with something unusable: say what and why
+            // (its values are bounded by the discovery module), no assertion was signed.
+            tracing::warn!(error = %e, "SMART discovery answer refused");
+            Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "discovery-refused",
+                "SMART Discovery Answer Refused",
+                format!("{e}; no assertion was signed or sent"),
+            )
+        }
         TokenError::Discovery(e) => {
             tracing::error!(error = %e, "SMART discovery failed");
             Problem::new(
@@ -123,6 +134,17 @@ async fn create_token(
                 client.name
             )));
         }
+    } else {
+        // Nothing configured to narrow: the caller's scope must still be a few system/
+        // scopes (it is sent to the EHR and is part of the token cache key).
+        crate::tokens::check_caller_scope(&scope).map_err(|detail| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-scope",
+                "Invalid Scope",
+                detail,
+            )
+        })?;
     }
     let ctx = TokenContext {
         keyring: &state.keyring,

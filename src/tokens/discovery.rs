@@ -1,7 +1,13 @@
 //! SMART discovery: `{fhir_base_url}/.well-known/smart-configuration` (SMART App Launch
 //! §2.0.10), the document that names the token endpoint and what it supports.
+//!
+//! The document comes from the network, so the token endpoint it names is checked before
+//! anything is signed for it ([`super::upstream::check_discovered_endpoint`]), and the
+//! document is read only up to [`super::upstream::DISCOVERY_LIMIT`] bytes.
 
 use serde::{Deserialize, Serialize};
+
+use super::upstream::{bounded, check_discovered_endpoint, read_limited, DISCOVERY_LIMIT};
 
 /// The members of the SMART configuration jwksd uses. Many live servers omit some.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -26,6 +32,25 @@ pub enum DiscoveryError {
     Status { url: String, status: u16 },
     #[error("{url} is not a SMART configuration document: {reason}")]
     Invalid { url: String, reason: String },
+    /// The document names a token endpoint jwksd will not send assertions to.
+    #[error("{url} names token_endpoint {endpoint:?}, which jwksd refuses: {reason}")]
+    Refused {
+        url: String,
+        /// The refused URL, bounded (it comes from the network).
+        endpoint: String,
+        reason: String,
+    },
+}
+
+impl DiscoveryError {
+    /// Whether the server answered, but with something jwksd cannot use (a bad gateway),
+    /// rather than not answering usefully at all.
+    pub fn is_bad_answer(&self) -> bool {
+        matches!(
+            self,
+            DiscoveryError::Invalid { .. } | DiscoveryError::Refused { .. }
+        )
+    }
 }
 
 /// The discovery URL of a FHIR base URL.
@@ -55,23 +80,26 @@ pub async fn discover(
     if status != 200 {
         return Err(DiscoveryError::Status { url, status });
     }
-    let body = response.bytes().await.map_err(|e| DiscoveryError::Fetch {
-        url: url.clone(),
-        reason: super::describe_reqwest_error(&e),
-    })?;
+    let body =
+        read_limited(response, DISCOVERY_LIMIT)
+            .await
+            .map_err(|e| DiscoveryError::Invalid {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
     let config: SmartConfiguration =
         serde_json::from_slice(&body).map_err(|e| DiscoveryError::Invalid {
             url: url.clone(),
-            reason: e.to_string(),
+            // serde quotes offending values, which come from the network.
+            reason: bounded(&e.to_string(), 200),
         })?;
-    if !crate::config::is_allowed_outbound_url(&config.token_endpoint) {
-        // Assertions are sent there: never to plain http off this host, never to nothing.
-        return Err(DiscoveryError::Invalid {
+    // Assertions are sent there: never to plain http off this host, never to this host's
+    // own services on behalf of a remote document, never to nothing.
+    if let Err(reason) = check_discovered_endpoint(fhir_base_url, &config.token_endpoint) {
+        return Err(DiscoveryError::Refused {
             url,
-            reason: format!(
-                "token_endpoint {:?} is not an https URL (http is accepted only on loopback)",
-                config.token_endpoint
-            ),
+            endpoint: bounded(&config.token_endpoint, 200),
+            reason,
         });
     }
     Ok(config)

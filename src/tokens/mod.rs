@@ -11,14 +11,18 @@
 //!   backoff within a bounded budget, honouring `Retry-After`; every attempt signs a new
 //!   assertion (new `jti`), and every assertion is in the audit trail before it is sent.
 //! - Outbound HTTP is rustls (aws-lc-rs) with timeouts, and never follows a redirect from a
-//!   token endpoint (a redirected client assertion is a leaked client assertion).
+//!   token endpoint (a redirected client assertion is a leaked client assertion). Answers
+//!   are read only up to a limit, and a discovered token endpoint must pass the same URL
+//!   rules as a configured one and more ([`upstream`]).
 
+pub mod cache;
 pub mod classify;
 pub mod discovery;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -30,8 +34,10 @@ use crate::config::ClientConfig;
 use crate::keyring::Keyring;
 use crate::rotation::UnixTime;
 use crate::Clock;
+use cache::SlotCache;
 use classify::{classify, FailureClass};
 use discovery::{discover, DiscoveryError, SmartConfiguration};
+use upstream::{read_limited, BodyError, TOKEN_ANSWER_LIMIT};
 
 /// Attempts per token request, the first included.
 const MAX_ATTEMPTS: u32 = 4;
@@ -41,8 +47,11 @@ const RETRY_BUDGET: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A discovered configuration is reused this long.
 const DISCOVERY_TTL: i64 = 3600;
-/// Cache entries kept before idle ones are dropped.
-const MAX_CACHE_ENTRIES: usize = 4096;
+/// Scopes a caller may name in one request when the client has no configured scope.
+pub const MAX_CALLER_SCOPES: usize = 32;
+/// Characters in one scope a caller names (SMART v2 scopes with query parameters stay well
+/// under this).
+pub const MAX_SCOPE_LENGTH: usize = 256;
 /// Refresh when this fraction of the token's life has passed.
 const REFRESH_AT: f64 = 0.8;
 
@@ -89,6 +98,44 @@ pub fn normalise_scope(scope: &str) -> String {
     parts.sort_unstable();
     parts.dedup();
     parts.join(" ")
+}
+
+/// Checks a scope a caller chose for a client without a configured `scope` (with one, the
+/// caller may only narrow it). Backend services get only `system/` scopes (as configured
+/// scopes must be), each a scope-token of RFC 6749 §3.3, and a bounded number of them:
+/// the scope set is part of the cache key, so it is kept small.
+pub fn check_caller_scope(scope: &str) -> Result<(), String> {
+    let scopes: Vec<&str> = scope.split_whitespace().collect();
+    if scopes.len() > MAX_CALLER_SCOPES {
+        return Err(format!(
+            "scope names {} scopes; at most {MAX_CALLER_SCOPES} are accepted in one request",
+            scopes.len()
+        ));
+    }
+    for s in scopes {
+        let shown = upstream::bounded(s, 80);
+        if s.chars().count() > MAX_SCOPE_LENGTH {
+            return Err(format!(
+                "scope {shown:?} is longer than {MAX_SCOPE_LENGTH} characters"
+            ));
+        }
+        // scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+        if !s
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        {
+            return Err(format!(
+                "scope {shown:?} holds a character a scope may not contain (RFC 6749 §3.3)"
+            ));
+        }
+        if s.len() <= "system/".len() || !s.starts_with("system/") {
+            return Err(format!(
+                "scope {shown:?} is not a system/ scope; backend services get only system/ scopes \
+                 (system/Patient.read, system/Observation.rs)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What jwksd knows about a token request, for the caller and the operator.
@@ -159,8 +206,6 @@ struct SlotState {
     last_error: Option<(u64, TokenError)>,
 }
 
-type Slot = Arc<SlotInner>;
-
 /// What a token request needs from the rest of jwksd.
 pub struct TokenContext<'a> {
     pub keyring: &'a Keyring,
@@ -173,7 +218,7 @@ pub struct TokenContext<'a> {
 pub struct TokenService {
     http: reqwest::Client,
     clock: Clock,
-    slots: Mutex<HashMap<(String, String, String), Slot>>,
+    slots: Mutex<SlotCache<SlotInner>>,
     discovered: Mutex<HashMap<String, (SmartConfiguration, UnixTime)>>,
     upstream_requests: AtomicU64,
 }
@@ -196,7 +241,7 @@ impl TokenService {
         TokenService {
             http,
             clock,
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(SlotCache::default()),
             discovered: Mutex::new(HashMap::new()),
             upstream_requests: AtomicU64::new(0),
         }
@@ -249,17 +294,8 @@ impl TokenService {
     ) -> Result<TokenAnswer, TokenError> {
         let endpoint = self.token_endpoint(client).await?;
         let scope = normalise_scope(scope);
-        let slot = {
-            let mut slots = locked(&self.slots);
-            if slots.len() >= MAX_CACHE_ENTRIES {
-                // Callers choose scopes, so bound the cache: keep only entries in use now.
-                slots.retain(|_, slot| Arc::strong_count(slot) > 1);
-            }
-            slots
-                .entry((client.name.clone(), endpoint.clone(), scope.clone()))
-                .or_default()
-                .clone()
-        };
+        // Bounded per client: see the cache module.
+        let slot = locked(&self.slots).slot(&client.name, &endpoint, &scope);
         // Single flight: whoever holds the slot fetches; the others wait here.
         let seen = slot.completed.load(Ordering::SeqCst);
         let mut state = slot.state.lock().await;
@@ -421,6 +457,7 @@ impl TokenService {
                 form.push(("scope", scope));
             }
             self.upstream_requests.fetch_add(1, Ordering::Relaxed);
+            let mut unread: Option<BodyError> = None;
             let sent = self
                 .http
                 .post(endpoint)
@@ -455,14 +492,26 @@ impl TokenService {
                                 })
                             })
                         });
-                    let body = response
-                        .json::<Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| v.as_object().cloned())
-                        .unwrap_or_default();
+                    // Token answers are small JSON objects: never buffer more than the
+                    // limit, whatever the server sends or announces.
+                    let body = match read_limited(response, TOKEN_ANSWER_LIMIT).await {
+                        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
+                            .ok()
+                            .and_then(|v| v.as_object().cloned())
+                            .unwrap_or_default(),
+                        Err(e) => {
+                            tracing::warn!(client = %client.name, %status, error = %e, "token endpoint answer not read");
+                            unread = Some(e);
+                            Map::new()
+                        }
+                    };
                     (Some(status), retry_after, body)
                 }
+            };
+            // What jwksd itself says about an answer it could not use, in the place of the
+            // upstream's error_description (which it did not get).
+            let own_description = |text: String| {
+                Map::from_iter([("error_description".to_owned(), Value::from(text))])
             };
             if status == Some(200) {
                 if body.get("access_token").and_then(Value::as_str).is_some() {
@@ -472,17 +521,22 @@ impl TokenService {
                         diagnosis,
                     });
                 }
+                let why = unread.map_or_else(
+                    || "the answer has no access_token".to_owned(),
+                    |e| e.to_string(),
+                );
                 return Err(self.upstream_error(
                     Some(200),
-                    Map::from_iter([(
-                        "error_description".to_owned(),
-                        Value::from("the answer has no access_token"),
-                    )]),
+                    own_description(why),
                     None,
                     diagnosis,
                     jwks_max_age,
                 ));
             }
+            let body = match unread {
+                Some(e) => own_description(e.to_string()),
+                None => body,
+            };
             let retryable = match status {
                 None => true,
                 Some(s) => s == 429 || s >= 500,

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod discovered_endpoints;
 mod hardening;
 mod hostile_input;
 mod jwks;
@@ -15,3 +16,4 @@ mod signing;
 mod startup;
 mod tokens;
 mod upstream;
+mod upstream_bounds;

@@ -204,3 +204,132 @@ impl FakeTokenServer {
         self.handle.stop(false).await;
     }
 }
+
+/// What [`RawServer`] sends after the status line and headers.
+#[derive(Clone)]
+pub enum RawBody {
+    /// With `Content-Length`.
+    Fixed(Vec<u8>),
+    /// With `Transfer-Encoding: chunked`, 16 KiB per chunk, so no length is known up front.
+    Chunked(Vec<u8>),
+    /// Announces `Content-Length: N`, then sends nothing and holds the connection open.
+    DeclareAndHang(u64),
+}
+
+/// One answer of [`RawServer`].
+#[derive(Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: RawBody,
+}
+
+impl RawAnswer {
+    pub fn json(status: u16, body: RawBody) -> Self {
+        RawAnswer {
+            status,
+            content_type: "application/json",
+            body,
+        }
+    }
+}
+
+/// An HTTP/1.1 server written on a bare socket, for answers a well-behaved framework will
+/// not send: bodies far larger than any token answer, a `Content-Length` that never
+/// arrives. `answer` maps a request path to the answer; every request path is recorded.
+pub struct RawServer {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    paths: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawServer {
+    pub async fn start(answer: impl Fn(&str) -> RawAnswer + Send + Sync + 'static) -> RawServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let answer = Arc::new(answer);
+        let seen = paths.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let answer = answer.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    // One request per connection: read the head (and ignore the body).
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut byte).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&byte[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&head).into_owned();
+                    let path = text.split(' ').nth(1).unwrap_or("/").to_owned();
+                    seen.lock().unwrap().push(path.clone());
+                    let reply = answer(&path);
+                    let mut out = format!(
+                        "HTTP/1.1 {} Whatever\r\nContent-Type: {}\r\nConnection: close\r\n",
+                        reply.status, reply.content_type
+                    );
+                    match &reply.body {
+                        RawBody::Fixed(b) => {
+                            out.push_str(&format!("Content-Length: {}\r\n\r\n", b.len()))
+                        }
+                        RawBody::Chunked(_) => out.push_str("Transfer-Encoding: chunked\r\n\r\n"),
+                        RawBody::DeclareAndHang(n) => {
+                            out.push_str(&format!("Content-Length: {n}\r\n\r\n"))
+                        }
+                    }
+                    if socket.write_all(out.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let _ = match reply.body {
+                        RawBody::Fixed(b) => socket.write_all(&b).await,
+                        RawBody::Chunked(b) => {
+                            for chunk in b.chunks(16 * 1024) {
+                                let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                                framed.extend_from_slice(chunk);
+                                framed.extend_from_slice(b"\r\n");
+                                if socket.write_all(&framed).await.is_err() {
+                                    return;
+                                }
+                            }
+                            socket.write_all(b"0\r\n\r\n").await
+                        }
+                        RawBody::DeclareAndHang(_) => {
+                            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                            Ok(())
+                        }
+                    };
+                });
+            }
+        });
+        RawServer {
+            base: format!("http://{addr}"),
+            addr,
+            paths,
+            task,
+        }
+    }
+
+    /// The paths of every request received so far.
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A JSON object of about `size` bytes: `members` plus a `padding` string member.
+pub fn padded_json(members: Value, size: usize) -> Vec<u8> {
+    let mut object = members;
+    object["padding"] = Value::String("x".repeat(size));
+    serde_json::to_vec(&object).unwrap()
+}
