@@ -77,11 +77,13 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
-    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
-        let url = format!("{}{path}", self.base);
+    /// `segments` follow `/admin/v1/`; see [`crate::cli::admin_url`].
+    async fn call(&self, method: reqwest::Method, segments: &[&str]) -> anyhow::Result<Value> {
+        let url = crate::cli::admin_url(&self.base, segments)?;
+        let path = url.path().to_owned();
         let response = self
             .http
-            .request(method, &url)
+            .request(method, url.clone())
             .bearer_auth(&self.token)
             .send()
             .await
@@ -105,17 +107,17 @@ impl AdminApi {
         Ok(body)
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path).await
+    pub async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, segments).await
     }
 
-    pub async fn post(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path).await
+    pub async fn post(&self, segments: &[&str]) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, segments).await
     }
 
     /// The client named `name` (by section name or client_id) and its key set.
     pub async fn client_and_keyset(&self, name: &str) -> anyhow::Result<(Value, Value)> {
-        let clients = self.get("/admin/v1/clients").await?;
+        let clients = self.get(&["clients"]).await?;
         let client = clients["clients"]
             .as_array()
             .into_iter()
@@ -127,7 +129,7 @@ impl AdminApi {
                     "jwksd has no client named {name:?} (see [clients.*] in its configuration)"
                 )
             })?;
-        let keysets = self.get("/admin/v1/keysets").await?;
+        let keysets = self.get(&["keysets"]).await?;
         let keyset = keysets["keysets"]
             .as_array()
             .into_iter()
@@ -321,9 +323,7 @@ pub async fn diagnose(
 
     // 5. A real token request (not cached, token not shown), and the clock from its Date.
     let name = client["name"].as_str().unwrap_or(client_name);
-    let answer = admin
-        .post(&format!("/admin/v1/clients/{name}/token-check"))
-        .await?;
+    let answer = admin.post(&["clients", name, "token-check"]).await?;
     if let Some(skew) = answer["diagnosis"]["clock_skew_seconds"].as_i64() {
         checks.push(if skew.abs() <= 30 {
             check(

@@ -77,9 +77,7 @@ pub struct Kit {
 pub async fn kit(admin: &AdminApi, client_name: &str, vendor: Vendor) -> anyhow::Result<Kit> {
     let (client, keyset) = admin.client_and_keyset(client_name).await?;
     let keyset_name = keyset["name"].as_str().unwrap_or("default");
-    let jwks = admin
-        .get(&format!("/admin/v1/keysets/{keyset_name}/jwks"))
-        .await?;
+    let jwks = admin.get(&["keysets", keyset_name, "jwks"]).await?;
     let alg = keyset["alg"].as_str().unwrap_or_default();
     let mut text = String::new();
     let mut line = |s: String| {

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 mod clients;
+mod report;
 
 pub use clients::{
     is_allowed_outbound_url, Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME,
@@ -49,6 +50,8 @@ const CLI_VARIABLES: &[&str] = &[
 ];
 /// Keys that already name a file; a `_FILE` variable for them sets the path itself.
 const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
+/// Keys whose values are secrets: never parsed, never shown.
+const SECRET_KEYS: &[&str] = &["master_key", "admin_token", "token_sha256"];
 
 /// A secret string (token, key text) that never prints and is wiped on drop.
 #[derive(Clone)]
@@ -176,6 +179,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+impl ConfigError {
+    fn hiding_file_contents(problems: Vec<String>, sources: &[EnvSource]) -> Self {
+        ConfigError {
+            problems: hide_file_contents(problems, sources),
+        }
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -235,15 +246,21 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
-        let mut table = match file {
-            None => toml::Table::new(),
+        let (mut table, file_text) = match file {
+            None => (toml::Table::new(), None),
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => match text.parse::<toml::Table>() {
-                    Ok(table) => table,
+                    Ok(table) => (table, Some(text)),
                     Err(e) => {
+                        let origin = path.display().to_string();
                         return Err(ConfigError {
-                            problems: vec![format!("{} is not valid TOML: {e}", path.display())],
-                        })
+                            problems: vec![report::syntax_error(
+                                &origin,
+                                &text,
+                                e.span(),
+                                e.message(),
+                            )],
+                        });
                     }
                 },
                 Err(e) => {
@@ -256,39 +273,26 @@ impl Config {
                 }
             },
         };
-        overlay_env(&mut table, env, &mut problems, &mut warnings);
+        let sources = overlay_env(&mut table, env, &mut problems, &mut warnings);
         if !problems.is_empty() {
-            return Err(ConfigError { problems });
+            return Err(ConfigError::hiding_file_contents(problems, &sources));
         }
-        // Deserialise from text, so a type error points at the offending key in context
-        // (the merged file and environment, rendered as TOML).
+        // Deserialise from text, so that an error has a span from which the key is found.
         let merged = toml::to_string(&table).unwrap_or_default();
         let raw = match toml::from_str::<RawConfig>(&merged) {
             Ok(raw) => raw,
-            Err(_) => {
-                // Explain from a copy with secrets blanked, so no secret is ever echoed.
-                redact_secrets(&mut table);
-                let redacted = toml::to_string(&table).unwrap_or_default();
-                let problem = match toml::from_str::<RawConfig>(&redacted) {
-                    Ok(_) => "a secret (master_key, admin_token or token_sha256) has the wrong type; \
-                              write it as a quoted string"
-                        .to_owned(),
-                    Err(e) => format!(
-                        "{}\n    (in the configuration as merged from the file and JWKSD_ variables)",
-                        e.to_string().trim().replace("TOML parse error", "configuration error")
-                    ),
-                };
-                return Err(ConfigError {
-                    problems: vec![problem],
-                });
+            Err(e) => {
+                let problem = shape_error(&e, &merged, file, file_text.as_deref(), &sources);
+                return Err(ConfigError::hiding_file_contents(vec![problem], &sources));
             }
         };
         let mut config = validate(raw, &mut problems, warnings);
         config.source = file.map(Path::to_path_buf);
+        config.warnings = hide_file_contents(std::mem::take(&mut config.warnings), &sources);
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError { problems })
+            Err(ConfigError::hiding_file_contents(problems, &sources))
         }
     }
 
@@ -298,12 +302,32 @@ impl Config {
     }
 }
 
+/// Where an environment variable put a value: for messages that say where it came from.
+struct EnvSource {
+    /// The configuration path it set (`["server", "public_url"]`).
+    path: Vec<String>,
+    variable: String,
+    /// For a `_FILE` variable: the file and what it held (never shown).
+    file: Option<(PathBuf, String)>,
+}
+
+impl EnvSource {
+    /// `JWKSD_X`, or `JWKSD_X_FILE (file /run/x)`.
+    fn origin(&self) -> String {
+        match &self.file {
+            None => self.variable.clone(),
+            Some((path, _)) => format!("{} (file {})", self.variable, path.display()),
+        }
+    }
+}
+
 fn overlay_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) {
+) -> Vec<EnvSource> {
+    let mut sources = Vec::new();
     let mut vars: Vec<_> = env
         .into_iter()
         .filter(|(name, _)| name.starts_with("JWKSD_"))
@@ -332,26 +356,51 @@ fn overlay_env(
             problems.push(format!("{name} has an empty path segment"));
             continue;
         }
+        let mut source = EnvSource {
+            path: Vec::new(),
+            variable: name.clone(),
+            file: None,
+        };
         let mut value = value;
         let last = path.len() - 1;
         if path[last].ends_with("_file") && !PATH_KEYS.contains(&path[last].as_str()) {
+            // The error names the variable, the path and why (e.g. not UTF-8); never the
+            // content, which may be a secret.
             match std::fs::read_to_string(&value) {
                 Ok(content) => {
-                    value = content.trim().to_owned();
+                    let file =
+                        PathBuf::from(std::mem::replace(&mut value, content.trim().to_owned()));
+                    source.file = Some((file, value.clone()));
                     let stem_len = path[last].len() - "_file".len();
                     path[last].truncate(stem_len);
                 }
                 Err(e) => {
-                    problems.push(format!("{name}: cannot read {value}: {e}"));
+                    problems.push(format!(
+                        "{name}: cannot read {value}: {e}; name a readable UTF-8 text file"
+                    ));
                     continue;
                 }
             }
         }
-        let parsed = if value.trim_start().starts_with('[') {
-            match format!("v = {value}").parse::<toml::Table>() {
+        source.path = path.clone();
+        // Only lists are written as TOML; a secret is taken exactly as given, even if it
+        // happens to start with `[`.
+        let is_secret = SECRET_KEYS.contains(&path[path.len() - 1].as_str());
+        let parsed = if value.trim_start().starts_with('[') && !is_secret {
+            let text = format!("v = {value}");
+            match text.parse::<toml::Table>() {
                 Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value)),
-                Err(_) => {
-                    problems.push(format!("{name} looks like a list but is not valid TOML"));
+                Err(e) => {
+                    let at = e.span().map_or(String::new(), |span| {
+                        let (_, column) = report::position(&text, span.start);
+                        format!(" at column {}", column.saturating_sub("v = ".len()))
+                    });
+                    problems.push(format!(
+                        "{} looks like a list but is not valid TOML{at}: {}; write it like \
+                         [\"a\", \"b\"] (the value is not shown, it may hold a secret)",
+                        source.origin(),
+                        report::safe_message(e.message(), &value)
+                    ));
                     continue;
                 }
             }
@@ -361,20 +410,95 @@ fn overlay_env(
         if let Err(e) = set_path(table, &path, parsed) {
             problems.push(format!("{name}: {e}"));
         }
+        sources.push(source);
+    }
+    sources
+}
+
+/// Describes a configuration that is valid TOML but not of jwksd's shape (an unknown key,
+/// a number where a string belongs): where it is (the variable that set it, or the file's
+/// line and column), the key, and what is wrong, without the value.
+fn shape_error(
+    e: &toml::de::Error,
+    merged: &str,
+    file: Option<&Path>,
+    file_text: Option<&str>,
+    sources: &[EnvSource],
+) -> String {
+    let key = e.span().and_then(|span| report::key_at(merged, span.start));
+    let is_secret = key
+        .as_deref()
+        .and_then(|k| k.rsplit('.').next())
+        .is_some_and(|last| SECRET_KEYS.contains(&last));
+    let what = if is_secret {
+        "wrong type; write it as a quoted string".to_owned()
+    } else {
+        report::safe_message(e.message(), &report::values_of(merged))
+    };
+    let from_env = key.as_deref().and_then(|key| {
+        sources.iter().rev().find(|s| {
+            let path = s.path.join(".");
+            key == path || key.starts_with(&format!("{path}."))
+        })
+    });
+    let origin = match (from_env, file, file_text) {
+        (Some(source), _, _) => source.origin(),
+        (None, Some(path), Some(text)) => match toml::from_str::<RawConfig>(text) {
+            // The same error in the file alone: its span is a position in the file.
+            Err(in_file) if in_file.message() == e.message() => match in_file.span() {
+                Some(span) => {
+                    let (line, column) = report::position(text, span.start);
+                    format!("{}: line {line}, column {column}", path.display())
+                }
+                None => path.display().to_string(),
+            },
+            _ => path.display().to_string(),
+        },
+        _ => "the configuration".to_owned(),
+    };
+    match key {
+        Some(key) => format!("{origin}: {key}: {what}"),
+        None => format!("{origin}: {what}"),
     }
 }
 
-/// Replaces every secret value in `table` (at any depth) with a placeholder string.
-fn redact_secrets(table: &mut toml::Table) {
-    for (key, value) in table.iter_mut() {
-        match value {
-            toml::Value::Table(inner) => redact_secrets(inner),
-            _ if matches!(key.as_str(), "master_key" | "admin_token" | "token_sha256") => {
-                *value = toml::Value::String("[redacted]".into());
+/// Replaces, in each message, what a `_FILE` variable's file held by a reference to the
+/// file; a message that still shares a run of characters with such content is replaced
+/// as a whole.
+fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -> Vec<String> {
+    messages
+        .into_iter()
+        .map(|mut message| {
+            for source in sources {
+                let Some((path, content)) = &source.file else {
+                    continue;
+                };
+                if content.is_empty() {
+                    continue;
+                }
+                let reference = format!(
+                    "(the content of {}, from {})",
+                    path.display(),
+                    source.variable
+                );
+                let trimmed = content.trim_end_matches('/');
+                for shown in [format!("{content:?}"), format!("{trimmed:?}")] {
+                    message = message.replace(&shown, &reference);
+                }
+                if content.chars().count() >= 8 {
+                    message = message.replace(content.as_str(), &reference);
+                }
+                if report::echoes(&message, content) {
+                    message = format!(
+                        "{}: the content is not a valid {} (not shown, it may be a secret)",
+                        source.origin(),
+                        source.path.join(".")
+                    );
+                }
             }
-            _ => {}
-        }
-    }
+            message
+        })
+        .collect()
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
@@ -914,7 +1038,13 @@ mod tests {
     fn type_errors_point_at_the_key_but_never_echo_a_secret() {
         let err = problems("[keysets.default]\nprepublish = 4500\n", &[]);
         assert!(
-            err.contains("prepublish = 4500") && err.contains("expected a string"),
+            err.contains("jwksd.toml: line 2, column 14: keysets.default.prepublish")
+                && err.contains("expected a string, found an integer"),
+            "{err}"
+        );
+        let err = problems("", &[("JWKSD_CALLERS__SYNC__CLIENTS", "[1]")]);
+        assert!(
+            err.contains("JWKSD_CALLERS__SYNC__CLIENTS: callers.sync.clients"),
             "{err}"
         );
         let err = problems("[server]\nadmin_token = 918273645546372819\n", &[]);
@@ -942,5 +1072,110 @@ mod tests {
             !err.contains("hunter2"),
             "a secret must not be echoed: {err}"
         );
+    }
+
+    const SECRET: &str = "s3cr3t-very-long-token-value-0123456789abcdef";
+
+    /// Asserts that `err` names no part of `SECRET` (not even a long fragment of it).
+    fn assert_no_secret(err: &str) {
+        for window in SECRET.as_bytes().windows(8) {
+            let fragment = std::str::from_utf8(window).unwrap();
+            assert!(
+                !err.contains(fragment),
+                "{fragment:?} of the secret is echoed: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unterminated_secret_is_reported_by_position_without_its_text() {
+        let err = problems(
+            &format!("[server]\npublic_listen = \"127.0.0.1:8080\"\nadmin_token = \"{SECRET}\n"),
+            &[],
+        );
+        assert_no_secret(&err);
+        assert!(err.contains("jwksd.toml"), "names the file: {err}");
+        assert!(err.contains("line 3, column"), "names the position: {err}");
+        assert!(err.contains("server.admin_token"), "names the key: {err}");
+        let err = problems(&format!("[server]\nadmin_token = '{SECRET}\n"), &[]);
+        assert_no_secret(&err);
+        assert!(err.contains("line 2, column"), "{err}");
+        let err = problems(&format!("[server]\nadmin_token = \"\"\"{SECRET}\n"), &[]);
+        assert_no_secret(&err);
+    }
+
+    #[test]
+    fn an_invalid_escape_inside_a_secret_is_reported_without_its_text() {
+        let (head, tail) = SECRET.split_at(20);
+        for escape in ["\\q", "\\uZZZZ", "\\U0011FFFF", "\\x41"] {
+            let err = problems(
+                &format!("[server]\nadmin_token = \"{head}{escape}{tail}\"\n"),
+                &[],
+            );
+            assert_no_secret(&err);
+            assert!(err.contains("line 2, column"), "{escape}: {err}");
+            assert!(err.contains("server.admin_token"), "{escape}: {err}");
+        }
+        // A control character (a raw tab is fine, a raw NUL is not) inside the secret.
+        let err = problems(
+            &format!("[server]\nadmin_token = \"{head}\u{1}{tail}\"\n"),
+            &[],
+        );
+        assert_no_secret(&err);
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn a_misplaced_or_mistyped_secret_is_never_echoed() {
+        // A typo in the key: the unknown field is named, its value is not.
+        let err = problems(&format!("[server]\nadmin_tokn = \"{SECRET}\"\n"), &[]);
+        assert_no_secret(&err);
+        assert!(err.contains("admin_tokn"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        // A string where a section belongs (from the environment).
+        let err = problems("", &[("JWKSD_CLIENTS__ECW", SECRET)]);
+        assert_no_secret(&err);
+        assert!(err.contains("clients.ecw"), "{err}");
+        // An environment value that looks like TOML but is not: not echoed either.
+        let err = problems("", &[("JWKSD_SERVER__PUBLIC_URL", &format!("[\"{SECRET}"))]);
+        assert_no_secret(&err);
+        assert!(err.contains("JWKSD_SERVER__PUBLIC_URL"), "{err}");
+        // A secret from the environment is taken as it is, never parsed as TOML.
+        let bracketed = format!("[{SECRET}");
+        let config = load("", &[("JWKSD_SERVER__ADMIN_TOKEN", &bracketed)]).unwrap();
+        match config.server.admin_token {
+            AdminTokenSource::Inline(token) => assert_eq!(token.expose(), bracketed),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_file_variable_names_the_variable_and_path_but_never_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad_utf8 = dir.path().join("latin1");
+        std::fs::write(&bad_utf8, b"s3cr3t-very-long\xff-token-value").unwrap();
+        let err = problems(
+            "",
+            &[("JWKSD_SERVER__PUBLIC_URL_FILE", bad_utf8.to_str().unwrap())],
+        );
+        assert!(err.contains("JWKSD_SERVER__PUBLIC_URL_FILE"), "{err}");
+        assert!(err.contains(bad_utf8.to_str().unwrap()), "{err}");
+        assert!(err.contains("UTF-8"), "says why: {err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+
+        let wrong = dir.path().join("wrong");
+        for (variable, content) in [
+            ("JWKSD_SERVER__PUBLIC_URL_FILE", format!("ftp://{SECRET}")),
+            ("JWKSD_KEYSETS__DEFAULT__RSA_BITS_FILE", SECRET.to_owned()),
+            ("JWKSD_KEYSETS__DEFAULT__PREPUBLISH_FILE", SECRET.to_owned()),
+            ("JWKSD_CLIENTS__ECW__AUDIENCES_FILE", format!("[\"{SECRET}")),
+            ("JWKSD_CLIENTS__ECW_FILE", SECRET.to_owned()),
+        ] {
+            std::fs::write(&wrong, format!("{content}\n")).unwrap();
+            let err = problems("", &[(variable, wrong.to_str().unwrap())]);
+            assert_no_secret(&err);
+            assert!(err.contains(variable), "{variable}: {err}");
+            assert!(err.contains(wrong.to_str().unwrap()), "{variable}: {err}");
+        }
     }
 }

@@ -127,3 +127,85 @@ async fn malformed_admin_requests_get_precise_4xx_and_change_nothing() {
     );
     app.stop().await;
 }
+
+/// Runs the real `jwksd` admin client against `app`; returns (success, stdout + stderr).
+async fn run_cli(app: &crate::helpers::TestApp, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .args(args)
+        .args(["--server", &app.private])
+        .env_clear()
+        .env("JWKSD_ADMIN_TOKEN", &app.admin_token)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_kid_that_is_a_path_cannot_steer_the_cli_to_another_admin_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let current = app.kid_in_state("default", "current").await;
+    let hostile = [
+        "x/../../keysets/default/rotate?force=true#",
+        "..",
+        ".",
+        "x%2F..%2Frotate",
+        "kid with spaces",
+    ];
+    for kid in hostile {
+        let (ok, output) = run_cli(&app, &["keys", "revoke", kid]).await;
+        assert!(!ok, "`keys revoke {kid:?}` must fail: {output}");
+        assert!(
+            output.contains("letters, digits"),
+            "the refusal says what a kid looks like: {output}"
+        );
+    }
+    let (ok, output) = run_cli(
+        &app,
+        &[
+            "keys",
+            "rotate",
+            "--keyset",
+            "../keysets/default",
+            "--force",
+        ],
+    )
+    .await;
+    assert!(!ok && output.contains("letters, digits"), "{output}");
+
+    assert_eq!(
+        app.kid_in_state("default", "current").await,
+        current,
+        "no rotation happened"
+    );
+    let audit: serde_json::Value = app
+        .admin(Method::GET, "/admin/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events: Vec<&str> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["event"].as_str())
+        .collect();
+    assert!(
+        !events.contains(&"key.promoted") && !events.contains(&"key.revoked"),
+        "{events:?}"
+    );
+    // A well-formed kid still reaches the server (and is refused there as unknown).
+    let (ok, output) = run_cli(&app, &["keys", "revoke", "no-such-kid_0123"]).await;
+    assert!(!ok && output.contains("404"), "{output}");
+    app.stop().await;
+}

@@ -185,3 +185,51 @@ async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key
     }
     assert_eq!(checked, 2, "the current and the next key were checked");
 }
+
+const CONFIG_SECRET: &str = "s3cr3t-very-long-token-value-0123456789abcdef";
+
+/// A configuration file whose `admin_token` string is never closed.
+fn unterminated_secret() -> String {
+    format!("[server]\nadmin_token = \"{CONFIG_SECRET}\n")
+}
+
+#[test]
+fn check_config_reports_a_broken_secret_by_position_and_never_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwksd.toml"), unterminated_secret()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .args(["check-config", "--config", "jwksd.toml"])
+        .current_dir(dir.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        !printed.contains("s3cr3t"),
+        "the secret is printed: {printed}"
+    );
+    assert!(printed.contains("jwksd.toml: line 2, column"), "{printed}");
+}
+
+#[tokio::test]
+async fn a_refused_reload_never_logs_the_broken_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = crate::helpers::try_build(dir.path(), "").await.unwrap();
+    let reloader = app.reloader();
+    // `try_build` wrote the configuration here; the reload re-reads the same file.
+    std::fs::write(dir.path().join("test-config.toml"), unterminated_secret()).unwrap();
+    let refusal = reloader.reload().unwrap_err();
+    assert!(
+        !refusal.contains("s3cr3t"),
+        "the secret is in the log line: {refusal}"
+    );
+    assert!(
+        refusal.contains("test-config.toml: line 2, column"),
+        "{refusal}"
+    );
+}
