@@ -103,8 +103,8 @@ impl Application {
                 db_path.display()
             )));
         }
-        let master = load_master_key(&server.master_key, store_exists, db_path)?;
-        let store = SqliteStore::open(db_path, !store_exists).await?;
+        let master = Arc::new(load_master_key(&server.master_key, store_exists, db_path)?);
+        let store = SqliteStore::open(db_path, !store_exists, Some(master.clone())).await?;
         if !store_exists {
             info!(path = %db_path.display(), "created a new key store");
         }
@@ -470,6 +470,13 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<Stri
             Ok((TokenHash::of(&token), Some(token)))
         }
     }
+}
+
+/// The master key of an existing store, as the configuration names it; never creates one
+/// (for the CLI's offline commands, such as `jwksd audit verify`).
+pub fn read_master_key(config: &Config) -> Result<MasterKey, StartError> {
+    let Database::Sqlite(db_path) = &config.server.database;
+    load_master_key(&config.server.master_key, true, db_path)
 }
 
 /// Checks the secrets a configuration points at, without creating anything: what

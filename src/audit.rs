@@ -170,17 +170,11 @@ pub fn verify(records: &[AuditRecord]) -> Result<u64, ChainBreak> {
     Ok(verifier.checked)
 }
 
-/// Verifies the trail in a store, a page at a time, and that it ends at the recorded head
-/// (so deleting the newest records is detected too).
+/// Verifies the trail in a store, a page at a time, and that it ends exactly at the recorded
+/// head, whose MAC the store checks (so deleting the newest records is detected, with or
+/// without the head). A head that fails its MAC is a [`StoreError::Tampered`].
 pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
-    let head = store
-        .meta("audit_head")
-        .await?
-        .and_then(|v| String::from_utf8(v).ok())
-        .and_then(|v| {
-            let (seq, hash) = v.split_once(' ')?;
-            Some((seq.parse::<i64>().ok()?, hash.to_owned()))
-        });
+    let head = store.audit_head().await?;
     let mut verifier = Verifier::default();
     let mut after = 0;
     loop {
@@ -188,17 +182,16 @@ pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, 
             .audit_page(&AuditFilter::default(), after, 5000)
             .await?;
         if page.is_empty() {
-            if let Some((seq, hash)) = head {
-                if verifier.prev_seq != seq || verifier.prev_hash != hash {
-                    return Ok(Err(ChainBreak {
-                        seq: verifier.prev_seq + 1,
-                        reason: format!(
-                            "the trail ends at record {} but its recorded head is record {seq}: \
-                             the newest records were deleted or replaced",
-                            verifier.prev_seq
-                        ),
-                    }));
-                }
+            let (seq, hash) = head.map_or((0, GENESIS_HASH.to_owned()), |h| (h.seq, h.hash));
+            if verifier.prev_seq != seq || verifier.prev_hash != hash {
+                return Ok(Err(ChainBreak {
+                    seq: verifier.prev_seq + 1,
+                    reason: format!(
+                        "the trail ends at record {} but its recorded head is record {seq}: \
+                         records were deleted or replaced, or the head was removed",
+                        verifier.prev_seq
+                    ),
+                }));
             }
             return Ok(Ok(verifier.checked));
         }

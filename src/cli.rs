@@ -216,7 +216,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if out.exists() {
                 bail!("{} already exists; choose a new file name", out.display());
             }
-            let store = crate::store::sqlite::SqliteStore::open(path, false).await?;
+            // A copy needs no master key: the file is copied as it is, private halves sealed.
+            let store = crate::store::sqlite::SqliteStore::open(path, false, None).await?;
             store.backup_to(&out).await?;
             crate::store::Store::close(&store).await?;
             println!("wrote {} (restore: stop jwksd, copy it to {}, remove {}-wal and {}-shm, start jwksd with the same master key)",
@@ -293,12 +294,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !path.exists() {
                 bail!("there is no key store at {}", path.display());
             }
-            let store = crate::store::sqlite::SqliteStore::open(path, false).await?;
+            // The master key authenticates the key rows and the chain's head.
+            let master = std::sync::Arc::new(crate::app::read_master_key(&config)?);
+            let store = crate::store::sqlite::SqliteStore::open(path, false, Some(master)).await?;
             let outcome = crate::audit::verify_store(&store).await;
+            let keys = crate::store::Store::load_keys(&store).await;
             crate::store::Store::close(&store).await?;
-            match outcome? {
+            let keys = keys.context("key rows failed verification")?;
+            match outcome.context("the audit head failed verification")? {
                 Ok(count) => {
-                    println!("audit trail intact: {count} records verified");
+                    println!(
+                        "audit trail intact: {count} records verified; {} key rows authenticated",
+                        keys.len()
+                    );
                     Ok(())
                 }
                 Err(broken) => bail!("audit trail broken: {broken}"),

@@ -84,6 +84,7 @@ pub struct KeyRecord {
     pub activated_at: Option<UnixTime>,
     pub retired_at: Option<UnixTime>,
     pub remove_at: Option<UnixTime>,
+    pub removed_at: Option<UnixTime>,
     pub revoked_at: Option<UnixTime>,
 }
 
@@ -320,6 +321,7 @@ mod tests {
             activated_at: (state == KeyState::Current).then_some(published_at),
             retired_at: None,
             remove_at: None,
+            removed_at: None,
             revoked_at: None,
         }
     }

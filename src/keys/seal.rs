@@ -8,15 +8,19 @@
 use std::fmt;
 
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
+use aws_lc_rs::hmac;
 use base64::Engine;
 use zeroize::Zeroizing;
 
 /// Length in bytes of the master key.
 pub const MASTER_KEY_LEN: usize = 32;
 
-/// The key that encrypts every private key in the store.
+/// The key that encrypts every private key in the store, and (through a key derived from
+/// it) authenticates every key row and the audit chain's head.
 pub struct MasterKey {
     key: RandomizedNonceKey,
+    /// HMAC-SHA256 key derived from the master key, for records stored in the clear.
+    integrity: hmac::Key,
 }
 
 impl fmt::Debug for MasterKey {
@@ -39,7 +43,15 @@ impl MasterKey {
     pub fn from_bytes(bytes: &[u8; MASTER_KEY_LEN]) -> Self {
         let key = RandomizedNonceKey::new(&AES_256_GCM, bytes)
             .unwrap_or_else(|_| unreachable!("a 32-byte key always suits AES-256-GCM"));
-        MasterKey { key }
+        // A separate key for MACs, so the AES key is never used for anything else: HMAC as a
+        // PRF over a fixed label (the extract step of HKDF is not needed for a uniformly
+        // random master key).
+        let derived = hmac::sign(
+            &hmac::Key::new(hmac::HMAC_SHA256, bytes),
+            INTEGRITY_KEY_LABEL,
+        );
+        let integrity = hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref());
+        MasterKey { key, integrity }
     }
 
     /// Parses the text form (hex, or standard base64) written in a key file or variable.
@@ -99,6 +111,26 @@ impl MasterKey {
     }
 }
 
+const INTEGRITY_KEY_LABEL: &[u8] = b"jwksd/integrity-key/v1";
+
+impl MasterKey {
+    /// A MAC over `data` in the domain `purpose` (a fixed label per kind of record), so a tag
+    /// made for one kind of record is never valid for another.
+    pub fn mac(&self, purpose: &str, data: &[u8]) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.integrity);
+        ctx.update(purpose.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(data);
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Checks a tag made by [`MasterKey::mac`], in constant time.
+    pub fn verify_mac(&self, purpose: &str, data: &[u8], tag: &[u8]) -> bool {
+        let expected = self.mac(purpose, data);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&expected, tag).is_ok()
+    }
+}
+
 /// The associated data that binds a sealed private key to its row.
 pub fn private_key_aad(kid: &str, keyset: &str, alg: &str) -> Vec<u8> {
     format!("jwksd/private-key/v1\0{kid}\0{keyset}\0{alg}").into_bytes()
@@ -120,6 +152,18 @@ mod tests {
         flipped[20] ^= 1;
         assert!(key.open(&flipped, b"row-1").is_err());
         assert!(!sealed.windows(6).any(|w| w == b"secret"));
+    }
+
+    #[test]
+    fn macs_depend_on_key_purpose_and_data() {
+        let (key, _) = MasterKey::generate();
+        let (other, _) = MasterKey::generate();
+        let tag = key.mac("row", b"data");
+        assert!(key.verify_mac("row", b"data", &tag));
+        assert!(!key.verify_mac("head", b"data", &tag));
+        assert!(!key.verify_mac("row", b"datb", &tag));
+        assert!(!other.verify_mac("row", b"data", &tag));
+        assert!(!key.verify_mac("row", b"data", &tag[..31]));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::pin::Pin;
 use crate::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::keys::Algorithm;
 use crate::rotation::{KeyRecord, KeyState, UnixTime};
+use base64::Engine;
 
 /// A boxed future, so that `dyn Store` works without a macro crate.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -54,6 +55,73 @@ pub struct Transition {
     pub remove_at: Option<UnixTime>,
 }
 
+impl Transition {
+    /// The row as this transition leaves it: exactly what the backends write, so the MAC the
+    /// store computes and the snapshot the keyring builds agree by construction.
+    pub fn apply_to(&self, key: &mut StoredKey) {
+        let r = &mut key.record;
+        r.state = self.to;
+        let stamp = Some(self.at);
+        match self.to {
+            KeyState::Next => r.published_at = self.at,
+            KeyState::Current => r.activated_at = stamp,
+            KeyState::Retired => r.retired_at = stamp,
+            KeyState::Removed => r.removed_at = stamp,
+            KeyState::Revoked => r.revoked_at = stamp,
+        }
+        if self.remove_at.is_some() {
+            r.remove_at = self.remove_at;
+        }
+        if !matches!(self.to, KeyState::Next | KeyState::Current) {
+            key.sealed_private = None;
+        }
+    }
+}
+
+/// The MAC domains: a tag made for one kind of record is never valid for another.
+pub const KEY_ROW_MAC: &str = "jwksd/key-row/v1";
+pub const AUDIT_HEAD_MAC: &str = "jwksd/audit-head/v1";
+
+/// The bytes a key row's MAC covers: every column, in a fixed order, as a JSON array
+/// (unambiguous: strings are quoted and escaped, absent values are `null`). The sealed
+/// private half is covered by its presence only; its content is bound to the row by its
+/// own AEAD associated data.
+pub fn key_row_mac_input(key: &StoredKey) -> Vec<u8> {
+    let r = &key.record;
+    serde_json::json!([
+        r.kid,
+        r.keyset,
+        r.alg.as_str(),
+        r.state.as_str(),
+        r.created_at,
+        r.published_at,
+        r.activated_at,
+        r.retired_at,
+        r.remove_at,
+        r.removed_at,
+        r.revoked_at,
+        key.public_jwk,
+        base64::engine::general_purpose::STANDARD.encode(&key.cert_der),
+        key.sealed_private.is_some(),
+    ])
+    .to_string()
+    .into_bytes()
+}
+
+/// The newest record of the audit chain, as the store recorded it apart from the records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl AuditHead {
+    /// The bytes the head's MAC covers.
+    pub fn mac_input(&self) -> Vec<u8> {
+        format!("{} {}", self.seq, self.hash).into_bytes()
+    }
+}
+
 /// Everything one lifecycle operation writes, applied atomically: key rows and the audit
 /// records that describe them.
 #[derive(Clone, Debug, Default)]
@@ -73,6 +141,14 @@ pub enum StoreError {
     /// The stored data is not what jwksd wrote (bad state name, unknown algorithm, ...).
     #[error("the store holds data jwksd cannot read: {0}")]
     Corrupt(String),
+    /// A key row or the audit head does not carry a valid MAC under the master key: it was
+    /// written by someone without the master key.
+    #[error("{0}; the store was altered outside jwksd. Restore it from a backup")]
+    Tampered(String),
+    /// This handle was opened without the master key, so it can neither write nor
+    /// authenticate key rows (`jwksd backup`).
+    #[error("the store was opened without the master key")]
+    Unauthenticated,
     /// The database itself failed (I/O, locking, corruption detected by the engine).
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -80,8 +156,16 @@ pub enum StoreError {
 
 /// The operations jwksd needs from a database.
 pub trait Store: Send + Sync {
-    /// Every key ever made, in creation order.
+    /// Every key ever made, in creation order, each verified against its MAC
+    /// ([`StoreError::Tampered`] names the first row that fails).
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
+
+    /// The audit chain's recorded head, its MAC verified; `None` when nothing was appended.
+    fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>>;
+
+    /// Gives every key row without a MAC one, and the audit head too: the one-time upgrade of
+    /// a store written before rows were authenticated. Returns how many rows it sealed.
+    fn authenticate_legacy_rows(&self) -> StoreFuture<'_, usize>;
 
     /// Applies `change` in one transaction; on any error nothing is written. Private
     /// halves of keys moving to `retired`, `removed` or `revoked` are erased in the same

@@ -6,6 +6,8 @@
 //! key that may no longer sign, so a bug above cannot store either.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -14,8 +16,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{Connection, Row};
 
-use super::{parse_alg, parse_state, Change, Store, StoreError, StoreFuture, StoredKey};
+use super::{
+    key_row_mac_input, parse_alg, parse_state, AuditHead, Change, Store, StoreError, StoreFuture,
+    StoredKey, AUDIT_HEAD_MAC, KEY_ROW_MAC,
+};
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
+use crate::keys::MasterKey;
 use crate::rotation::{KeyRecord, KeyState};
 
 /// Schema migrations, applied in order; the number of applied ones is kept in `meta`.
@@ -67,6 +73,10 @@ CREATE INDEX audit_by_client ON audit (client_id, seq);
 CREATE INDEX audit_by_caller ON audit (caller, seq);
 CREATE INDEX audit_by_kid ON audit (kid, seq);
 "#,
+    // Every key row carries an HMAC under a key derived from the master key.
+    r#"
+ALTER TABLE keys ADD COLUMN mac BLOB;
+"#,
 ];
 
 /// Why the SQLite file could not be opened.
@@ -91,12 +101,23 @@ pub enum OpenError {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Authenticates key rows and the audit head; `None` for a handle that only copies the
+    /// file (`jwksd backup`).
+    master: Option<Arc<MasterKey>>,
+    /// A checkpoint that should erase old pages from the WAL could not finish (a reader held
+    /// it); retried after the next write until it does.
+    checkpoint_pending: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
     /// Opens the store at `path`, creating the file only when `create` is true. Checks the
-    /// file's integrity and brings its schema up to date.
-    pub async fn open(path: &Path, create: bool) -> Result<Self, OpenError> {
+    /// file's integrity and brings its schema up to date. Without `master` the handle can
+    /// only read the audit trail and copy the file.
+    pub async fn open(
+        path: &Path,
+        create: bool,
+        master: Option<Arc<MasterKey>>,
+    ) -> Result<Self, OpenError> {
         let open_err = |source| OpenError::Open {
             path: path.to_owned(),
             source,
@@ -131,7 +152,11 @@ impl SqliteStore {
             return Err(damaged(check));
         }
 
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            master,
+            checkpoint_pending: Arc::new(AtomicBool::new(false)),
+        };
         store.migrate(path).await?;
         restrict_to_owner(path);
         Ok(store)
@@ -204,6 +229,50 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    fn master(&self) -> Result<&MasterKey, StoreError> {
+        self.master.as_deref().ok_or(StoreError::Unauthenticated)
+    }
+
+    /// Truncates the WAL, so that pages holding erased private halves leave the disk. A
+    /// reader can keep SQLite from finishing (`busy`); then it is retried after the next
+    /// write. A failure here never undoes or hides the committed change.
+    async fn checkpoint(&self) {
+        let result: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await;
+        let done = matches!(result, Ok((0, _, _)));
+        if !done {
+            tracing::warn!(
+                outcome = ?result.map(|(busy, _, _)| busy),
+                "the WAL checkpoint that erases retired private halves did not finish; retrying after the next write"
+            );
+        }
+        self.checkpoint_pending.store(!done, Ordering::SeqCst);
+    }
+
+    async fn retry_checkpoint(&self) {
+        if self.checkpoint_pending.load(Ordering::SeqCst) {
+            self.checkpoint().await;
+        }
+    }
+}
+
+/// Verifies a key row's MAC.
+fn verify_row(master: &MasterKey, key: &StoredKey, mac: Option<&[u8]>) -> Result<(), StoreError> {
+    let valid = mac.is_some_and(|tag| master.verify_mac(KEY_ROW_MAC, &key_row_mac_input(key), tag));
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::Tampered(format!(
+            "key row {} (key set {:?}, state {}) does not carry a valid MAC: it was inserted or \
+             edited by someone without the master key",
+            key.record.kid, key.record.keyset, key.record.state
+        )))
+    }
+}
+
 /// The store holds only sealed private keys, but its metadata is nobody else's business.
 fn restrict_to_owner(path: &Path) {
     #[cfg(unix)]
@@ -225,6 +294,7 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
             activated_at: row.try_get("activated_at")?,
             retired_at: row.try_get("retired_at")?,
             remove_at: row.try_get("remove_at")?,
+            removed_at: row.try_get("removed_at")?,
             revoked_at: row.try_get("revoked_at")?,
         },
         public_jwk: row.try_get("public_jwk")?,
@@ -233,56 +303,75 @@ fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     })
 }
 
-/// The column a transition stamps with its time.
-fn time_column(to: KeyState) -> &'static str {
-    match to {
-        KeyState::Next => "published_at",
-        KeyState::Current => "activated_at",
-        KeyState::Retired => "retired_at",
-        KeyState::Removed => "removed_at",
-        KeyState::Revoked => "revoked_at",
-    }
-}
-
 impl Store for SqliteStore {
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
         Box::pin(async move {
+            let master = self.master()?;
             let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
                 .fetch_all(&self.pool)
                 .await?;
-            rows.iter().map(key_from_row).collect()
+            let mut keys = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let key = key_from_row(row)?;
+                let mac: Option<Vec<u8>> = row.try_get("mac")?;
+                verify_row(master, &key, mac.as_deref())?;
+                keys.push(key);
+            }
+            Ok(keys)
         })
     }
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            // IMMEDIATE takes the write lock first, so the audit chain head read below cannot
-            // go stale before this transaction writes.
+            let master = self.master()?;
+            // IMMEDIATE takes the write lock first, so the rows and the audit chain head read
+            // below cannot go stale before this transaction writes.
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             // Keys leaving `current` go first, so the one-current index holds after each
             // statement.
             let mut transitions: Vec<_> = change.transitions.iter().collect();
             transitions.sort_by_key(|t| t.from != KeyState::Current);
             for t in transitions {
-                let keeps_private = matches!(t.to, KeyState::Next | KeyState::Current);
-                let sql = format!(
-                    "UPDATE keys SET state = ?, {} = ?, remove_at = coalesce(?, remove_at){} \
-                     WHERE kid = ? AND state = ?",
-                    time_column(t.to),
-                    if keeps_private {
-                        ""
-                    } else {
-                        ", sealed_private = NULL"
-                    },
-                );
-                let done = sqlx::query(&sql)
-                    .bind(t.to.as_str())
-                    .bind(t.at)
-                    .bind(t.remove_at)
+                let row = sqlx::query("SELECT * FROM keys WHERE kid = ?")
                     .bind(&t.kid)
-                    .bind(t.from.as_str())
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                let Some(row) = row else {
+                    return Err(StoreError::Conflict(format!(
+                        "key {} no longer exists",
+                        t.kid
+                    )));
+                };
+                let mut key = key_from_row(&row)?;
+                let mac: Option<Vec<u8>> = row.try_get("mac")?;
+                // A row edited since the last load is never carried forward under a fresh MAC.
+                verify_row(master, &key, mac.as_deref())?;
+                if key.record.state != t.from {
+                    return Err(StoreError::Conflict(format!(
+                        "key {} is no longer {}",
+                        t.kid, t.from
+                    )));
+                }
+                t.apply_to(&mut key);
+                let r = &key.record;
+                let done = sqlx::query(
+                    "UPDATE keys SET state = ?, published_at = ?, activated_at = ?, retired_at = ?, \
+                     remove_at = ?, removed_at = ?, revoked_at = ?, sealed_private = ?, mac = ? \
+                     WHERE kid = ? AND state = ?",
+                )
+                .bind(r.state.as_str())
+                .bind(r.published_at)
+                .bind(r.activated_at)
+                .bind(r.retired_at)
+                .bind(r.remove_at)
+                .bind(r.removed_at)
+                .bind(r.revoked_at)
+                .bind(&key.sealed_private)
+                .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
+                .bind(&t.kid)
+                .bind(t.from.as_str())
+                .execute(&mut *tx)
+                .await?;
                 if done.rows_affected() != 1 {
                     return Err(StoreError::Conflict(format!(
                         "key {} is no longer {}",
@@ -294,8 +383,9 @@ impl Store for SqliteStore {
                 let r = &key.record;
                 sqlx::query(
                     "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, \
-                     activated_at, retired_at, remove_at, revoked_at, public_jwk, cert_der, \
-                     sealed_private) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     activated_at, retired_at, remove_at, removed_at, revoked_at, public_jwk, \
+                     cert_der, sealed_private, mac) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(&r.kid)
                 .bind(&r.keyset)
@@ -306,14 +396,16 @@ impl Store for SqliteStore {
                 .bind(r.activated_at)
                 .bind(r.retired_at)
                 .bind(r.remove_at)
+                .bind(r.removed_at)
                 .bind(r.revoked_at)
                 .bind(&key.public_jwk)
                 .bind(&key.cert_der)
                 .bind(&key.sealed_private)
+                .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(key)))
                 .execute(&mut *tx)
                 .await?;
             }
-            append_in_tx(&mut tx, &change.events).await?;
+            append_in_tx(&mut tx, master, &change.events).await?;
             tx.commit().await?;
             let erased = change
                 .transitions
@@ -322,9 +414,9 @@ impl Store for SqliteStore {
             if erased {
                 // Older copies of the erased pages live on in the WAL until it is
                 // checkpointed and truncated.
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&self.pool)
-                    .await?;
+                self.checkpoint().await;
+            } else {
+                self.retry_checkpoint().await;
             }
             Ok(())
         })
@@ -332,10 +424,73 @@ impl Store for SqliteStore {
 
     fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
+            let master = self.master()?;
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let seqs = append_in_tx(&mut tx, events).await?;
+            let seqs = append_in_tx(&mut tx, master, events).await?;
             tx.commit().await?;
+            self.retry_checkpoint().await;
             Ok(seqs)
+        })
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>> {
+        Box::pin(async move {
+            let master = self.master()?;
+            let head: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE name = 'audit_head'")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let Some(head) = head else { return Ok(None) };
+            let head = String::from_utf8(head)
+                .ok()
+                .and_then(|v| {
+                    let (seq, hash) = v.split_once(' ')?;
+                    Some(AuditHead {
+                        seq: seq.parse().ok()?,
+                        hash: hash.to_owned(),
+                    })
+                })
+                .ok_or_else(|| StoreError::Corrupt("the audit head does not parse".into()))?;
+            let mac: Option<Vec<u8>> =
+                sqlx::query_scalar("SELECT value FROM meta WHERE name = 'audit_head_mac'")
+                    .fetch_optional(&self.pool)
+                    .await?;
+            let valid =
+                mac.is_some_and(|tag| master.verify_mac(AUDIT_HEAD_MAC, &head.mac_input(), &tag));
+            if !valid {
+                return Err(StoreError::Tampered(format!(
+                    "the audit trail's recorded head (record {}) does not carry a valid MAC",
+                    head.seq
+                )));
+            }
+            Ok(Some(head))
+        })
+    }
+
+    fn authenticate_legacy_rows(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let master = self.master()?;
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let rows = sqlx::query("SELECT * FROM keys WHERE mac IS NULL")
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                let key = key_from_row(row)?;
+                sqlx::query("UPDATE keys SET mac = ? WHERE kid = ?")
+                    .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
+                    .bind(&key.record.kid)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let head: Option<(i64, String)> =
+                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((seq, hash)) = head {
+                write_head(&mut tx, master, &AuditHead { seq, hash }).await?;
+            }
+            tx.commit().await?;
+            Ok(rows.len())
         })
     }
 
@@ -411,6 +566,7 @@ impl Store for SqliteStore {
 /// Appends `events` after the current chain head, inside `tx`.
 async fn append_in_tx(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    master: &MasterKey,
     events: &[AuditEvent],
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
@@ -447,13 +603,27 @@ async fn append_in_tx(
         seqs.push(seq);
         prev = hash;
     }
-    // The chain's head, kept apart from the records: deleting the newest records would
-    // otherwise leave a shorter chain that still verifies.
+    write_head(tx, master, &AuditHead { seq, hash: prev }).await?;
+    Ok(seqs)
+}
+
+/// Records the chain's head apart from the records, with a MAC: deleting the newest
+/// records would otherwise leave a shorter chain that still verifies, and a head without a
+/// MAC could simply be rewritten to match.
+async fn write_head(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    master: &MasterKey,
+    head: &AuditHead,
+) -> Result<(), StoreError> {
     sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('audit_head', ?)")
-        .bind(format!("{seq} {prev}").into_bytes())
+        .bind(head.mac_input())
         .execute(&mut **tx)
         .await?;
-    Ok(seqs)
+    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('audit_head_mac', ?)")
+        .bind(master.mac(AUDIT_HEAD_MAC, &head.mac_input()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {

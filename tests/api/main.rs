@@ -8,6 +8,7 @@ mod helpers;
 mod discovered_endpoints;
 mod hardening;
 mod hostile_input;
+mod integrity;
 mod jwks;
 mod lifecycle;
 mod process;

@@ -121,9 +121,10 @@ async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key
 
     // Decrypt the private keys that still exist with the master key, and look for them.
     let data = dir.path().join("data");
-    let master =
-        MasterKey::from_text(&std::fs::read_to_string(data.join("master.key")).unwrap()).unwrap();
-    let store = SqliteStore::open(&data.join("jwksd.db"), false)
+    let master = std::sync::Arc::new(
+        MasterKey::from_text(&std::fs::read_to_string(data.join("master.key")).unwrap()).unwrap(),
+    );
+    let store = SqliteStore::open(&data.join("jwksd.db"), false, Some(master.clone()))
         .await
         .unwrap();
     let keys = store.load_keys().await.unwrap();

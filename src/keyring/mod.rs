@@ -6,7 +6,10 @@
 //! waits on a lock held across I/O and its bytes are rendered once per change. Writes
 //! (tick, rotate, revoke) are serialised by one async mutex: each turns a pure decision from
 //! [`crate::rotation`] into one [`Change`], applies it in one store transaction, then
-//! rebuilds the snapshot from what the store holds.
+//! swaps in the snapshot of what it committed. [`integrity`] holds the checks a store must
+//! pass before any of its keys is used.
+
+mod integrity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -14,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::digest;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::audit::{self, AuditEvent};
 use crate::config::KeysetConfig;
@@ -162,17 +165,13 @@ impl std::fmt::Debug for Keyring {
     }
 }
 
-const MASTER_CHECK_META: &str = "master_key_check";
-const MASTER_CHECK_AAD: &[u8] = b"jwksd/master-key-check/v1";
-const MASTER_CHECK_PLAINTEXT: &[u8] = b"jwksd master key check";
-
 impl Keyring {
     /// Loads and verifies every stored key, then brings each configured key set to a
     /// servable state (first start: a current and a next key).
     ///
-    /// Refuses with [`Error::Integrity`] when the store was sealed under another master key
-    /// or a key row was altered, and when a key set's stored keys use another algorithm
-    /// than its configuration.
+    /// Refuses with [`Error::Integrity`] when the store was sealed under another master key,
+    /// a key row or the audit trail was altered (see [`integrity`]), or a key set's stored
+    /// keys use another algorithm than its configuration.
     ///
     /// `fresh` says the store was created by this start. A store that existed before must
     /// carry jwksd's master-key check and every key its audit trail says was generated;
@@ -180,101 +179,29 @@ impl Keyring {
     /// than publish new keys in place of registered ones.
     pub async fn open(
         store: Arc<dyn Store>,
-        master: MasterKey,
+        master: Arc<MasterKey>,
         configs: BTreeMap<String, KeysetConfig>,
         fresh: bool,
         now: UnixTime,
     ) -> Result<Self, Error> {
-        match store.meta(MASTER_CHECK_META).await? {
-            None if !fresh => {
-                return Err(Error::Integrity(
-                    "the store holds no jwksd data although the file existed before this start \
-                     (emptied, truncated or replaced?). Restore it from a backup; to start a new \
-                     installation on purpose, delete the data directory"
-                        .into(),
-                ))
-            }
-            Some(sealed) => {
-                if master.open(&sealed, MASTER_CHECK_AAD).is_err() {
-                    return Err(Error::Integrity(
-                        "the store was encrypted under a different master key; start jwksd with \
-                         the master key this store was created with (master_key_file or \
-                         JWKSD_SERVER__MASTER_KEY)"
-                            .into(),
-                    ));
-                }
-            }
-            None => {
-                let sealed = master.seal(MASTER_CHECK_PLAINTEXT, MASTER_CHECK_AAD);
-                store.set_meta(MASTER_CHECK_META, &sealed).await?;
-            }
-        }
+        integrity::check_master_key(store.as_ref(), &master, fresh).await?;
+        let stored = store.load_keys().await?;
+        integrity::check_store(store.as_ref(), &configs, &stored).await?;
         let keyring = Keyring {
             store,
-            master: Arc::new(master),
+            master,
             configs,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             writer: tokio::sync::Mutex::new(()),
         };
-        let stored = keyring.store.load_keys().await?;
-        for key in &stored {
-            if let Some(config) = keyring.configs.get(&key.record.keyset) {
-                if key.record.alg != config.alg && key.record.state.is_published() {
-                    return Err(Error::Integrity(format!(
-                        "key set {:?} holds {} keys but is configured for {}; one key set has one \
-                         algorithm. Put {} keys in a new key set (with its own JWKS URL) instead",
-                        config.name, key.record.alg, config.alg, config.alg
-                    )));
-                }
-            }
-        }
-        let orphans: Vec<_> = stored
-            .iter()
-            .filter(|k| {
-                k.record.state.is_published() && !keyring.configs.contains_key(&k.record.keyset)
-            })
-            .map(|k| k.record.keyset.clone())
-            .collect();
-        if let Some(orphan) = orphans.first() {
-            return Err(Error::Integrity(format!(
-                "the store holds published keys of key set {orphan:?}, which is not configured; \
-                 starting without it would unpublish keys EHRs may rely on. Add [keysets.{orphan}] \
-                 back to the configuration"
-            )));
-        }
-        let generated = keyring.generated_kids().await?;
-        let missing: Vec<&String> = generated
-            .iter()
-            .filter(|kid| !stored.iter().any(|k| &&k.record.kid == kid))
-            .collect();
-        if let Some(kid) = missing.first() {
-            return Err(Error::Integrity(format!(
-                "the audit trail records key {kid} (and {} more) that the store no longer holds: key \
-                 rows were deleted. Restore the store from a backup",
-                missing.len() - 1
-            )));
-        }
         keyring.rebuild(stored, now)?;
-        keyring.tick(now).await?;
-        Ok(keyring)
-    }
-
-    /// Every kid the audit trail says was generated.
-    async fn generated_kids(&self) -> Result<Vec<String>, Error> {
-        let filter = audit::AuditFilter {
-            event: Some(audit::event::KEY_GENERATED.into()),
-            ..Default::default()
-        };
-        let mut kids = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.store.audit_page(&filter, after, 1000).await?;
-            let Some(last) = page.last() else {
-                return Ok(kids);
-            };
-            after = last.seq;
-            kids.extend(page.into_iter().filter_map(|r| r.event.kid));
+        let writer = keyring.writer.lock().await;
+        let (_, failures) = keyring.apply_schedule(now).await?;
+        drop(writer);
+        if let Some((_, e)) = failures.into_iter().next() {
+            return Err(e);
         }
+        Ok(keyring)
     }
 
     /// The current snapshot; cheap, never blocks on writers.
@@ -305,24 +232,55 @@ impl Keyring {
     }
 
     /// Applies the schedule at `now` to every key set. Returns the earliest moment any key
-    /// set next changes by itself.
+    /// set next changes by itself. The schedule is planned from what the store holds now
+    /// (which also repairs a snapshot that drifted from it); a key set whose step fails is
+    /// logged and retried within 30 s, and never keeps the others from their schedule.
     pub async fn tick(&self, now: UnixTime) -> Result<Option<UnixTime>, Error> {
         let _writer = self.writer.lock().await;
+        let (next_change, failures) = self.apply_schedule(now).await?;
+        if failures.is_empty() {
+            return Ok(next_change);
+        }
+        for (keyset, e) in &failures {
+            error!(keyset = %keyset, error = %e, "the key schedule of this key set could not be applied; retrying in 30s");
+        }
+        let retry = now + 30;
+        Ok(Some(next_change.map_or(retry, |at| at.min(retry))))
+    }
+
+    /// The body of [`Keyring::tick`], under the writer lock: the earliest next change, and
+    /// the key sets whose step failed.
+    async fn apply_schedule(
+        &self,
+        now: UnixTime,
+    ) -> Result<(Option<UnixTime>, Vec<(String, Error)>), Error> {
+        let mut stored = self.store.load_keys().await?;
+        self.rebuild(stored.clone(), now)?;
         let mut next_change: Option<UnixTime> = None;
+        let mut failures = Vec::new();
         for (name, config) in &self.configs {
-            let records = self.records_of(name);
+            let records = records_in(&stored, name);
             let plan = rotation::plan(&records, now, &config.timing);
             if !plan.steps.is_empty() {
-                let created = self
-                    .execute(config, &records, &plan.steps, now, &Actor::scheduler())
-                    .await?;
-                info!(keyset = %name, steps = ?plan.steps, created = ?created, "applied the key schedule");
+                match self
+                    .execute(config, &stored, &plan.steps, now, &Actor::scheduler())
+                    .await
+                {
+                    Ok((created, after)) => {
+                        info!(keyset = %name, steps = ?plan.steps, created = ?created, "applied the key schedule");
+                        stored = after;
+                    }
+                    Err(e) => {
+                        failures.push((name.clone(), e));
+                        continue;
+                    }
+                }
             }
             if let Some(at) = plan.next_change_at {
                 next_change = Some(next_change.map_or(at, |n| n.min(at)));
             }
         }
-        Ok(next_change)
+        Ok((next_change, failures))
     }
 
     /// Promotes the published successor of `keyset`; see [`rotation::check_rotation`].
@@ -337,7 +295,8 @@ impl Keyring {
             .get(keyset)
             .ok_or_else(|| Error::UnknownKeyset(keyset.to_owned()))?;
         let _writer = self.writer.lock().await;
-        let records = self.records_of(keyset);
+        let stored = self.store.load_keys().await?;
+        let records = records_in(&stored, keyset);
         let steps = check_rotation(&records, now, &config.timing, force).map_err(|r| match r {
             RotationRefused::TooEarly {
                 next_kid,
@@ -362,7 +321,7 @@ impl Keyring {
             .map_or(0, |r| now - r.published_at);
         let forced = published_for < config.timing.prepublish;
         let actor = Actor::admin(serde_json::json!({ "forced": forced }));
-        let created = self.execute(config, &records, &steps, now, &actor).await?;
+        let (created, _) = self.execute(config, &stored, &steps, now, &actor).await?;
         let warning = forced.then(|| forced_warning(&promoted, published_for, config));
         if forced {
             warn!(keyset, kid = %promoted, published_for, "forced rotation before prepublish elapsed");
@@ -386,16 +345,17 @@ impl Keyring {
         now: UnixTime,
     ) -> Result<RevocationOutcome, Error> {
         let _writer = self.writer.lock().await;
-        let snapshot = self.snapshot();
-        let record = snapshot
-            .find_key(kid)
+        let stored = self.store.load_keys().await?;
+        let keyset = stored
+            .iter()
+            .find(|k| k.record.kid == kid)
+            .map(|k| k.record.keyset.clone())
             .ok_or_else(|| Error::UnknownKid(kid.to_owned()))?;
-        let keyset = record.keyset.clone();
         let config = self
             .configs
             .get(&keyset)
             .ok_or_else(|| Error::UnknownKid(kid.to_owned()))?;
-        let records = self.records_of(&keyset);
+        let records = records_in(&stored, &keyset);
         let steps = plan_revocation(&records, kid).map_err(|r| match r {
             RevocationRefused::NotPublished(state) => Error::NotRevocable {
                 kid: kid.to_owned(),
@@ -413,7 +373,7 @@ impl Keyring {
         let forced = promoted_age.is_some_and(|age| age < config.timing.prepublish)
             || steps.contains(&Step::CreateCurrent);
         let actor = Actor::admin(serde_json::json!({ "forced": forced, "reason": reason }));
-        let created = self.execute(config, &records, &steps, now, &actor).await?;
+        let (created, _) = self.execute(config, &stored, &steps, now, &actor).await?;
         // A freshly made current key (no successor existed) is in `created` first.
         let (promoted, new_next) = if steps.contains(&Step::CreateCurrent) {
             (created.first().cloned(), created.get(1).cloned())
@@ -441,24 +401,20 @@ impl Keyring {
         })
     }
 
-    fn records_of(&self, keyset: &str) -> Vec<KeyRecord> {
-        self.snapshot()
-            .keysets
-            .get(keyset)
-            .map(|v| v.records.clone())
-            .unwrap_or_default()
-    }
-
-    /// Turns `steps` into one change with its audit records, applies it in one
-    /// transaction, reloads. Returns the kids it created.
+    /// Turns `steps` into one change with its audit records and applies it in one
+    /// transaction to `stored` (what the store held when the steps were planned). Then
+    /// swaps in the snapshot of exactly what was committed, computed from `stored` and the
+    /// change rather than read back: once the commit returns, nothing can leave memory and
+    /// disk disagreeing. Returns the kids it created and the keys as they are now.
     async fn execute(
         &self,
         config: &KeysetConfig,
-        records: &[KeyRecord],
+        stored: &[StoredKey],
         steps: &[Step],
         now: UnixTime,
         actor: &Actor,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<(Vec<String>, Vec<StoredKey>), Error> {
+        let records = records_in(stored, &config.name);
         let mut change = Change::default();
         let event = |name: &str, kid: &str, detail: Option<String>| AuditEvent {
             time: now,
@@ -554,9 +510,15 @@ impl Keyring {
             .iter()
             .map(|k| k.record.kid.clone())
             .collect();
-        let stored = self.store.load_keys().await?;
-        self.rebuild(stored, now)?;
-        Ok(created)
+        let mut after = stored.to_vec();
+        for transition in &change.transitions {
+            if let Some(key) = after.iter_mut().find(|k| k.record.kid == transition.kid) {
+                transition.apply_to(key);
+            }
+        }
+        after.extend(change.inserts);
+        self.rebuild(after.clone(), now)?;
+        Ok((created, after))
     }
 
     /// Generates, certifies and seals a key on a blocking thread.
@@ -591,6 +553,7 @@ impl Keyring {
                     activated_at: (state == KeyState::Current).then_some(now),
                     retired_at: None,
                     remove_at: None,
+                    removed_at: None,
                     revoked_at: None,
                 },
                 public_jwk: public.to_stored_json(),
@@ -611,11 +574,19 @@ impl Keyring {
         let mut snapshot = Snapshot::default();
         for (name, config) in &self.configs {
             let keys = by_keyset.remove(name.as_str()).unwrap_or_default();
+            integrity::check_keyset_states(name, &keys)?;
             let mut published = Vec::new();
             let mut signer = None;
             for key in &keys {
-                let public = verify_public(key)?;
+                let public = integrity::verify_public(key)?;
                 let signs = matches!(key.record.state, KeyState::Next | KeyState::Current);
+                if !signs && key.sealed_private.is_some() {
+                    return Err(Error::Integrity(format!(
+                        "key {} is {} but the store holds its private half, which was erased \
+                         when it stopped signing; restore the store from a backup",
+                        key.record.kid, key.record.state
+                    )));
+                }
                 if signs && key.sealed_private.is_none() {
                     return Err(Error::Integrity(format!(
                         "key {} is {} but its private half is missing from the store; restore \
@@ -693,21 +664,13 @@ impl Keyring {
     }
 }
 
-/// The stored public key must hash to its kid: a kid is never reused for other material.
-fn verify_public(key: &StoredKey) -> Result<PublicJwk, Error> {
-    let kid = &key.record.kid;
-    let public = PublicJwk::from_stored_json(&key.public_jwk).ok_or_else(|| {
-        Error::Integrity(format!(
-            "the public key of {kid} in the store does not parse"
-        ))
-    })?;
-    if &public.thumbprint() != kid {
-        return Err(Error::Integrity(format!(
-            "the public key stored for {kid} does not match its kid (RFC 7638 thumbprint); the \
-             store was altered. Restore it from a backup"
-        )));
-    }
-    Ok(public)
+/// The records of one key set, oldest first.
+fn records_in(stored: &[StoredKey], keyset: &str) -> Vec<KeyRecord> {
+    stored
+        .iter()
+        .filter(|k| k.record.keyset == keyset)
+        .map(|k| k.record.clone())
+        .collect()
 }
 
 fn forced_warning(kid: &str, published_for: i64, config: &KeysetConfig) -> String {

@@ -1,0 +1,515 @@
+//! The store must never publish a wrong key: rows written without the master key are
+//! refused, the audit trail is checked at start, and a fault after a commit never leaves
+//! memory and disk disagreeing. Each test here was seen failing before its fix.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jwksd::audit::{AuditEvent, AuditFilter, AuditRecord};
+use jwksd::keyring::Keyring;
+use jwksd::keys::{Algorithm, KeyMaterial, MasterKey, RsaBits};
+use jwksd::store::sqlite::SqliteStore;
+use jwksd::store::{AuditHead, Change, Store, StoreError, StoreFuture, StoredKey};
+
+use crate::helpers::{spawn_app, spawn_app_with, test_config};
+use crate::startup::{initialise, refusal, tamper};
+
+const FAR_FUTURE: i64 = 4_102_444_800; // 2100-01-01
+
+/// `jwksd audit verify` on the data directory of `dir`: (succeeded, output).
+fn audit_verify(dir: &Path) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .args(["audit", "verify"])
+        .env(
+            "JWKSD_SERVER__DATA_DIR",
+            dir.join("data").display().to_string(),
+        )
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// After tampering, jwksd must refuse to start, saying a row is not authentic, and `audit
+/// verify` must not call the store intact.
+async fn assert_tampering_refused(dir: &Path, toml: &str) {
+    let message = refusal(dir, toml).await;
+    assert!(message.contains("valid MAC"), "{message}");
+    assert!(message.contains("Restore it from a backup"), "{message}");
+    let (ok, output) = audit_verify(dir);
+    assert!(!ok, "audit verify called a tampered store intact: {output}");
+}
+
+/// An attacker's own key, with its correct thumbprint kid, inserted as a retired key that
+/// stays published for decades.
+#[tokio::test]
+async fn an_inserted_key_row_is_never_published() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let key = KeyMaterial::generate(Algorithm::Rs384, RsaBits::B2048).unwrap();
+    let public = key.public_jwk();
+    let kid = public.thumbprint();
+    let cert = jwksd::keys::cert::self_signed(&key, "CN=default", time::OffsetDateTime::now_utc())
+        .unwrap();
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, activated_at, \
+         retired_at, remove_at, public_jwk, cert_der) \
+         VALUES (?, 'default', 'RS384', 'retired', 1, 1, 1, 2, ?, ?, ?)",
+    )
+    .bind(&kid)
+    .bind(FAR_FUTURE)
+    .bind(public.to_stored_json())
+    .bind(cert)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    assert_tampering_refused(dir.path(), "").await;
+}
+
+#[tokio::test]
+async fn a_swapped_certificate_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    tamper(
+        dir.path(),
+        &[
+            "UPDATE keys SET cert_der = (SELECT cert_der FROM keys WHERE state = 'next') \
+           WHERE state = 'current'",
+        ],
+    )
+    .await;
+    assert_tampering_refused(dir.path(), "").await;
+}
+
+#[tokio::test]
+async fn a_revoked_key_edited_back_to_retired_is_not_republished() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let next = app.kid_in_state("default", "next").await.unwrap();
+    assert_eq!(app.revoke(&next).await.status(), 200);
+    app.stop().await;
+    tamper(
+        dir.path(),
+        &[&format!(
+            "UPDATE keys SET state = 'retired', remove_at = {FAR_FUTURE} WHERE state = 'revoked'"
+        )],
+    )
+    .await;
+    assert_tampering_refused(dir.path(), "").await;
+}
+
+#[tokio::test]
+async fn a_longer_remove_at_cannot_keep_a_retired_key_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    app.stop().await;
+    tamper(
+        dir.path(),
+        &[&format!(
+            "UPDATE keys SET remove_at = {FAR_FUTURE} WHERE state = 'retired'"
+        )],
+    )
+    .await;
+    assert_tampering_refused(dir.path(), "").await;
+}
+
+#[tokio::test]
+async fn a_key_moved_to_another_key_set_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[keysets.default]\n[keysets.epic]\n";
+    let app = spawn_app_with(dir.path(), toml).await;
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    app.stop().await;
+    tamper(
+        dir.path(),
+        &["UPDATE keys SET keyset = 'epic' WHERE state = 'retired'"],
+    )
+    .await;
+    assert_tampering_refused(dir.path(), toml).await;
+}
+
+#[tokio::test]
+async fn two_current_keys_are_refused_even_without_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    tamper(
+        dir.path(),
+        &[
+            "DROP INDEX keys_one_current_per_keyset",
+            "UPDATE keys SET state = 'current', activated_at = 5 WHERE state = 'next'",
+        ],
+    )
+    .await;
+    assert_tampering_refused(dir.path(), "").await;
+}
+
+/// The newest records and the recorded head deleted together.
+#[tokio::test]
+async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    app.stop().await;
+    tamper(
+        dir.path(),
+        &[
+            "DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)",
+            "DELETE FROM meta WHERE name LIKE 'audit_head%'",
+        ],
+    )
+    .await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("audit trail"), "{message}");
+    let (ok, output) = audit_verify(dir.path());
+    assert!(!ok, "{output}");
+}
+
+/// The head rewritten to match a shortened chain: only the MAC can tell.
+#[tokio::test]
+async fn a_rewritten_audit_head_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    app.stop().await;
+    tamper(
+        dir.path(),
+        &[
+            "DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)",
+            "UPDATE meta SET value = CAST((SELECT seq || ' ' || hash FROM audit ORDER BY seq DESC \
+             LIMIT 1) AS BLOB) WHERE name = 'audit_head'",
+        ],
+    )
+    .await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("valid MAC"), "{message}");
+    let (ok, output) = audit_verify(dir.path());
+    assert!(!ok, "{output}");
+}
+
+/// An edited record in the middle of the chain is found at start, not only by `audit verify`.
+#[tokio::test]
+async fn an_edited_audit_record_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    tamper(
+        dir.path(),
+        &["UPDATE audit SET caller = 'someone-else' WHERE seq = 1"],
+    )
+    .await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("audit trail is broken"), "{message}");
+    assert!(message.contains("record 1"), "{message}");
+}
+
+/// A store of the format before rows carried MACs is upgraded once at start, and is then
+/// held to the MACs like any other.
+#[tokio::test]
+async fn a_store_from_before_row_macs_is_upgraded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = initialise(dir.path()).await;
+    // What an older jwksd left: no MACs, and the v1 master-key check.
+    let master =
+        MasterKey::from_text(&std::fs::read_to_string(dir.path().join("data/master.key")).unwrap())
+            .unwrap();
+    let v1 = master.seal(b"jwksd master key check", b"jwksd/master-key-check/v1");
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE keys SET mac = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM meta WHERE name = 'audit_head_mac'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE meta SET value = ? WHERE name = 'master_key_check'")
+        .bind(v1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let app = spawn_app(dir.path()).await;
+    assert_eq!(app.jwks("default").await, before);
+    app.stop().await;
+    // The upgrade happened once: a row without a MAC now is refused.
+    tamper(
+        dir.path(),
+        &["UPDATE keys SET mac = NULL WHERE state = 'next'"],
+    )
+    .await;
+    assert_tampering_refused(dir.path(), "").await;
+}
+
+/// A store that delegates to SQLite, with faults a test switches on.
+struct FaultyStore {
+    inner: SqliteStore,
+    /// `apply` fails for changes whose audit records name this key set.
+    fail_apply_for: Mutex<Option<String>>,
+    /// `load_keys` fails once any change was applied.
+    fail_loads_after_apply: AtomicBool,
+    applied: AtomicBool,
+}
+
+fn injected() -> StoreError {
+    StoreError::Corrupt("injected fault".into())
+}
+
+impl Store for FaultyStore {
+    fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
+        Box::pin(async move {
+            if self.fail_loads_after_apply.load(Ordering::SeqCst)
+                && self.applied.load(Ordering::SeqCst)
+            {
+                return Err(injected());
+            }
+            self.inner.load_keys().await
+        })
+    }
+
+    fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let failing = self.fail_apply_for.lock().unwrap().clone();
+            if let Some(keyset) = failing {
+                if change
+                    .events
+                    .iter()
+                    .any(|e| e.keyset.as_deref() == Some(keyset.as_str()))
+                {
+                    return Err(injected());
+                }
+            }
+            self.inner.apply(change).await?;
+            self.applied.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
+        self.inner.append_audit(events)
+    }
+
+    fn audit_page<'a>(
+        &'a self,
+        filter: &'a AuditFilter,
+        after: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<AuditRecord>> {
+        self.inner.audit_page(filter, after, limit)
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>> {
+        self.inner.audit_head()
+    }
+
+    fn authenticate_legacy_rows(&self) -> StoreFuture<'_, usize> {
+        self.inner.authenticate_legacy_rows()
+    }
+
+    fn meta<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.meta(name)
+    }
+
+    fn set_meta<'a>(&'a self, name: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()> {
+        self.inner.set_meta(name, value)
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.inner.ping()
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        self.inner.close()
+    }
+}
+
+/// A keyring on a fresh store in `dir`, through a [`FaultyStore`] with no fault switched on.
+async fn faulty_keyring(
+    dir: &Path,
+    toml: &str,
+    master: &Arc<MasterKey>,
+) -> (Arc<FaultyStore>, Keyring) {
+    let config = test_config(dir, toml).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    let inner = SqliteStore::open(&dir.join("data/jwksd.db"), true, Some(master.clone()))
+        .await
+        .unwrap();
+    let store = Arc::new(FaultyStore {
+        inner,
+        fail_apply_for: Mutex::new(None),
+        fail_loads_after_apply: AtomicBool::new(false),
+        applied: AtomicBool::new(false),
+    });
+    let keyring = Keyring::open(
+        store.clone(),
+        master.clone(),
+        config.keysets.clone(),
+        true,
+        jwksd::unix_now(),
+    )
+    .await
+    .unwrap();
+    (store, keyring)
+}
+
+fn signer_kid(keyring: &Keyring, keyset: &str) -> Option<String> {
+    keyring.snapshot().keysets[keyset]
+        .signer
+        .as_ref()
+        .map(|s| s.kid.clone())
+}
+
+/// A revocation whose commit succeeded must take effect in memory even if reading the store
+/// back fails: the revoked key never signs again, and the caller is not told "nothing was
+/// changed".
+#[tokio::test]
+async fn a_committed_revocation_takes_effect_even_when_reading_back_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, _) = MasterKey::generate();
+    let master = Arc::new(master);
+    let (store, keyring) = faulty_keyring(dir.path(), "", &master).await;
+    let current = signer_kid(&keyring, "default").unwrap();
+    store.applied.store(false, Ordering::SeqCst);
+    store.fail_loads_after_apply.store(true, Ordering::SeqCst);
+    let outcome = keyring.revoke(&current, None, jwksd::unix_now()).await;
+    assert!(
+        outcome.is_ok(),
+        "the committed revocation was reported as failed: {outcome:?}"
+    );
+    assert_ne!(
+        signer_kid(&keyring, "default").as_deref(),
+        Some(current.as_str())
+    );
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&keyring.snapshot().keysets["default"].jwks.body).unwrap();
+    assert!(
+        !jwks.to_string().contains(&current),
+        "the revoked key is still published"
+    );
+}
+
+/// Another writer (a second replica, an operator's second process) changed the key set: the
+/// scheduler plans from what the store holds, not from a stale snapshot, so it does not hit
+/// a conflict for ever.
+#[tokio::test]
+async fn the_scheduler_recovers_from_a_change_made_behind_its_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, _) = MasterKey::generate();
+    let master = Arc::new(master);
+    let (store, keyring) = faulty_keyring(dir.path(), "", &master).await;
+    let config = test_config(dir.path(), "").unwrap();
+    let other = Keyring::open(
+        store.clone(),
+        master.clone(),
+        config.keysets,
+        false,
+        jwksd::unix_now(),
+    )
+    .await
+    .unwrap();
+    other
+        .rotate("default", true, jwksd::unix_now())
+        .await
+        .unwrap();
+    let rotated_to = signer_kid(&other, "default");
+    // 91 days on, the first keyring's stale view wants to promote a key that already is current.
+    let later = jwksd::unix_now() + 91 * 86_400;
+    keyring.tick(later).await.unwrap();
+    keyring.tick(later + 1).await.unwrap();
+    let records = &keyring.snapshot().keysets["default"].records;
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r.state == jwksd::rotation::KeyState::Current)
+            .count(),
+        1
+    );
+    assert_ne!(
+        signer_kid(&keyring, "default"),
+        rotated_to,
+        "the due rotation happened"
+    );
+}
+
+/// One key set whose scheduled step fails does not stop the schedule of the others.
+#[tokio::test]
+async fn a_failing_key_set_does_not_stop_the_schedule_of_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (master, _) = MasterKey::generate();
+    let master = Arc::new(master);
+    let toml = "[keysets.aaa]\n[keysets.zzz]\n";
+    let (store, keyring) = faulty_keyring(dir.path(), toml, &master).await;
+    let (aaa, zzz) = (signer_kid(&keyring, "aaa"), signer_kid(&keyring, "zzz"));
+    *store.fail_apply_for.lock().unwrap() = Some("aaa".into());
+    let later = jwksd::unix_now() + 91 * 86_400;
+    let next = keyring.tick(later).await;
+    assert!(next.is_ok(), "{next:?}");
+    assert_eq!(
+        signer_kid(&keyring, "aaa"),
+        aaa,
+        "the failing key set did not change"
+    );
+    assert_ne!(
+        signer_kid(&keyring, "zzz"),
+        zzz,
+        "the healthy key set rotated"
+    );
+    // It is retried soon, not after the full schedule.
+    assert!(next.unwrap().is_some_and(|at| at <= later + 30));
+}
+
+/// A reader holding the WAL keeps the checkpoint that erases a retired private half from
+/// finishing; it is retried after the next write instead of being forgotten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_private_halves_leave_the_wal_once_a_reader_lets_go() {
+    use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    let db = dir.path().join("data/jwksd.db");
+    let wal = dir.path().join("data/jwksd.db-wal");
+    let reader = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let mut held = reader.acquire().await.unwrap();
+    sqlx::query("BEGIN").execute(&mut *held).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM keys")
+        .fetch_one(&mut *held)
+        .await
+        .unwrap();
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    assert!(
+        std::fs::metadata(&wal).unwrap().len() > 0,
+        "the reader should have kept the WAL"
+    );
+    sqlx::query("COMMIT").execute(&mut *held).await.unwrap();
+    drop(held);
+    reader.close().await;
+    let response = request_assertion(
+        &app,
+        BILLING_TOKEN,
+        serde_json::json!({ "client_id": "ecw" }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        0,
+        "the WAL still holds pages from before the private half was erased"
+    );
+    app.stop().await;
+}
