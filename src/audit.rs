@@ -188,7 +188,7 @@ pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, 
                     seq: verifier.prev_seq + 1,
                     reason: format!(
                         "the trail ends at record {} but its recorded head is record {seq}: \
-                         records were deleted or replaced, or the head was removed",
+                         the newest records were deleted or replaced, or the head was removed",
                         verifier.prev_seq
                     ),
                 }));

@@ -6,17 +6,16 @@
 //! it drains an unread chunked body for ever too. One client could hold a connection per
 //! socket, without credentials, until the process ran out of file descriptors. This
 //! middleware reads every body itself, under [`BodyPolicy::deadline`], and hands handlers a
-//! complete in-memory body; the public listener, whose routes take no body at all, refuses
-//! one at once.
+//! complete in-memory body; on the public listener, whose routes take no body, a body is not
+//! read at all and the connection closes after the answer.
 //!
-//! When a body is refused, the connection must close: the request stream is still open and
-//! unread. Keeping the unfinished payload alive until the answer is written is what makes
-//! actix close the connection after it (a dropped chunked payload would be drained instead).
+//! Whenever a body is left unread, the connection must close: keeping the unfinished payload
+//! alive until the answer is written is what makes actix close it (see [`HoldingBody`]).
 
 use std::pin::Pin;
 use std::time::Duration;
 
-use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::Next;
@@ -29,83 +28,86 @@ use super::problem::Problem;
 /// How much body a listener accepts, and how long it waits for it.
 #[derive(Clone, Debug)]
 pub struct BodyPolicy {
-    /// `None`: the listener's routes take no body; any body is refused at once.
+    /// `None`: the listener's routes take no body. A body is then not read at all: the
+    /// request is answered as if it had none, and the connection closed after the answer.
     pub max_bytes: Option<usize>,
     /// Time for the whole body to arrive once the headers are in.
     pub deadline: Duration,
 }
 
-/// A refusal's body that also holds the unfinished request payload until the answer is
-/// written: actix decides whether to keep the connection alive when the body ends, and it
-/// closes it only while the unread payload is still held (a dropped one is drained).
-pub struct RefusalBody {
-    bytes: Option<Bytes>,
-    _unread: Payload,
+/// A response body that also holds the request's unread payload, when there is one, until
+/// the answer is written: actix decides whether to keep the connection alive when the body
+/// ends, and it closes it only while the unread payload is still held (a dropped chunked
+/// payload is drained, for as long as the client cares to trickle it).
+pub struct HoldingBody<B> {
+    inner: B,
+    _unread: Option<Payload>,
 }
 
-impl MessageBody for RefusalBody {
-    type Error = std::convert::Infallible;
+impl<B: MessageBody + Unpin> MessageBody for HoldingBody<B> {
+    type Error = B::Error;
 
     fn size(&self) -> BodySize {
-        BodySize::Sized(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        self.inner.size()
     }
 
     fn poll_next(
-        mut self: Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
-        std::task::Poll::Ready(self.bytes.take().map(Ok))
+        let this = self.get_mut();
+        Pin::new(&mut this.inner).poll_next(cx)
     }
 }
 
+type Guarded<B> = ServiceResponse<HoldingBody<EitherBody<B, BoxBody>>>;
+
 /// The middleware (`actix_web::middleware::from_fn(limits::guard_body)`); reads the
 /// listener's [`BodyPolicy`] from app data.
-pub async fn guard_body(
+pub async fn guard_body<B: MessageBody + Unpin + 'static>(
     mut req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static, RefusalBody>>, actix_web::Error>
-{
+    next: Next<B>,
+) -> Result<Guarded<B>, actix_web::Error> {
+    let passed = |res: ServiceResponse<B>, unread: Option<Payload>| {
+        res.map_body(|_, inner| HoldingBody {
+            inner: EitherBody::left(inner),
+            _unread: unread,
+        })
+    };
     let Some(policy) = req.app_data::<web::Data<BodyPolicy>>().cloned() else {
-        return Ok(next.call(req).await?.map_into_left_body());
+        return Ok(passed(next.call(req).await?, None));
     };
     let declared = declared_length(&req);
     if declared == Declared::None {
-        return Ok(next.call(req).await?.map_into_left_body());
+        return Ok(passed(next.call(req).await?, None));
     }
     let refuse = |req: ServiceRequest, payload: Payload, problem: Problem| {
         let (http, _) = req.into_parts();
-        let mut response = problem.error_response().set_body(RefusalBody {
-            bytes: Some(problem.to_json().into()),
-            _unread: payload,
-        });
+        let mut response = problem.error_response();
         response
             .head_mut()
             .set_connection_type(actix_web::http::ConnectionType::Close);
-        Ok(ServiceResponse::new(http, response).map_into_right_body())
+        let response = response.map_body(|_, inner| HoldingBody {
+            inner: EitherBody::right(inner),
+            _unread: Some(payload),
+        });
+        Ok(ServiceResponse::new(http, response))
     };
-    let payload = req.take_payload();
+    let mut payload = req.take_payload();
     let Some(max_bytes) = policy.max_bytes else {
-        return refuse(
-            req,
-            payload,
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "body-not-accepted",
-                "Body Not Accepted",
-                "this listener's resources take no request body",
-            ),
-        );
+        // Answered without its body (the handler sees none), then the connection closes.
+        let response = next.call(req).await?;
+        return Ok(passed(response, Some(payload)));
     };
     if let Declared::Length(length) = declared {
         if length > max_bytes as u64 {
             return refuse(req, payload, too_large(max_bytes));
         }
     }
-    let mut payload = payload;
     match tokio::time::timeout(policy.deadline, read_body(&mut payload, max_bytes)).await {
         Ok(Ok(body)) => {
             req.set_payload(Payload::from(body.freeze()));
-            Ok(next.call(req).await?.map_into_left_body())
+            Ok(passed(next.call(req).await?, None))
         }
         Ok(Err(BodyError::TooLarge)) => refuse(req, payload, too_large(max_bytes)),
         Ok(Err(BodyError::Broken)) => refuse(

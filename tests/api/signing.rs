@@ -639,7 +639,7 @@ async fn audit_verify_passes_on_a_real_trail_and_names_the_record_after_tamperin
     let tamper = |name: &str, sql: &'static [&'static str]| {
         let copy = dir.path().join(name);
         std::fs::create_dir_all(&copy).unwrap();
-        for file in ["jwksd.db", "jwksd.db-wal", "jwksd.db-shm"] {
+        for file in ["jwksd.db", "jwksd.db-wal", "jwksd.db-shm", "master.key"] {
             if data.join(file).exists() {
                 std::fs::copy(data.join(file), copy.join(file)).unwrap();
             }
