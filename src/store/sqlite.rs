@@ -4,6 +4,9 @@
 //! disk: an operator's rotation is acknowledged only after it is durable. A partial unique
 //! index forbids two current keys in one key set, and a CHECK forbids a private half on a
 //! key that may no longer sign, so a bug above cannot store either.
+//!
+//! Every file of the store (`jwksd.db`, `-wal`, `-shm`) and every backup is created
+//! readable by its owner only.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,6 +77,11 @@ CREATE INDEX audit_by_kid ON audit (kid, seq);
 pub enum OpenError {
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create the store {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the store {path} is damaged ({detail}); restore it from a backup")]
     Damaged { path: PathBuf, detail: String },
     #[error(
@@ -87,11 +95,83 @@ pub enum OpenError {
     },
 }
 
+/// Why `jwksd backup` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "{0} already exists (a file, or a symbolic link even if it points nowhere); a backup \
+         never replaces or follows one: choose a new file name"
+    )]
+    Exists(PathBuf),
+    #[error("cannot create the backup file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the copy into {path} failed (the partial file was removed): {source}")]
+    Copy { path: PathBuf, source: StoreError },
+}
+
 /// The SQLite store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
 }
+
+/// Suffixes of the files SQLite keeps beside the database: WAL, shared memory, rollback
+/// journal.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Creates the empty file `path` readable and writable by its owner only. `create_new`
+/// (O_EXCL) refuses an existing file and does not follow a symbolic link, dangling or not,
+/// so nothing is ever written through a link or into a file someone else prepared.
+fn create_owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Files of an existing store that others may read: stores of older versions (which made
+/// the WAL 0644) and restores with `cp`. Tightened once, before SQLite opens them, because
+/// SQLite gives a new `-wal`/`-shm` the mode of the database file.
+#[cfg(unix)]
+fn tighten_existing(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_owned()];
+    for suffix in SIDE_FILES {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        files.push(PathBuf::from(side));
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                "the store file was readable by other users; it is now 0600. Whoever could \
+                 read it saw key metadata, audit records and sealed (encrypted) private keys"
+            ),
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                error = %e,
+                "the store file is readable by other users and could not be changed; run `chmod 600` on it"
+            ),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn tighten_existing(_: &Path) {}
 
 impl SqliteStore {
     /// Opens the store at `path`, creating the file only when `create` is true. Checks the
@@ -105,6 +185,16 @@ impl SqliteStore {
             path: path.to_owned(),
             detail,
         };
+        if create {
+            // SQLite would create the file 0644 (less the umask) and its -wal and -shm with
+            // the same mode; made here first, all of them are 0600 from the start.
+            create_owner_only(path).map_err(|source| OpenError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
+        } else {
+            tighten_existing(path);
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
@@ -133,7 +223,6 @@ impl SqliteStore {
 
         let store = SqliteStore { pool };
         store.migrate(path).await?;
-        restrict_to_owner(path);
         Ok(store)
     }
 
@@ -194,22 +283,37 @@ impl SqliteStore {
     /// Writes a consistent copy of the whole store to `dest` (SQLite `VACUUM INTO`), while
     /// the service keeps running. The copy holds sealed private keys only: it is useless
     /// without the master key, which must be backed up separately.
-    pub async fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
-        sqlx::query("VACUUM INTO ?")
+    ///
+    /// `dest` is created here, empty and 0600, before SQLite writes into it (`VACUUM INTO`
+    /// accepts an empty file): it is never readable by others, not even for a moment, and an
+    /// existing file or a symbolic link at `dest` is refused. The copy is written with the
+    /// store's `synchronous=FULL`, so it is on disk when this returns.
+    pub async fn backup_to(&self, dest: &Path) -> Result<(), BackupError> {
+        match create_owner_only(dest) {
+            Ok(file) => drop(file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists(dest.to_owned()))
+            }
+            Err(source) => {
+                return Err(BackupError::Create {
+                    path: dest.to_owned(),
+                    source,
+                })
+            }
+        }
+        let copied = sqlx::query("VACUUM INTO ?")
             .bind(dest.to_string_lossy().into_owned())
             .execute(&self.pool)
-            .await?;
-        restrict_to_owner(dest);
+            .await;
+        if let Err(e) = copied {
+            // The file is the one made above: a half-written copy must not pass for a backup.
+            let _ = std::fs::remove_file(dest);
+            return Err(BackupError::Copy {
+                path: dest.to_owned(),
+                source: e.into(),
+            });
+        }
         Ok(())
-    }
-}
-
-/// The store holds only sealed private keys, but its metadata is nobody else's business.
-fn restrict_to_owner(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
 }
 
