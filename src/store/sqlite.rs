@@ -5,17 +5,22 @@
 //! index forbids two current keys in one key set, and a CHECK forbids a private half on a
 //! key that may no longer sign, so a bug above cannot store either.
 //!
-//! Every file of the store (`jwksd.db`, `-wal`, `-shm`) and every backup is created
-//! readable by its owner only.
+//! Storage faults are transient, not fatal: a connection whose write transaction failed
+//! (a full disk, an I/O error) is closed rather than returned to the pool, so the next
+//! write gets a fresh connection once the fault is gone, and [`Store::ping`] is a real
+//! write, so readiness says whether the store can commit. Every file of the store
+//! (`jwksd.db`, `-wal`, `-shm`) and every backup is created readable by its owner only.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Row, Sqlite};
 
 use super::{parse_alg, parse_state, Change, Store, StoreError, StoreFuture, StoredKey};
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
@@ -116,7 +121,16 @@ pub enum BackupError {
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The last write probe, shared by concurrent readiness checks.
+    probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
 }
+
+/// When the last write probe ran, and its outcome (the error as text, to be reused).
+type Probed = (Instant, Result<(), String>);
+
+/// A readiness check younger than this reuses the last probe instead of writing again, so
+/// that a busy health checker cannot turn readiness into a stream of disk syncs.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
 
 /// Suffixes of the files SQLite keeps beside the database: WAL, shared memory, rollback
 /// journal.
@@ -173,6 +187,44 @@ fn tighten_existing(path: &Path) {
 #[cfg(not(unix))]
 fn tighten_existing(_: &Path) {}
 
+/// A pooled connection for one write transaction. Unless [`WriteConn::committed`] is
+/// called, dropping it closes the connection instead of returning it to the pool: after a
+/// failed COMMIT (SQLITE_FULL, an I/O error) SQLite may already have rolled back, sqlx's
+/// own rollback then fails, and the connection would stay "in a transaction" for good,
+/// refusing every later BEGIN. A fresh connection costs a few pragmas.
+struct WriteConn {
+    conn: PoolConnection<Sqlite>,
+    committed: bool,
+}
+
+impl WriteConn {
+    async fn acquire(pool: &SqlitePool) -> Result<Self, StoreError> {
+        Ok(WriteConn {
+            conn: pool.acquire().await?,
+            committed: false,
+        })
+    }
+
+    /// `BEGIN IMMEDIATE`: takes the write lock first, so what the transaction reads (the
+    /// audit chain head) cannot go stale before it writes.
+    async fn begin_immediate(&mut self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+        Ok(self.conn.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The transaction committed: the connection may go back to the pool.
+    fn committed(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens the store at `path`, creating the file only when `create` is true. Checks the
     /// file's integrity and brings its schema up to date.
@@ -206,6 +258,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // Whatever path left a connection inside a transaction (a cancelled request, a
+            // failed rollback), it is closed rather than handed to the next request.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await
             .map_err(|e| match e {
@@ -221,7 +276,10 @@ impl SqliteStore {
             return Err(damaged(check));
         }
 
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            probe: Default::default(),
+        };
         store.migrate(path).await?;
         Ok(store)
     }
@@ -315,6 +373,27 @@ impl SqliteStore {
         }
         Ok(())
     }
+
+    /// Checkpoints the WAL and truncates it, so that erased private halves do not live on
+    /// in older WAL frames. A failure (a full disk) is logged, not returned: it happens after
+    /// the change committed, and the next erasure or shutdown checkpoints again.
+    async fn truncate_wal(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "the WAL could not be checkpointed after erasing a private key; it will be at the next erasure or shutdown");
+        }
+    }
+
+    /// One small durable write: what readiness needs to know is whether a commit works.
+    async fn write_probe(&self) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('ready_probe', ?)")
+            .bind(crate::unix_now().to_string().into_bytes())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
@@ -360,9 +439,8 @@ impl Store for SqliteStore {
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            // IMMEDIATE takes the write lock first, so the audit chain head read below cannot
-            // go stale before this transaction writes.
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = WriteConn::acquire(&self.pool).await?;
+            let mut tx = conn.begin_immediate().await?;
             // Keys leaving `current` go first, so the one-current index holds after each
             // statement.
             let mut transitions: Vec<_> = change.transitions.iter().collect();
@@ -419,6 +497,7 @@ impl Store for SqliteStore {
             }
             append_in_tx(&mut tx, &change.events).await?;
             tx.commit().await?;
+            conn.committed();
             let erased = change
                 .transitions
                 .iter()
@@ -426,9 +505,7 @@ impl Store for SqliteStore {
             if erased {
                 // Older copies of the erased pages live on in the WAL until it is
                 // checkpointed and truncated.
-                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                    .execute(&self.pool)
-                    .await?;
+                self.truncate_wal().await;
             }
             Ok(())
         })
@@ -436,9 +513,11 @@ impl Store for SqliteStore {
 
     fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = WriteConn::acquire(&self.pool).await?;
+            let mut tx = conn.begin_immediate().await?;
             let seqs = append_in_tx(&mut tx, events).await?;
             tx.commit().await?;
+            conn.committed();
             Ok(seqs)
         })
     }
@@ -506,15 +585,24 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
+            // Held across the probe: concurrent checks wait for one write and share it.
+            let mut last = self.probe.lock().await;
+            let outcome = match &*last {
+                Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
+                _ => {
+                    let outcome = self.write_probe().await.map_err(|e| e.to_string());
+                    *last = Some((Instant::now(), outcome.clone()));
+                    outcome
+                }
+            };
+            outcome.map_err(StoreError::Unavailable)
         })
     }
 }
 
 /// Appends `events` after the current chain head, inside `tx`.
 async fn append_in_tx(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     events: &[AuditEvent],
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {

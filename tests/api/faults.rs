@@ -1,20 +1,192 @@
-//! Storage faults on real filesystems: the modes of every file the store and `jwksd backup`
-//! create.
+//! Storage faults on real filesystems: a full disk (a small tmpfs under the data directory),
+//! and the modes of every file the store and `jwksd backup` create.
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp};
 use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
+
+/// A tmpfs mounted for one test, unmounted when dropped (also when the test panics).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts `size` (mount(8) syntax, e.g. `16m`) at `path`. Fails the test, never skips it,
+    /// when the mount is impossible: a full disk is only tested on a real filesystem.
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let output = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run mount(8) for the full-disk test: {e}"));
+        assert!(
+            output.status.success(),
+            "cannot mount a {size} tmpfs at {} for the full-disk test (it needs root; it does \
+             not skip): {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Tmpfs {
+            path: path.to_owned(),
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: a panicking test may still hold the store open.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+const ENOSPC: i32 = 28;
+
+/// Writes to `filler` until the filesystem has no byte left; returns how much it added.
+fn fill(filler: &Path) -> u64 {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(filler)
+        .unwrap();
+    let mut written = 0u64;
+    let mut chunk = 1 << 20;
+    while chunk > 0 {
+        match file.write(&vec![0xa5; chunk]) {
+            Ok(0) => chunk /= 2,
+            Ok(n) => written += n as u64,
+            Err(e) if e.raw_os_error() == Some(ENOSPC) => chunk /= 2,
+            Err(e) => panic!("filling {}: {e}", filler.display()),
+        }
+    }
+    written
+}
 
 async fn sign(app: &TestApp) -> reqwest::Response {
     request_assertion(app, BILLING_TOKEN, json!({"client_id": "ecw"})).await
 }
 
-/// A tmpfs mounted for one test, unmounted when dropped (also when the test panics).
+/// What must not change while the disk is full: key rows and audit records.
+async fn store_state(app: &TestApp) -> (Vec<Value>, Vec<Value>, Value) {
+    let audit: Value = app
+        .admin(reqwest::Method::GET, "/admin/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        app.keys("default").await,
+        audit["records"].as_array().unwrap().clone(),
+        app.jwks("default").await,
+    )
+}
+
+/// A storage refusal: 503, problem+json, `Retry-After`, the storage problem type.
+async fn assert_storage_unavailable(response: reqwest::Response, what: &str) -> Value {
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").cloned();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 503, "{what} under a full disk: {body}");
+    assert!(retry_after.is_some(), "{what}: no Retry-After");
+    let problem: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        problem["type"], "urn:jwksd:problem:storage-unavailable",
+        "{what}: {problem}"
+    );
+    problem
+}
+
+#[tokio::test]
+async fn after_a_full_disk_signing_recovers_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _tmpfs = Tmpfs::mount(&data, "16m");
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    assert_eq!(sign(&app).await.status(), 200);
+    assert_eq!(app.get_public("/readyz").await.status(), 200);
+    let next = app.kid_in_state("default", "next").await.unwrap();
+
+    // Fill the disk, then sign until a write really fails: the WAL may still have room.
+    let filler = data.join("filler");
+    let mut refused = None;
+    for _ in 0..50 {
+        fill(&filler);
+        let response = sign(&app).await;
+        if response.status() != 200 {
+            refused = Some(response);
+            break;
+        }
+    }
+    let refused = refused.expect("no signing failed on a full disk");
+    let problem = assert_storage_unavailable(refused, "signing").await;
+    assert!(problem.get("client_assertion").is_none());
+    let before = store_state(&app).await;
+
+    for _ in 0..3 {
+        assert_storage_unavailable(sign(&app).await, "signing").await;
+    }
+    assert_storage_unavailable(app.rotate("default", true).await, "rotation").await;
+    assert_storage_unavailable(app.revoke(&next).await, "revocation").await;
+    assert_eq!(
+        store_state(&app).await,
+        before,
+        "a refused change changed something"
+    );
+    // Past the probe's cache, readiness must see that the store cannot commit.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_problem(app.get_public("/readyz").await, 503).await;
+
+    // Space comes back: within 5 s every signing works again, without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    let back = Instant::now();
+    while app.get_public("/readyz").await.status() != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "not ready 5 s after space came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..5 {
+        let response = sign(&app).await;
+        let status = response.status();
+        assert_eq!(
+            status,
+            200,
+            "signing {} of 5 after space came back: {}",
+            i + 1,
+            response.text().await.unwrap()
+        );
+    }
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "recovery took {:?}",
+        back.elapsed()
+    );
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    assert_eq!(app.kid_in_state("default", "current").await, Some(next));
+    assert_eq!(sign(&app).await.status(), 200);
+    let chain = jwksd::audit::verify_store(app.keyring.store().as_ref())
+        .await
+        .unwrap();
+    assert!(chain.is_ok(), "{chain:?}");
+    app.stop().await;
+}
+
 /// The permission bits of `path`, in octal.
 fn mode(path: &Path) -> String {
     let mode = std::fs::metadata(path)
