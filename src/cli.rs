@@ -213,13 +213,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !path.exists() {
                 bail!("there is no key store at {} to back up", path.display());
             }
-            if out.exists() {
-                bail!("{} already exists; choose a new file name", out.display());
-            }
+            // An existing file or link at `out` is refused by `backup_to` itself, which creates
+            // the file without following links: a check here would race and miss dangling links.
             // A copy needs no master key: the file is copied as it is, private halves sealed.
             let store = crate::store::sqlite::SqliteStore::open(path, false, None).await?;
-            store.backup_to(&out).await?;
+            let copied = store.backup_to(&out).await;
             crate::store::Store::close(&store).await?;
+            copied?;
             println!("wrote {} (restore: stop jwksd, copy it to {}, remove {}-wal and {}-shm, start jwksd with the same master key)",
                 out.display(), path.display(), path.display(), path.display());
             Ok(())

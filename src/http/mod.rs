@@ -101,13 +101,14 @@ async fn healthz() -> HttpResponse {
 
 async fn readyz(state: web::Data<State>) -> Result<HttpResponse, Problem> {
     if let Err(e) = state.keyring.store().ping().await {
-        tracing::error!(error = %e, "readiness: store unreachable");
+        tracing::error!(error = %e, "readiness: the store cannot commit");
         return Err(Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
             "Not Ready",
-            "the key store is not reachable",
-        ));
+            "the key store cannot commit a write (unreachable, or the disk is full)",
+        )
+        .with_retry_after(problem::STORAGE_RETRY_AFTER));
     }
     if !state.keyring.is_ready() {
         return Err(Problem::new(

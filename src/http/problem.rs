@@ -13,6 +13,9 @@ use tracing::error;
 
 use crate::error::Error;
 
+/// Seconds a client waits before repeating a request refused for a storage failure.
+pub const STORAGE_RETRY_AFTER: i64 = 5;
+
 /// An RFC 9457 problem, ready to send.
 #[derive(Debug, Serialize)]
 pub struct Problem {
@@ -89,6 +92,18 @@ impl Problem {
     /// The problem+json body.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// 503 + `Retry-After`: the store cannot read or commit right now (a full disk, an I/O
+    /// error). Nothing was changed; the same request can simply be repeated.
+    pub fn storage_unavailable(detail: impl Into<String>) -> Self {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage-unavailable",
+            "Storage Unavailable",
+            detail,
+        )
+        .with_retry_after(STORAGE_RETRY_AFTER)
     }
 
     pub fn internal() -> Self {
@@ -177,8 +192,28 @@ impl From<Error> for Problem {
                 "Concurrent Change",
                 "the key set changed while this request was processed; nothing was changed, retry",
             ),
+            Error::Store(store) if store.is_storage_failure() => {
+                error!(error = %err, "request refused: storage unavailable");
+                Problem::storage_unavailable(
+                    "the key store cannot read or commit right now (the server log has the \
+                     cause); nothing was changed, retry later",
+                )
+            }
+            // The store failed an integrity check while running (rows edited behind jwksd's
+            // back): changes are refused until the operator restores it; the keys in memory,
+            // verified when they were loaded, keep serving.
+            Error::Store(crate::store::StoreError::Tampered(_)) | Error::Integrity(_) => {
+                error!(error = %err, "request refused: the store failed an integrity check");
+                Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store-integrity",
+                    "Store Integrity Check Failed",
+                    "the key store holds data jwksd did not write (the server log names it); \
+                     nothing was changed. Restore the store from a backup",
+                )
+                .with_retry_after(60)
+            }
             Error::Store(_)
-            | Error::Integrity(_)
             | Error::Key(_)
             | Error::Cert(_)
             | Error::Task(_) => {
@@ -259,4 +294,26 @@ pub fn ensure_problem<B>(
     Ok(ErrorHandlerResponse::Response(
         actix_web::dev::ServiceResponse::new(req, response).map_into_right_body(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn storage_failures_are_503_with_retry_after_and_bad_data_is_not() {
+        for err in [
+            StoreError::Database(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable("disk full".into()),
+        ] {
+            let problem = Problem::from(Error::Store(err));
+            assert_eq!(problem.status, 503);
+            assert_eq!(problem.kind, "urn:jwksd:problem:storage-unavailable");
+            assert_eq!(problem.retry_after, Some(STORAGE_RETRY_AFTER));
+            assert!(!problem.detail.contains("disk full"), "no internal text");
+        }
+        let corrupt = Problem::from(Error::Store(StoreError::Corrupt("state 'x'".into())));
+        assert_eq!(corrupt.status, 500);
+    }
 }

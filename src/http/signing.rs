@@ -215,7 +215,9 @@ async fn create_assertion(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "assertion withheld: audit unavailable");
-            unavailable("the audit trail is unavailable, so no assertion was issued; retry")
+            Problem::storage_unavailable(
+                "the audit trail is unavailable, so no assertion was issued; retry",
+            )
         })?;
 
     super::metrics::Metrics::bump(&state.metrics.assertions_issued);

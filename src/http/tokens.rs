@@ -61,13 +61,9 @@ pub fn token_problem(err: TokenError) -> Problem {
             format!("key set {keyset} has no usable key yet"),
         )
         .with_retry_after(5),
-        TokenError::Audit => Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service Unavailable",
+        TokenError::Audit => Problem::storage_unavailable(
             "the audit trail is unavailable, so no assertion was sent; retry",
-        )
-        .with_retry_after(5),
+        ),
         TokenError::Upstream {
             class,
             status,

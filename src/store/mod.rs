@@ -149,9 +149,21 @@ pub enum StoreError {
     /// authenticate key rows (`jwksd backup`).
     #[error("the store was opened without the master key")]
     Unauthenticated,
-    /// The database itself failed (I/O, locking, corruption detected by the engine).
+    /// The database itself failed (I/O, a full disk, locking, corruption detected by the
+    /// engine). Nothing was written; usually transient.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The store cannot commit right now (a readiness probe failed a moment ago).
+    #[error("the store cannot commit: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// A failure of the storage itself (answered 503, retry later), as opposed to a
+    /// concurrent change or data jwksd cannot read.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(self, StoreError::Database(_) | StoreError::Unavailable(_))
+    }
 }
 
 /// The operations jwksd needs from a database.
@@ -190,7 +202,9 @@ pub trait Store: Send + Sync {
     /// Writes a metadata value.
     fn set_meta<'a>(&'a self, name: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()>;
 
-    /// A cheap round trip, for readiness checks.
+    /// Whether the store can commit a write now, for readiness checks. A write, not only a
+    /// read: a full disk still answers reads. Backends may reuse an outcome younger than a
+    /// second, so that frequent checks cost at most one disk sync a second.
     fn ping(&self) -> StoreFuture<'_, ()>;
 
     /// Closes all connections once in-flight work is done (at shutdown). Later calls fail.

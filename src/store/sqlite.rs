@@ -4,17 +4,24 @@
 //! disk: an operator's rotation is acknowledged only after it is durable. A partial unique
 //! index forbids two current keys in one key set, and a CHECK forbids a private half on a
 //! key that may no longer sign, so a bug above cannot store either.
+//!
+//! Storage faults are transient, not fatal: a connection whose write transaction failed
+//! (a full disk, an I/O error) is closed rather than returned to the pool, so the next
+//! write gets a fresh connection once the fault is gone, and [`Store::ping`] is a real
+//! write, so readiness says whether the store can commit. Every file of the store
+//! (`jwksd.db`, `-wal`, `-shm`) and every backup is created readable by its owner only.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Connection, Row};
+use sqlx::{Connection, Row, Sqlite};
 
 use super::{
     key_row_mac_input, parse_alg, parse_state, AuditHead, Change, Store, StoreError, StoreFuture,
@@ -84,6 +91,11 @@ ALTER TABLE keys ADD COLUMN mac BLOB;
 pub enum OpenError {
     #[error("cannot open the store {path}: {source}")]
     Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot create the store {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the store {path} is damaged ({detail}); restore it from a backup")]
     Damaged { path: PathBuf, detail: String },
     #[error(
@@ -97,6 +109,23 @@ pub enum OpenError {
     },
 }
 
+/// Why `jwksd backup` wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(
+        "{0} already exists (a file, or a symbolic link even if it points nowhere); a backup \
+         never replaces or follows one: choose a new file name"
+    )]
+    Exists(PathBuf),
+    #[error("cannot create the backup file {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the copy into {path} failed (the partial file was removed): {source}")]
+    Copy { path: PathBuf, source: StoreError },
+}
+
 /// The SQLite store.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -107,6 +136,108 @@ pub struct SqliteStore {
     /// A checkpoint that should erase old pages from the WAL could not finish (a reader held
     /// it); retried after the next write until it does.
     checkpoint_pending: Arc<AtomicBool>,
+    /// The last write probe, shared by concurrent readiness checks.
+    probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
+}
+
+/// When the last write probe ran, and its outcome (the error as text, to be reused).
+type Probed = (Instant, Result<(), String>);
+
+/// A readiness check younger than this reuses the last probe instead of writing again, so
+/// that a busy health checker cannot turn readiness into a stream of disk syncs.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+/// Suffixes of the files SQLite keeps beside the database: WAL, shared memory, rollback
+/// journal.
+const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
+
+/// Creates the empty file `path` readable and writable by its owner only. `create_new`
+/// (O_EXCL) refuses an existing file and does not follow a symbolic link, dangling or not,
+/// so nothing is ever written through a link or into a file someone else prepared.
+fn create_owner_only(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Files of an existing store that others may read: stores of older versions (which made
+/// the WAL 0644) and restores with `cp`. Tightened once, before SQLite opens them, because
+/// SQLite gives a new `-wal`/`-shm` the mode of the database file.
+#[cfg(unix)]
+fn tighten_existing(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_owned()];
+    for suffix in SIDE_FILES {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        files.push(PathBuf::from(side));
+    }
+    for file in files {
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                "the store file was readable by other users; it is now 0600. Whoever could \
+                 read it saw key metadata, audit records and sealed (encrypted) private keys"
+            ),
+            Err(e) => tracing::warn!(
+                file = %file.display(),
+                was = format!("{mode:o}"),
+                error = %e,
+                "the store file is readable by other users and could not be changed; run `chmod 600` on it"
+            ),
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn tighten_existing(_: &Path) {}
+
+/// A pooled connection for one write transaction. Unless [`WriteConn::committed`] is
+/// called, dropping it closes the connection instead of returning it to the pool: after a
+/// failed COMMIT (SQLITE_FULL, an I/O error) SQLite may already have rolled back, sqlx's
+/// own rollback then fails, and the connection would stay "in a transaction" for good,
+/// refusing every later BEGIN. A fresh connection costs a few pragmas.
+struct WriteConn {
+    conn: PoolConnection<Sqlite>,
+    committed: bool,
+}
+
+impl WriteConn {
+    async fn acquire(pool: &SqlitePool) -> Result<Self, StoreError> {
+        Ok(WriteConn {
+            conn: pool.acquire().await?,
+            committed: false,
+        })
+    }
+
+    /// `BEGIN IMMEDIATE`: takes the write lock first, so what the transaction reads (the
+    /// audit chain head) cannot go stale before it writes.
+    async fn begin_immediate(&mut self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+        Ok(self.conn.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// The transaction committed: the connection may go back to the pool.
+    fn committed(&mut self) {
+        self.committed = true;
+    }
+}
+
+impl Drop for WriteConn {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 impl SqliteStore {
@@ -126,6 +257,16 @@ impl SqliteStore {
             path: path.to_owned(),
             detail,
         };
+        if create {
+            // SQLite would create the file 0644 (less the umask) and its -wal and -shm with
+            // the same mode; made here first, all of them are 0600 from the start.
+            create_owner_only(path).map_err(|source| OpenError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
+        } else {
+            tighten_existing(path);
+        }
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(create)
@@ -137,6 +278,9 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // Whatever path left a connection inside a transaction (a cancelled request, a
+            // failed rollback), it is closed rather than handed to the next request.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options)
             .await
             .map_err(|e| match e {
@@ -156,9 +300,9 @@ impl SqliteStore {
             pool,
             master,
             checkpoint_pending: Arc::new(AtomicBool::new(false)),
+            probe: Default::default(),
         };
         store.migrate(path).await?;
-        restrict_to_owner(path);
         Ok(store)
     }
 
@@ -219,17 +363,48 @@ impl SqliteStore {
     /// Writes a consistent copy of the whole store to `dest` (SQLite `VACUUM INTO`), while
     /// the service keeps running. The copy holds sealed private keys only: it is useless
     /// without the master key, which must be backed up separately.
-    pub async fn backup_to(&self, dest: &Path) -> Result<(), StoreError> {
-        sqlx::query("VACUUM INTO ?")
+    ///
+    /// `dest` is created here, empty and 0600, before SQLite writes into it (`VACUUM INTO`
+    /// accepts an empty file): it is never readable by others, not even for a moment, and an
+    /// existing file or a symbolic link at `dest` is refused. The copy is written with the
+    /// store's `synchronous=FULL`, so it is on disk when this returns.
+    pub async fn backup_to(&self, dest: &Path) -> Result<(), BackupError> {
+        match create_owner_only(dest) {
+            Ok(file) => drop(file),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(BackupError::Exists(dest.to_owned()))
+            }
+            Err(source) => {
+                return Err(BackupError::Create {
+                    path: dest.to_owned(),
+                    source,
+                })
+            }
+        }
+        let copied = sqlx::query("VACUUM INTO ?")
             .bind(dest.to_string_lossy().into_owned())
             .execute(&self.pool)
-            .await?;
-        restrict_to_owner(dest);
+            .await;
+        if let Err(e) = copied {
+            // The file is the one made above: a half-written copy must not pass for a backup.
+            let _ = std::fs::remove_file(dest);
+            return Err(BackupError::Copy {
+                path: dest.to_owned(),
+                source: e.into(),
+            });
+        }
         Ok(())
     }
-}
 
-impl SqliteStore {
+    /// One small durable write: what readiness needs to know is whether a commit works.
+    async fn write_probe(&self) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('ready_probe', ?)")
+            .bind(crate::unix_now().to_string().into_bytes())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     fn master(&self) -> Result<&MasterKey, StoreError> {
         self.master.as_deref().ok_or(StoreError::Unauthenticated)
     }
@@ -270,15 +445,6 @@ fn verify_row(master: &MasterKey, key: &StoredKey, mac: Option<&[u8]>) -> Result
              edited by someone without the master key",
             key.record.kid, key.record.keyset, key.record.state
         )))
-    }
-}
-
-/// The store holds only sealed private keys, but its metadata is nobody else's business.
-fn restrict_to_owner(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
 }
 
@@ -324,9 +490,8 @@ impl Store for SqliteStore {
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let master = self.master()?;
-            // IMMEDIATE takes the write lock first, so the rows and the audit chain head read
-            // below cannot go stale before this transaction writes.
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = WriteConn::acquire(&self.pool).await?;
+            let mut tx = conn.begin_immediate().await?;
             // Keys leaving `current` go first, so the one-current index holds after each
             // statement.
             let mut transitions: Vec<_> = change.transitions.iter().collect();
@@ -407,6 +572,7 @@ impl Store for SqliteStore {
             }
             append_in_tx(&mut tx, master, &change.events).await?;
             tx.commit().await?;
+            conn.committed();
             let erased = change
                 .transitions
                 .iter()
@@ -425,9 +591,11 @@ impl Store for SqliteStore {
     fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
             let master = self.master()?;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut conn = WriteConn::acquire(&self.pool).await?;
+            let mut tx = conn.begin_immediate().await?;
             let seqs = append_in_tx(&mut tx, master, events).await?;
             tx.commit().await?;
+            conn.committed();
             self.retry_checkpoint().await;
             Ok(seqs)
         })
@@ -557,15 +725,24 @@ impl Store for SqliteStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
+            // Held across the probe: concurrent checks wait for one write and share it.
+            let mut last = self.probe.lock().await;
+            let outcome = match &*last {
+                Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
+                _ => {
+                    let outcome = self.write_probe().await.map_err(|e| e.to_string());
+                    *last = Some((Instant::now(), outcome.clone()));
+                    outcome
+                }
+            };
+            outcome.map_err(StoreError::Unavailable)
         })
     }
 }
 
 /// Appends `events` after the current chain head, inside `tx`.
 async fn append_in_tx(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     master: &MasterKey,
     events: &[AuditEvent],
 ) -> Result<Vec<i64>, StoreError> {
@@ -611,7 +788,7 @@ async fn append_in_tx(
 /// records would otherwise leave a shorter chain that still verifies, and a head without a
 /// MAC could simply be rewritten to match.
 async fn write_head(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     master: &MasterKey,
     head: &AuditHead,
 ) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod discovered_endpoints;
+mod faults;
 mod hardening;
 mod hostile_input;
 mod integrity;
