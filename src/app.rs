@@ -250,9 +250,13 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let scheduler = tokio::spawn(run_scheduler(self.keyring.clone()));
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
+            Duration::from_secs(60),
+        ));
         let result = tokio::try_join!(self.public_server, self.private_server);
         scheduler.abort();
         reloads.abort();
+        protocol_errors.abort();
         let _ = scheduler.await;
         // Checkpoints the WAL and releases the file before the process exits.
         if let Err(e) = self.keyring.store().close().await {
