@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
@@ -163,7 +164,11 @@ impl Application {
         .workers(workers)
         .max_connections(per_worker(workers))
         .client_request_timeout(limits.header_timeout)
-        .keep_alive(limits.header_timeout)
+        // One request per connection: actix-http times only the first request head of a
+        // connection, so on a kept-alive one a client could send the next head a byte at a
+        // time for ever and, with enough sockets, hold every slot. EHRs fetch the JWKS a
+        // few times an hour; a new connection each time costs them nothing.
+        .keep_alive(KeepAlive::Disabled)
         .client_disconnect_timeout(Duration::from_secs(1))
         .listen(public_listener)
         .map_err(|source| StartError::Bind {

@@ -1,13 +1,14 @@
 //! Request body limits shared by both listeners: a body must arrive whole, within a deadline
 //! and a size, before any handler runs.
 //!
-//! actix-web cuts slow request heads and idle keep-alive connections by itself, but once a
-//! request's headers are complete it waits for a chunked body for ever, and after answering
-//! it drains an unread chunked body for ever too. One client could hold a connection per
-//! socket, without credentials, until the process ran out of file descriptors. This
-//! middleware reads every body itself, under [`BodyPolicy::deadline`], and hands handlers a
-//! complete in-memory body; the public listener, whose routes take no body at all, refuses
-//! one at once.
+//! actix-web cuts a slow first request head and idle keep-alive connections by itself (not
+//! the head of a later request on a kept-alive connection: see the public listener in
+//! `app.rs`), but once a request's headers are complete it waits for a chunked body for
+//! ever, and after answering it drains an unread chunked body for ever too. One client could
+//! hold a connection per socket, without credentials, until the process ran out of file
+//! descriptors. This middleware reads every body itself, under [`BodyPolicy::deadline`], and
+//! hands handlers a complete in-memory body; the public listener, whose routes take no body
+//! at all, refuses one at once.
 //!
 //! When a body is refused, the connection must close: the request stream is still open and
 //! unread. Keeping the unfinished payload alive until the answer is written is what makes

@@ -248,3 +248,62 @@ async fn malformed_requests_are_counted_and_summarised_not_logged_one_error_each
     assert_eq!(counted, 36, "protocol errors counted");
     service.stop();
 }
+
+/// Sends one complete request, reads its answer, then trickles the head of a second request
+/// (a byte every 200 ms) for up to `patience`. Returns whether the server closed the
+/// connection, and when.
+fn trickle_a_second_head(addr: &str, patience: Duration) -> (bool, Duration) {
+    let host = addr.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = stream.read(&mut buffer).unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .chain([b'a'; 4096].iter());
+    for byte in second {
+        if started.elapsed() > patience {
+            break;
+        }
+        if stream.write_all(&[*byte]).is_err() {
+            return (true, started.elapsed());
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return (true, started.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (true, started.elapsed()),
+        }
+    }
+    (false, started.elapsed())
+}
+
+/// actix-http times only the first request head of a connection: once a request has been
+/// answered and a byte of the next one arrived, nothing limits how slowly the rest of that
+/// head may come, so one client could hold every connection slot of the public listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), "[server]\nheader_timeout = \"1s\"\n").await;
+    let public = app.public.clone();
+    let (closed, after) =
+        tokio::task::spawn_blocking(move || trickle_a_second_head(&public, Duration::from_secs(6)))
+            .await
+            .unwrap();
+    assert!(
+        closed && after < Duration::from_secs(3),
+        "the public listener held a slowly sent second request head for {after:?} (closed: {closed})"
+    );
+    app.stop().await;
+}
