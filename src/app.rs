@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::http::KeepAlive;
 use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
@@ -163,7 +164,11 @@ impl Application {
         .workers(workers)
         .max_connections(per_worker(workers))
         .client_request_timeout(limits.header_timeout)
-        .keep_alive(limits.header_timeout)
+        // One request per connection: actix-http times only the first request head of a
+        // connection, so on a kept-alive one a client could send the next head a byte at a
+        // time for ever and, with enough sockets, hold every slot. EHRs fetch the JWKS a
+        // few times an hour; a new connection each time costs them nothing.
+        .keep_alive(KeepAlive::Disabled)
         .client_disconnect_timeout(Duration::from_secs(1))
         .listen(public_listener)
         .map_err(|source| StartError::Bind {
@@ -250,9 +255,13 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let scheduler = tokio::spawn(run_scheduler(self.keyring.clone()));
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
+            Duration::from_secs(60),
+        ));
         let result = tokio::try_join!(self.public_server, self.private_server);
         scheduler.abort();
         reloads.abort();
+        protocol_errors.abort();
         let _ = scheduler.await;
         // Checkpoints the WAL and releases the file before the process exits.
         if let Err(e) = self.keyring.store().close().await {

@@ -19,6 +19,8 @@
 //! - [`register`]: the vendor registration kit behind `jwksd register`.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
+//! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
+//!   summarised instead of logged one by one.
 //! - [`cli`]: the command line, including the admin client commands.
 //! - [`doctor`]: the checks behind `jwksd doctor`.
 //! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
@@ -33,6 +35,7 @@ pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod keys;
+pub mod logging;
 pub mod ratelimit;
 pub mod register;
 pub mod rotation;

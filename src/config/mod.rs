@@ -106,7 +106,9 @@ pub struct ServerConfig {
 /// keep an unauthenticated client from holding the public listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Time to send a request's headers, and idle time allowed between keep-alive requests.
+    /// Time to send a connection's first request head, and idle time allowed between
+    /// keep-alive requests (private listener; the public one answers one request per
+    /// connection, because actix does not time the heads of later requests).
     pub header_timeout: Duration,
     /// Time to send a whole request body, from the end of the headers.
     pub body_timeout: Duration,

@@ -1,13 +1,14 @@
 //! Request body limits shared by both listeners: a body must arrive whole, within a deadline
 //! and a size, before any handler runs.
 //!
-//! actix-web cuts slow request heads and idle keep-alive connections by itself, but once a
-//! request's headers are complete it waits for a chunked body for ever, and after answering
-//! it drains an unread chunked body for ever too. One client could hold a connection per
-//! socket, without credentials, until the process ran out of file descriptors. This
-//! middleware reads every body itself, under [`BodyPolicy::deadline`], and hands handlers a
-//! complete in-memory body; on the public listener, whose routes take no body, a body is not
-//! read at all and the connection closes after the answer.
+//! actix-web cuts a slow first request head and idle keep-alive connections by itself (not
+//! the head of a later request on a kept-alive connection: see the public listener in
+//! `app.rs`), but once a request's headers are complete it waits for a chunked body for
+//! ever, and after answering it drains an unread chunked body for ever too. One client could
+//! hold a connection per socket, without credentials, until the process ran out of file
+//! descriptors. This middleware reads every body itself, under [`BodyPolicy::deadline`], and
+//! hands handlers a complete in-memory body; on the public listener, whose routes take no
+//! body, a body is not read at all and the connection closes after the answer.
 //!
 //! Whenever a body is left unread, the connection must close: keeping the unfinished payload
 //! alive until the answer is written is what makes actix close it (see [`HoldingBody`]).

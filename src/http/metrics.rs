@@ -74,6 +74,11 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
         "Token requests sent to token endpoints, retries included.",
         state.tokens.upstream_requests(),
     );
+    counter(
+        "jwksd_http_protocol_errors_total",
+        "Malformed requests answered by the HTTP parser itself (400/431, empty body), on either listener.",
+        crate::logging::protocol_errors_total(),
+    );
     let _ = writeln!(
         out,
         "# HELP jwksd_keys Keys by key set and state.\n# TYPE jwksd_keys gauge"

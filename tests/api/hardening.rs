@@ -165,3 +165,157 @@ async fn a_thousand_stalled_chunked_requests_do_not_stop_the_jwks() {
     drop(holders);
     service.stop();
 }
+
+/// Malformed requests: all but the bad chunks are answered by actix-http's parser itself
+/// (400 with an empty body, before any jwksd code runs); a bad chunk size reaches the body
+/// guard, which answers with a problem.
+fn malformed_requests() -> Vec<String> {
+    let long_url = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100_000));
+    let kinds = [
+        "GARBAGE\r\n\r\n".to_owned(),
+        "\u{1}\u{2}\u{3} / HTTP/1.1\r\n\r\n".to_owned(),
+        "GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n".to_owned(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n".to_owned(),
+        long_url,
+        "POST /v1/assertions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n"
+            .to_owned(),
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n"
+            .to_owned(),
+    ];
+    kinds.iter().cycle().take(50).cloned().collect()
+}
+
+/// 50 malformed requests must not write 50 ERROR lines: the log holds no ERROR at all and
+/// at most one summary WARN, the metric counts them, and the JWKS is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_counted_and_summarised_not_logged_one_error_each() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
+    let service = crate::process::Service::start(dir.path()).await;
+    let (public, private) = (service.public.clone(), service.private.clone());
+    let answers = tokio::task::spawn_blocking(move || {
+        malformed_requests()
+            .iter()
+            .enumerate()
+            .map(|(i, request)| {
+                // Bad chunks go to the listener that reads bodies, everything else to both.
+                let addr = if i % 2 == 0 || request.starts_with("POST") {
+                    &private
+                } else {
+                    &public
+                };
+                exchange(addr, request, Duration::from_secs(3))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for (answer, closed) in &answers {
+        assert!(closed, "a malformed request kept its connection: {answer}");
+        assert!(!answer.starts_with("HTTP/1.1 5"), "{answer}");
+    }
+    let client = crate::helpers::http_client();
+    let jwks = client
+        .get(format!("{}/.well-known/jwks.json", service.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+
+    let summary = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("malformed requests"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while summary(&service.log()) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = service.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(
+        errors.is_empty(),
+        "{} ERROR lines for 50 malformed requests, e.g. {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert_eq!(summary(&log), 1, "one summary line:\n{log}");
+    let metrics = client
+        .get(format!("{}/metrics", service.private))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("jwksd_http_protocol_errors_total "))
+        .unwrap_or_else(|| panic!("no protocol error counter:\n{metrics}"))
+        .parse()
+        .unwrap();
+    // 7 kinds cycled over 50 requests: the 14 bad chunks reach jwksd's body guard and get
+    // its problem; the other 36 are answered by the parser.
+    assert_eq!(counted, 36, "protocol errors counted");
+    service.stop();
+}
+
+/// Sends one complete request, reads its answer, then trickles the head of a second request
+/// (a byte every 200 ms) for up to `patience`. Returns whether the server closed the
+/// connection, and when.
+fn trickle_a_second_head(addr: &str, patience: Duration) -> (bool, Duration) {
+    let host = addr.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buffer = [0u8; 4096];
+    let n = stream.read(&mut buffer).unwrap();
+    assert!(buffer[..n].starts_with(b"HTTP/1.1 200"));
+    let started = Instant::now();
+    let second = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "
+        .iter()
+        .chain([b'a'; 4096].iter());
+    for byte in second {
+        if started.elapsed() > patience {
+            break;
+        }
+        if stream.write_all(&[*byte]).is_err() {
+            return (true, started.elapsed());
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => return (true, started.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return (true, started.elapsed()),
+        }
+    }
+    (false, started.elapsed())
+}
+
+/// actix-http times only the first request head of a connection: once a request has been
+/// answered and a byte of the next one arrived, nothing limits how slowly the rest of that
+/// head may come, so one client could hold every connection slot of the public listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), "[server]\nheader_timeout = \"1s\"\n").await;
+    let public = app.public.clone();
+    let (closed, after) =
+        tokio::task::spawn_blocking(move || trickle_a_second_head(&public, Duration::from_secs(6)))
+            .await
+            .unwrap();
+    assert!(
+        closed && after < Duration::from_secs(3),
+        "the public listener held a slowly sent second request head for {after:?} (closed: {closed})"
+    );
+    app.stop().await;
+}
