@@ -93,6 +93,7 @@ impl Application {
         if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             ensure_dir(parent)?;
         }
+        finish_interrupted_first_start(db_path, &server.master_key)?;
         let store_exists = db_path.exists();
         let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
         if !store_exists && external_key && !server.initialize {
@@ -104,18 +105,21 @@ impl Application {
                 db_path.display()
             )));
         }
-        let master = Arc::new(load_master_key(&server.master_key, store_exists, db_path)?);
-        let store = SqliteStore::open(db_path, !store_exists, Some(master.clone())).await?;
-        if !store_exists {
+        let master = if store_exists {
+            Arc::new(load_master_key(&server.master_key, true, db_path)?)
+        } else {
+            let master = initialise_store(&config, db_path).await?;
             info!(path = %db_path.display(), "created a new key store");
-        }
+            master
+        };
+        let store = SqliteStore::open(db_path, false, Some(master.clone())).await?;
         let store: Arc<dyn Store> = Arc::new(store);
         let keyring = Arc::new(
             Keyring::open(
                 store,
                 master,
                 config.keysets.clone(),
-                !store_exists,
+                false,
                 crate::unix_now(),
             )
             .await?,
@@ -367,16 +371,151 @@ fn ensure_dir(path: &Path) -> Result<(), StartError> {
     })
 }
 
-/// Writes `contents` to a new file readable only by its owner, and syncs it to disk.
+/// Where a first start builds the store before it is moved into place.
+fn init_path(db_path: &Path) -> PathBuf {
+    sibling(db_path, ".init")
+}
+
+/// `path` with `suffix` appended to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A first start writes the development master key only once the new store is complete
+/// (at `<store>.init`), then moves the store into place. A crash between the two leaves the
+/// key and the complete store beside each other: finish the move.
+fn finish_interrupted_first_start(
+    db_path: &Path,
+    source: &MasterKeySource,
+) -> Result<(), StartError> {
+    let init = init_path(db_path);
+    let MasterKeySource::Development(key_path) = source else {
+        return Ok(());
+    };
+    if db_path.exists() || !init.exists() || !key_path.exists() {
+        return Ok(());
+    }
+    move_into_place(&init, db_path)?;
+    warn!(path = %db_path.display(), "completed a first start that was interrupted after the new store was made");
+    Ok(())
+}
+
+/// The first start, all or nothing: the store is built and filled (master-key check, the
+/// first keys of every key set) under a temporary name, closed, and only then renamed into
+/// place. The development master key is written just before the rename. A crash at any
+/// moment leaves either no store (the next start begins again) or a complete one, never a
+/// half-made store that every later start would refuse.
+async fn initialise_store(config: &Config, db_path: &Path) -> Result<Arc<MasterKey>, StartError> {
+    let init = init_path(db_path);
+    // A leftover from an interrupted first start never held a key anyone has seen.
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let leftover = sibling(&init, suffix);
+        if leftover.exists() {
+            std::fs::remove_file(&leftover).map_err(|e| {
+                StartError::Refused(format!(
+                    "cannot remove {} left by an interrupted first start: {e}; remove it by hand",
+                    leftover.display()
+                ))
+            })?;
+        }
+    }
+    let (master, key_to_write) = match &config.server.master_key {
+        MasterKeySource::Development(path) if !path.exists() => {
+            let (key, text) = MasterKey::generate();
+            (Arc::new(key), Some((path.clone(), text)))
+        }
+        source => (Arc::new(load_master_key(source, false, db_path)?), None),
+    };
+    let store = SqliteStore::open(&init, true, Some(master.clone())).await?;
+    let shared: Arc<dyn Store> = Arc::new(store.clone());
+    let keyring = Keyring::open(
+        shared,
+        master.clone(),
+        config.keysets.clone(),
+        true,
+        crate::unix_now(),
+    )
+    .await;
+    // The file alone must hold the whole store before it is renamed: merge the WAL first
+    // (closing would too, but only when the last connection happens to notice it is last).
+    let flushed = match &keyring {
+        Ok(_) => store.flush().await,
+        Err(_) => Ok(()),
+    };
+    let closed = store.close().await;
+    drop(keyring?);
+    flushed.and(closed).map_err(crate::error::Error::from)?;
+    let wal = sibling(&init, "-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(StartError::Refused(format!(
+            "the new store's journal {} was not merged when it was closed; remove {} and start again",
+            wal.display(),
+            init.display()
+        )));
+    }
+    if let Some((path, text)) = key_to_write {
+        write_secret_file(&path, &text).map_err(|e| {
+            StartError::Refused(format!(
+                "cannot write the development master key {}: {e}",
+                path.display()
+            ))
+        })?;
+        warn!(
+            path = %path.display(),
+            "generated a development master key beside the store; in production supply \
+             it from a secret manager (server.master_key_file or JWKSD_SERVER__MASTER_KEY_FILE) \
+             and keep it apart from the store's backups"
+        );
+    }
+    move_into_place(&init, db_path)?;
+    Ok(master)
+}
+
+/// Renames `from` to `to` and syncs the directory, so the rename survives a power cut.
+fn move_into_place(from: &Path, to: &Path) -> Result<(), StartError> {
+    let failed = |e: std::io::Error| {
+        StartError::Refused(format!(
+            "cannot move the new store {} to {}: {e}",
+            from.display(),
+            to.display()
+        ))
+    };
+    std::fs::rename(from, to).map_err(failed)?;
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(sibling(from, suffix));
+    }
+    if let Some(dir) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// Writes `contents` to a new file readable only by its owner, all or nothing: it is
+/// written and synced under a temporary name, then linked to `path` (which fails if `path`
+/// exists), so a crash never leaves an empty or partial secret at `path`.
 fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    let temp = sibling(path, &format!(".tmp-{}", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(contents.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(contents.as_bytes())?;
+        file.write_all(b"\n")?;
+        file.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    linked?;
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<String>, StartError> {
@@ -427,22 +566,11 @@ fn load_master_key(
                     db_path.display(),
                     path.display()
                 ))),
-                (false, false) => {
-                    let (key, text) = MasterKey::generate();
-                    write_secret_file(path, &text).map_err(|e| {
-                        StartError::Refused(format!(
-                            "cannot write the development master key {}: {e}",
-                            path.display()
-                        ))
-                    })?;
-                    warn!(
-                        path = %path.display(),
-                        "generated a development master key beside the store; in production supply \
-                         it from a secret manager (server.master_key_file or JWKSD_SERVER__MASTER_KEY_FILE) \
-                         and keep it apart from the store's backups"
-                    );
-                    Ok(key)
-                }
+                (false, false) => Err(StartError::Refused(format!(
+                    "there is neither a key store at {} nor a master key at {}",
+                    db_path.display(),
+                    path.display()
+                ))),
             }
         }
     }
@@ -466,6 +594,13 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<Stri
             if path.exists() {
                 let text = read_secret_file(path, "admin token")?;
                 let token = text.trim().to_owned();
+                if token.len() < 32 {
+                    return Err(StartError::Refused(format!(
+                        "the generated admin token {} is empty or short (an interrupted first \
+                         start?); delete it and jwksd generates a new one",
+                        path.display()
+                    )));
+                }
                 return Ok((TokenHash::of(&token), Some(token)));
             }
             let token = crate::random_token();

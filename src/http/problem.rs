@@ -213,10 +213,7 @@ impl From<Error> for Problem {
                 )
                 .with_retry_after(60)
             }
-            Error::Store(_)
-            | Error::Key(_)
-            | Error::Cert(_)
-            | Error::Task(_) => {
+            Error::Store(_) | Error::Key(_) | Error::Cert(_) | Error::Task(_) => {
                 error!(error = %err, "request failed");
                 Problem::internal()
             }

@@ -405,6 +405,140 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Merges the whole WAL into the database file and empties it: afterwards the file
+    /// alone holds the store (a first start renames it into place).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await?;
+        if busy != 0 {
+            return Err(StoreError::Unavailable(
+                "the journal could not be merged: a reader held it".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A write that failed for storage reasons makes readiness fail at once (until the next
+    /// probe, at most [`PROBE_REUSE`] later), so `/readyz` never says ready while commits fail.
+    async fn note_write<T>(&self, result: &Result<T, StoreError>) {
+        if let Err(e) = result {
+            if e.is_storage_failure() {
+                *self.probe.lock().await = Some((Instant::now(), Err(e.to_string())));
+            }
+        }
+    }
+
+    async fn apply_change(&self, change: &Change) -> Result<(), StoreError> {
+        let master = self.master()?;
+        let mut conn = WriteConn::acquire(&self.pool).await?;
+        let mut tx = conn.begin_immediate().await?;
+        // Keys leaving `current` go first, so the one-current index holds after each
+        // statement.
+        let mut transitions: Vec<_> = change.transitions.iter().collect();
+        transitions.sort_by_key(|t| t.from != KeyState::Current);
+        for t in transitions {
+            let row = sqlx::query("SELECT * FROM keys WHERE kid = ?")
+                .bind(&t.kid)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else {
+                return Err(StoreError::Conflict(format!(
+                    "key {} no longer exists",
+                    t.kid
+                )));
+            };
+            let mut key = key_from_row(&row)?;
+            let mac: Option<Vec<u8>> = row.try_get("mac")?;
+            // A row edited since the last load is never carried forward under a fresh MAC.
+            verify_row(master, &key, mac.as_deref())?;
+            if key.record.state != t.from {
+                return Err(StoreError::Conflict(format!(
+                    "key {} is no longer {}",
+                    t.kid, t.from
+                )));
+            }
+            t.apply_to(&mut key);
+            let r = &key.record;
+            let done = sqlx::query(
+                "UPDATE keys SET state = ?, published_at = ?, activated_at = ?, retired_at = ?, \
+                 remove_at = ?, removed_at = ?, revoked_at = ?, sealed_private = ?, mac = ? \
+                 WHERE kid = ? AND state = ?",
+            )
+            .bind(r.state.as_str())
+            .bind(r.published_at)
+            .bind(r.activated_at)
+            .bind(r.retired_at)
+            .bind(r.remove_at)
+            .bind(r.removed_at)
+            .bind(r.revoked_at)
+            .bind(&key.sealed_private)
+            .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
+            .bind(&t.kid)
+            .bind(t.from.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "key {} is no longer {}",
+                    t.kid, t.from
+                )));
+            }
+        }
+        for key in &change.inserts {
+            let r = &key.record;
+            sqlx::query(
+                "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, \
+                 activated_at, retired_at, remove_at, removed_at, revoked_at, public_jwk, \
+                 cert_der, sealed_private, mac) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&r.kid)
+            .bind(&r.keyset)
+            .bind(r.alg.as_str())
+            .bind(r.state.as_str())
+            .bind(r.created_at)
+            .bind(r.published_at)
+            .bind(r.activated_at)
+            .bind(r.retired_at)
+            .bind(r.remove_at)
+            .bind(r.removed_at)
+            .bind(r.revoked_at)
+            .bind(&key.public_jwk)
+            .bind(&key.cert_der)
+            .bind(&key.sealed_private)
+            .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(key)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_in_tx(&mut tx, master, &change.events).await?;
+        tx.commit().await?;
+        conn.committed();
+        let erased = change
+            .transitions
+            .iter()
+            .any(|t| !matches!(t.to, KeyState::Next | KeyState::Current));
+        if erased {
+            // Older copies of the erased pages live on in the WAL until it is
+            // checkpointed and truncated.
+            self.checkpoint().await;
+        } else {
+            self.retry_checkpoint().await;
+        }
+        Ok(())
+    }
+
+    async fn append_events(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
+        let master = self.master()?;
+        let mut conn = WriteConn::acquire(&self.pool).await?;
+        let mut tx = conn.begin_immediate().await?;
+        let seqs = append_in_tx(&mut tx, master, events).await?;
+        tx.commit().await?;
+        conn.committed();
+        self.retry_checkpoint().await;
+        Ok(seqs)
+    }
+
     fn master(&self) -> Result<&MasterKey, StoreError> {
         self.master.as_deref().ok_or(StoreError::Unauthenticated)
     }
@@ -489,115 +623,17 @@ impl Store for SqliteStore {
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let master = self.master()?;
-            let mut conn = WriteConn::acquire(&self.pool).await?;
-            let mut tx = conn.begin_immediate().await?;
-            // Keys leaving `current` go first, so the one-current index holds after each
-            // statement.
-            let mut transitions: Vec<_> = change.transitions.iter().collect();
-            transitions.sort_by_key(|t| t.from != KeyState::Current);
-            for t in transitions {
-                let row = sqlx::query("SELECT * FROM keys WHERE kid = ?")
-                    .bind(&t.kid)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(row) = row else {
-                    return Err(StoreError::Conflict(format!(
-                        "key {} no longer exists",
-                        t.kid
-                    )));
-                };
-                let mut key = key_from_row(&row)?;
-                let mac: Option<Vec<u8>> = row.try_get("mac")?;
-                // A row edited since the last load is never carried forward under a fresh MAC.
-                verify_row(master, &key, mac.as_deref())?;
-                if key.record.state != t.from {
-                    return Err(StoreError::Conflict(format!(
-                        "key {} is no longer {}",
-                        t.kid, t.from
-                    )));
-                }
-                t.apply_to(&mut key);
-                let r = &key.record;
-                let done = sqlx::query(
-                    "UPDATE keys SET state = ?, published_at = ?, activated_at = ?, retired_at = ?, \
-                     remove_at = ?, removed_at = ?, revoked_at = ?, sealed_private = ?, mac = ? \
-                     WHERE kid = ? AND state = ?",
-                )
-                .bind(r.state.as_str())
-                .bind(r.published_at)
-                .bind(r.activated_at)
-                .bind(r.retired_at)
-                .bind(r.remove_at)
-                .bind(r.removed_at)
-                .bind(r.revoked_at)
-                .bind(&key.sealed_private)
-                .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
-                .bind(&t.kid)
-                .bind(t.from.as_str())
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() != 1 {
-                    return Err(StoreError::Conflict(format!(
-                        "key {} is no longer {}",
-                        t.kid, t.from
-                    )));
-                }
-            }
-            for key in &change.inserts {
-                let r = &key.record;
-                sqlx::query(
-                    "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, \
-                     activated_at, retired_at, remove_at, removed_at, revoked_at, public_jwk, \
-                     cert_der, sealed_private, mac) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&r.kid)
-                .bind(&r.keyset)
-                .bind(r.alg.as_str())
-                .bind(r.state.as_str())
-                .bind(r.created_at)
-                .bind(r.published_at)
-                .bind(r.activated_at)
-                .bind(r.retired_at)
-                .bind(r.remove_at)
-                .bind(r.removed_at)
-                .bind(r.revoked_at)
-                .bind(&key.public_jwk)
-                .bind(&key.cert_der)
-                .bind(&key.sealed_private)
-                .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(key)))
-                .execute(&mut *tx)
-                .await?;
-            }
-            append_in_tx(&mut tx, master, &change.events).await?;
-            tx.commit().await?;
-            conn.committed();
-            let erased = change
-                .transitions
-                .iter()
-                .any(|t| !matches!(t.to, KeyState::Next | KeyState::Current));
-            if erased {
-                // Older copies of the erased pages live on in the WAL until it is
-                // checkpointed and truncated.
-                self.checkpoint().await;
-            } else {
-                self.retry_checkpoint().await;
-            }
-            Ok(())
+            let result = self.apply_change(change).await;
+            self.note_write(&result).await;
+            result
         })
     }
 
     fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
-            let master = self.master()?;
-            let mut conn = WriteConn::acquire(&self.pool).await?;
-            let mut tx = conn.begin_immediate().await?;
-            let seqs = append_in_tx(&mut tx, master, events).await?;
-            tx.commit().await?;
-            conn.committed();
-            self.retry_checkpoint().await;
-            Ok(seqs)
+            let result = self.append_events(events).await;
+            self.note_write(&result).await;
+            result
         })
     }
 

@@ -307,3 +307,68 @@ async fn sighup_reloads_callers_and_a_bad_reload_keeps_the_running_configuration
     );
     service.stop();
 }
+
+/// A first start killed (SIGKILL) the moment each file it makes appears must leave either
+/// nothing or a complete installation: the next start always comes up, with two keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_killed_at_any_step_starts_cleanly_next_time() {
+    for trigger in ["admin.token", "master.key", "jwksd.db", "jwksd.db.init"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+            .args(["serve", "--config", "jwksd.toml"])
+            .current_dir(dir.path())
+            .env(
+                "JWKSD_SERVER__PUBLIC_LISTEN",
+                format!("127.0.0.1:{}", crate::helpers::free_port()),
+            )
+            .env(
+                "JWKSD_SERVER__PRIVATE_LISTEN",
+                format!("127.0.0.1:{}", crate::helpers::free_port()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let watched = dir.path().join("data").join(trigger);
+        let pid = child.id();
+        let killed = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if watched.exists() {
+                    let _ = Command::new("kill")
+                        .args(["-s", "KILL", &pid.to_string()])
+                        .status();
+                    let _ = child.wait();
+                    return true;
+                }
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            false
+        })
+        .await
+        .unwrap();
+        let _ = killed; // jwksd.db.init exists only with the fix; then the kill lands there
+        let service = Service::start(dir.path()).await;
+        let jwks: Value = service
+            .http
+            .get(format!("{}/.well-known/jwks.json", service.public))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            jwks["keys"].as_array().unwrap().len(),
+            2,
+            "after a kill at {trigger}: {jwks}"
+        );
+        service.stop();
+    }
+}
