@@ -188,6 +188,10 @@ async fn after_a_full_disk_signing_recovers_without_a_restart() {
         "recovery took {:?}",
         back.elapsed()
     );
+    eprintln!(
+        "ready and 5 of 5 signings answered 200 {:?} after space came back",
+        back.elapsed()
+    );
     assert_eq!(app.rotate("default", true).await.status(), 200);
     assert_eq!(app.kid_in_state("default", "current").await, Some(next));
     assert_eq!(sign(&app).await.status(), 200);
