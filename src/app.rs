@@ -120,6 +120,7 @@ impl Application {
                 master,
                 config.keysets.clone(),
                 false,
+                server.upgrade_store,
                 crate::unix_now(),
             )
             .await?,
@@ -157,8 +158,10 @@ impl Application {
         let public_state = state.clone();
         let public = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(http::limits::guard_body))
+                // Outermost: it must hold an unread body across whatever answer the inner
+                // layers make, including the problems `ensure_problem` rewrites.
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
+                .wrap(from_fn(http::limits::guard_body))
                 .app_data(public_body.clone())
                 .app_data(public_state.clone())
                 .configure(http::common)
@@ -185,8 +188,10 @@ impl Application {
         let private_state = state.clone();
         let private = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(http::limits::guard_body))
+                // Outermost: it must hold an unread body across whatever answer the inner
+                // layers make, including the problems `ensure_problem` rewrites.
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
+                .wrap(from_fn(http::limits::guard_body))
                 .app_data(private_body.clone())
                 .app_data(private_state.clone())
                 .configure(http::common)
@@ -435,6 +440,7 @@ async fn initialise_store(config: &Config, db_path: &Path) -> Result<Arc<MasterK
         master.clone(),
         config.keysets.clone(),
         true,
+        false,
         crate::unix_now(),
     )
     .await;
@@ -494,12 +500,34 @@ fn move_into_place(from: &Path, to: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Removes `<path>.tmp-*` left by a process killed while writing `path`: they hold a secret
+/// that was never used.
+fn remove_stale_temporaries(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.tmp-", name.to_string_lossy());
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `contents` to a new file readable only by its owner, all or nothing: it is
 /// written and synced under a temporary name, then linked to `path` (which fails if `path`
 /// exists), so a crash never leaves an empty or partial secret at `path`.
 fn write_secret_file(path: &Path, contents: &str) -> std::io::Result<()> {
+    remove_stale_temporaries(path);
     let temp = sibling(path, &format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_file(&temp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

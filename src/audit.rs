@@ -170,11 +170,12 @@ pub fn verify(records: &[AuditRecord]) -> Result<u64, ChainBreak> {
     Ok(verifier.checked)
 }
 
-/// Verifies the trail in a store, a page at a time, and that it ends exactly at the recorded
-/// head, whose MAC the store checks (so deleting the newest records is detected, with or
-/// without the head). A head that fails its MAC is a [`StoreError::Tampered`].
+/// Verifies the trail in a store, a page at a time, and that it ends exactly at the head
+/// the store sealed (so deleting the newest records is detected, with or without the head).
+/// The head is read after the records, and records appended meanwhile by a running jwksd
+/// are verified too before the two are compared. A seal that fails its MAC is a
+/// [`StoreError::Tampered`].
 pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
-    let head = store.audit_head().await?;
     let mut verifier = Verifier::default();
     let mut after = 0;
     loop {
@@ -182,13 +183,22 @@ pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, 
             .audit_page(&AuditFilter::default(), after, 5000)
             .await?;
         if page.is_empty() {
+            let head = store.audit_head().await?;
             let (seq, hash) = head.map_or((0, GENESIS_HASH.to_owned()), |h| (h.seq, h.hash));
+            if seq > verifier.prev_seq {
+                // Appended while this ran: read on.
+                let more = store.audit_page(&AuditFilter::default(), after, 1).await?;
+                if !more.is_empty() {
+                    continue;
+                }
+            }
             if verifier.prev_seq != seq || verifier.prev_hash != hash {
                 return Ok(Err(ChainBreak {
                     seq: verifier.prev_seq + 1,
                     reason: format!(
                         "the trail ends at record {} but its recorded head is record {seq}: \
-                         the newest records were deleted or replaced, or the head was removed",
+                         the newest records were deleted or replaced, or records were added \
+                         outside jwksd",
                         verifier.prev_seq
                     ),
                 }));

@@ -32,6 +32,10 @@ pub enum Command {
         /// (never needed with the development master key in data_dir).
         #[arg(long, env = "JWKSD_INIT")]
         init: bool,
+        /// Authenticate a store written by a jwksd from before key rows carried MACs (once,
+        /// after checking `jwksd keys list` and `jwksd audit verify` show what you expect).
+        #[arg(long, env = "JWKSD_UPGRADE_STORE")]
+        upgrade_store: bool,
     },
     /// Validate the configuration and print what it resolves to, without starting.
     CheckConfig {
@@ -170,9 +174,14 @@ pub enum CallersCommand {
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config, init } => {
+        Command::Serve {
+            config,
+            init,
+            upgrade_store,
+        } => {
             let mut config = Config::load(config.as_deref(), std::env::vars())?;
             config.server.initialize = init;
+            config.server.upgrade_store = upgrade_store;
             let app = Application::build(config).await?;
             app.run_until_stopped().await?;
             Ok(())
@@ -300,17 +309,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let outcome = crate::audit::verify_store(&store).await;
             let keys = crate::store::Store::load_keys(&store).await;
             crate::store::Store::close(&store).await?;
-            let keys = keys.context("key rows failed verification")?;
-            match outcome.context("the audit head failed verification")? {
-                Ok(count) => {
-                    println!(
-                        "audit trail intact: {count} records verified; {} key rows authenticated",
-                        keys.len()
-                    );
-                    Ok(())
-                }
+            let count = match outcome.context("the store's seal failed verification")? {
+                Ok(count) => count,
                 Err(broken) => bail!("audit trail broken: {broken}"),
-            }
+            };
+            let keys = keys.context("the key rows failed verification")?;
+            println!(
+                "audit trail intact: {count} records verified; {} key rows authenticated",
+                keys.len()
+            );
+            Ok(())
         }
         Command::Callers {
             command: CallersCommand::NewToken,

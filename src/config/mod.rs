@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub admin_token: AdminTokenSource,
     /// Create a new store even though the master key is external (`serve --init`).
     pub initialize: bool,
+    /// Authenticate a store from before key rows carried MACs (`serve --upgrade-store`).
+    pub upgrade_store: bool,
     /// Timeouts and connection caps of both listeners.
     pub limits: HttpLimits,
 }
@@ -748,6 +750,7 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
             master_key,
             admin_token,
             initialize: false,
+            upgrade_store: false,
             limits,
         },
         keysets,

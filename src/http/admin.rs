@@ -198,7 +198,14 @@ async fn rotate(
     let name = valid_keyset(&keyset)?;
     let body: RotateBody = optional_json(&req, &body)?;
     let force = query.force || body.force;
-    let outcome = state.keyring.rotate(name, force, crate::unix_now()).await?;
+    let keyring = state.keyring.clone();
+    let name = name.to_owned();
+    // In its own task: a client that hangs up must not cancel a change between its commit
+    // and the new snapshot.
+    let outcome =
+        tokio::spawn(async move { keyring.rotate(&name, force, crate::unix_now()).await })
+            .await
+            .map_err(|e| crate::error::Error::Task(e.to_string()))??;
     Ok(HttpResponse::Ok().json(outcome))
 }
 
@@ -216,10 +223,16 @@ async fn revoke(
         )));
     }
     let reason: Option<String> = body.reason.map(|r| r.chars().take(500).collect());
-    let outcome = state
-        .keyring
-        .revoke(&kid, reason.as_deref(), crate::unix_now())
-        .await?;
+    let keyring = state.keyring.clone();
+    let kid = kid.into_inner();
+    // In its own task, as rotation is.
+    let outcome = tokio::spawn(async move {
+        keyring
+            .revoke(&kid, reason.as_deref(), crate::unix_now())
+            .await
+    })
+    .await
+    .map_err(|e| crate::error::Error::Task(e.to_string()))??;
     Ok(HttpResponse::Ok().json(outcome))
 }
 

@@ -202,7 +202,10 @@ impl From<Error> for Problem {
             // The store failed an integrity check while running (rows edited behind jwksd's
             // back): changes are refused until the operator restores it; the keys in memory,
             // verified when they were loaded, keep serving.
-            Error::Store(crate::store::StoreError::Tampered(_)) | Error::Integrity(_) => {
+            Error::Store(crate::store::StoreError::Tampered(_))
+            | Error::Store(crate::store::StoreError::Corrupt(_))
+            | Error::Store(crate::store::StoreError::Database(_))
+            | Error::Integrity(_) => {
                 error!(error = %err, "request refused: the store failed an integrity check");
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -310,7 +313,9 @@ mod tests {
             assert_eq!(problem.retry_after, Some(STORAGE_RETRY_AFTER));
             assert!(!problem.detail.contains("disk full"), "no internal text");
         }
+        // Data jwksd cannot read is not transient: the integrity problem, never a 500.
         let corrupt = Problem::from(Error::Store(StoreError::Corrupt("state 'x'".into())));
-        assert_eq!(corrupt.status, 500);
+        assert_eq!(corrupt.status, 503);
+        assert_eq!(corrupt.kind, "urn:jwksd:problem:store-integrity");
     }
 }

@@ -33,12 +33,15 @@ const MASTER_CHECK_V1: &[u8] = b"jwksd master key check";
 /// can never be made to look like an older one whose rows were not authenticated.
 const MASTER_CHECK_V2: &[u8] = b"jwksd master key check/v2: key rows and audit head authenticated";
 
-/// Checks that `master` is the store's master key; on a fresh store, records it. Upgrades a
-/// store written before rows were authenticated (once: the check then says v2).
+/// Checks that `master` is the store's master key; on a fresh store, records it. A store
+/// written before rows were authenticated is upgraded only when the operator says so
+/// (`upgrade`): its rows cannot be told from rows someone added, and an old check put back
+/// from a backup must never make jwksd seal an attacker's row by itself.
 pub(super) async fn check_master_key(
     store: &dyn Store,
     master: &MasterKey,
     fresh: bool,
+    upgrade: bool,
 ) -> Result<(), Error> {
     match store.meta(MASTER_CHECK_META).await? {
         None if !fresh => Err(Error::Integrity(
@@ -62,6 +65,16 @@ pub(super) async fn check_master_key(
                 )
             })?;
             if plain.as_slice() == MASTER_CHECK_V1 {
+                if !upgrade {
+                    return Err(Error::Integrity(
+                        "this store was written by a jwksd from before key rows carried MACs \
+                         (or its master-key check was put back from such a backup). Check that \
+                         `jwksd audit verify` passes and `jwksd keys list` shows only your keys, \
+                         then start once with `jwksd serve --upgrade-store` (JWKSD_UPGRADE_STORE=1) \
+                         to authenticate every row as it is now"
+                            .into(),
+                    ));
+                }
                 let sealed_rows = store.authenticate_legacy_rows().await?;
                 let sealed = master.seal(MASTER_CHECK_V2, MASTER_CHECK_AAD);
                 store.set_meta(MASTER_CHECK_META, &sealed).await?;

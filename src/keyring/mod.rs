@@ -182,9 +182,10 @@ impl Keyring {
         master: Arc<MasterKey>,
         configs: BTreeMap<String, KeysetConfig>,
         fresh: bool,
+        upgrade_store: bool,
         now: UnixTime,
     ) -> Result<Self, Error> {
-        integrity::check_master_key(store.as_ref(), &master, fresh).await?;
+        integrity::check_master_key(store.as_ref(), &master, fresh, upgrade_store).await?;
         let stored = store.load_keys().await?;
         integrity::check_store(store.as_ref(), &configs, &stored).await?;
         let keyring = Keyring {

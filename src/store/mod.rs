@@ -80,7 +80,7 @@ impl Transition {
 
 /// The MAC domains: a tag made for one kind of record is never valid for another.
 pub const KEY_ROW_MAC: &str = "jwksd/key-row/v1";
-pub const AUDIT_HEAD_MAC: &str = "jwksd/audit-head/v1";
+pub const STORE_SEAL_MAC: &str = "jwksd/store-seal/v1";
 
 /// The bytes a key row's MAC covers: every column, in a fixed order, as a JSON array
 /// (unambiguous: strings are quoted and escaped, absent values are `null`). The sealed
@@ -115,11 +115,49 @@ pub struct AuditHead {
     pub hash: String,
 }
 
-impl AuditHead {
-    /// The bytes the head's MAC covers.
-    pub fn mac_input(&self) -> Vec<u8> {
-        format!("{} {}", self.seq, self.hash).into_bytes()
+/// What the store records about its whole contents, under one MAC, in the same transaction
+/// as every write: the audit chain's newest record, and a digest of every key row's MAC.
+/// A row MAC alone proves a row authentic, not current: an older copy of a row (a revoked
+/// key from a backup, when it was still current), a deleted row, or a truncated or extended
+/// audit tail each leave valid MACs behind, but never the sealed digest and head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSeal {
+    pub head: AuditHead,
+    pub keys_digest: String,
+}
+
+impl StoreSeal {
+    /// The bytes the seal's MAC covers (also its stored form).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        format!("{} {} {}", self.head.seq, self.head.hash, self.keys_digest).into_bytes()
     }
+
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut parts = text.split(' ');
+        let seal = StoreSeal {
+            head: AuditHead {
+                seq: parts.next()?.parse().ok()?,
+                hash: parts.next()?.to_owned(),
+            },
+            keys_digest: parts.next()?.to_owned(),
+        };
+        parts.next().is_none().then_some(seal)
+    }
+}
+
+/// The digest of a store's key rows: SHA-256 over each row's kid and MAC, in kid order.
+pub fn keys_digest<'a>(rows: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort();
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (kid, mac) in rows {
+        ctx.update(kid.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(hex::encode(mac).as_bytes());
+        ctx.update(b"\n");
+    }
+    hex::encode(ctx.finish().as_ref())
 }
 
 /// Everything one lifecycle operation writes, applied atomically: key rows and the audit
@@ -162,17 +200,32 @@ impl StoreError {
     /// A failure of the storage itself (answered 503, retry later), as opposed to a
     /// concurrent change or data jwksd cannot read.
     pub fn is_storage_failure(&self) -> bool {
-        matches!(self, StoreError::Database(_) | StoreError::Unavailable(_))
+        match self {
+            StoreError::Unavailable(_) => true,
+            // What the engine, the disk or the pool said; not data that fails to decode
+            // (that is tampering or a bug, and retrying will not help).
+            StoreError::Database(e) => matches!(
+                e,
+                sqlx::Error::Database(_)
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+                    | sqlx::Error::Protocol(_)
+            ),
+            _ => false,
+        }
     }
 }
 
 /// The operations jwksd needs from a database.
 pub trait Store: Send + Sync {
-    /// Every key ever made, in creation order, each verified against its MAC
-    /// ([`StoreError::Tampered`] names the first row that fails).
+    /// Every key ever made, in creation order, each verified against its MAC, and all of
+    /// them together against the store's seal ([`StoreError::Tampered`] says what fails).
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
 
-    /// The audit chain's recorded head, its MAC verified; `None` when nothing was appended.
+    /// The audit chain's recorded head, from the store's seal (MAC verified); `None` when
+    /// nothing was ever written.
     fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>>;
 
     /// Gives every key row without a MAC one, and the audit head too: the one-time upgrade of

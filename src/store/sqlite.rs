@@ -24,8 +24,8 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, Sqlite};
 
 use super::{
-    key_row_mac_input, parse_alg, parse_state, AuditHead, Change, Store, StoreError, StoreFuture,
-    StoredKey, AUDIT_HEAD_MAC, KEY_ROW_MAC,
+    key_row_mac_input, keys_digest, parse_alg, parse_state, AuditHead, Change, Store, StoreError,
+    StoreFuture, StoreSeal, StoredKey, KEY_ROW_MAC, STORE_SEAL_MAC,
 };
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::keys::MasterKey;
@@ -80,9 +80,11 @@ CREATE INDEX audit_by_client ON audit (client_id, seq);
 CREATE INDEX audit_by_caller ON audit (caller, seq);
 CREATE INDEX audit_by_kid ON audit (kid, seq);
 "#,
-    // Every key row carries an HMAC under a key derived from the master key.
+    // Every key row carries an HMAC under a key derived from the master key; the start-up
+    // check of generated kids reads the trail by event.
     r#"
 ALTER TABLE keys ADD COLUMN mac BLOB;
+CREATE INDEX audit_by_event ON audit (event, seq);
 "#,
 ];
 
@@ -433,6 +435,10 @@ impl SqliteStore {
         let master = self.master()?;
         let mut conn = WriteConn::acquire(&self.pool).await?;
         let mut tx = conn.begin_immediate().await?;
+        // Nothing is written on top of a store someone else changed: the rows and the
+        // audit tail must be exactly what the seal says jwksd last wrote.
+        let digest = current_digest(&mut tx).await?;
+        check_seal(&mut tx, master, &digest).await?;
         // Keys leaving `current` go first, so the one-current index holds after each
         // statement.
         let mut transitions: Vec<_> = change.transitions.iter().collect();
@@ -511,7 +517,9 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         }
-        append_in_tx(&mut tx, master, &change.events).await?;
+        append_in_tx(&mut tx, &change.events).await?;
+        let digest = current_digest(&mut tx).await?;
+        write_seal(&mut tx, master, &digest).await?;
         tx.commit().await?;
         conn.committed();
         let erased = change
@@ -532,7 +540,10 @@ impl SqliteStore {
         let master = self.master()?;
         let mut conn = WriteConn::acquire(&self.pool).await?;
         let mut tx = conn.begin_immediate().await?;
-        let seqs = append_in_tx(&mut tx, master, events).await?;
+        let digest = current_digest(&mut tx).await?;
+        check_seal(&mut tx, master, &digest).await?;
+        let seqs = append_in_tx(&mut tx, events).await?;
+        write_seal(&mut tx, master, &digest).await?;
         tx.commit().await?;
         conn.committed();
         self.retry_checkpoint().await;
@@ -607,16 +618,23 @@ impl Store for SqliteStore {
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
         Box::pin(async move {
             let master = self.master()?;
+            // One read transaction: the rows and the seal are of the same instant.
+            let mut tx = self.pool.begin().await?;
             let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *tx)
                 .await?;
             let mut keys = Vec::with_capacity(rows.len());
+            let mut macs = Vec::with_capacity(rows.len());
             for row in &rows {
                 let key = key_from_row(row)?;
                 let mac: Option<Vec<u8>> = row.try_get("mac")?;
                 verify_row(master, &key, mac.as_deref())?;
+                macs.push((key.record.kid.clone(), mac.unwrap_or_default()));
                 keys.push(key);
             }
+            let digest = keys_digest(macs.iter().map(|(k, m)| (k.as_str(), m.as_slice())));
+            check_seal(&mut tx, master, &digest).await?;
+            tx.rollback().await?;
             Ok(keys)
         })
     }
@@ -640,34 +658,8 @@ impl Store for SqliteStore {
     fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>> {
         Box::pin(async move {
             let master = self.master()?;
-            let head: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT value FROM meta WHERE name = 'audit_head'")
-                    .fetch_optional(&self.pool)
-                    .await?;
-            let Some(head) = head else { return Ok(None) };
-            let head = String::from_utf8(head)
-                .ok()
-                .and_then(|v| {
-                    let (seq, hash) = v.split_once(' ')?;
-                    Some(AuditHead {
-                        seq: seq.parse().ok()?,
-                        hash: hash.to_owned(),
-                    })
-                })
-                .ok_or_else(|| StoreError::Corrupt("the audit head does not parse".into()))?;
-            let mac: Option<Vec<u8>> =
-                sqlx::query_scalar("SELECT value FROM meta WHERE name = 'audit_head_mac'")
-                    .fetch_optional(&self.pool)
-                    .await?;
-            let valid =
-                mac.is_some_and(|tag| master.verify_mac(AUDIT_HEAD_MAC, &head.mac_input(), &tag));
-            if !valid {
-                return Err(StoreError::Tampered(format!(
-                    "the audit trail's recorded head (record {}) does not carry a valid MAC",
-                    head.seq
-                )));
-            }
-            Ok(Some(head))
+            let mut conn = self.pool.acquire().await?;
+            Ok(read_seal(&mut conn, master).await?.map(|seal| seal.head))
         })
     }
 
@@ -686,13 +678,8 @@ impl Store for SqliteStore {
                     .execute(&mut *tx)
                     .await?;
             }
-            let head: Option<(i64, String)> =
-                sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some((seq, hash)) = head {
-                write_head(&mut tx, master, &AuditHead { seq, hash }).await?;
-            }
+            let digest = current_digest(&mut tx).await?;
+            write_seal(&mut tx, master, &digest).await?;
             tx.commit().await?;
             Ok(rows.len())
         })
@@ -779,7 +766,6 @@ impl Store for SqliteStore {
 /// Appends `events` after the current chain head, inside `tx`.
 async fn append_in_tx(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    master: &MasterKey,
     events: &[AuditEvent],
 ) -> Result<Vec<i64>, StoreError> {
     if events.is_empty() {
@@ -816,25 +802,115 @@ async fn append_in_tx(
         seqs.push(seq);
         prev = hash;
     }
-    write_head(tx, master, &AuditHead { seq, hash: prev }).await?;
     Ok(seqs)
 }
 
-/// Records the chain's head apart from the records, with a MAC: deleting the newest
-/// records would otherwise leave a shorter chain that still verifies, and a head without a
-/// MAC could simply be rewritten to match.
-async fn write_head(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    master: &MasterKey,
-    head: &AuditHead,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('audit_head', ?)")
-        .bind(head.mac_input())
-        .execute(&mut **tx)
+/// The newest audit record in the table, or the genesis hash before the first.
+async fn audit_end(conn: &mut sqlx::SqliteConnection) -> Result<AuditHead, StoreError> {
+    let head: Option<(i64, String)> =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *conn)
+            .await?;
+    let (seq, hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
+    Ok(AuditHead { seq, hash })
+}
+
+/// The digest of the key rows as they are in the table now.
+async fn current_digest(conn: &mut sqlx::SqliteConnection) -> Result<String, StoreError> {
+    let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as("SELECT kid, mac FROM keys")
+        .fetch_all(&mut *conn)
         .await?;
-    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('audit_head_mac', ?)")
-        .bind(master.mac(AUDIT_HEAD_MAC, &head.mac_input()))
-        .execute(&mut **tx)
+    Ok(keys_digest(rows.iter().map(|(kid, mac)| {
+        (kid.as_str(), mac.as_deref().unwrap_or_default())
+    })))
+}
+
+/// The store's seal, its MAC verified; `None` on a store that was never written. Read in
+/// one statement, so a concurrent write never pairs one seal with another's MAC.
+async fn read_seal(
+    conn: &mut sqlx::SqliteConnection,
+    master: &MasterKey,
+) -> Result<Option<StoreSeal>, StoreError> {
+    let (value, mac): (Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(
+        "SELECT (SELECT value FROM meta WHERE name = 'store_seal'), \
+                (SELECT value FROM meta WHERE name = 'store_seal_mac')",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let (value, mac) = match (value, mac) {
+        (None, None) => return Ok(None),
+        (Some(value), Some(mac)) => (value, mac),
+        _ => {
+            return Err(StoreError::Tampered(
+                "the store's seal is incomplete".into(),
+            ))
+        }
+    };
+    if !master.verify_mac(STORE_SEAL_MAC, &value, &mac) {
+        return Err(StoreError::Tampered(
+            "the store's seal (the audit trail's head and the digest of the key rows) does not \
+             carry a valid MAC"
+                .into(),
+        ));
+    }
+    StoreSeal::from_bytes(&value)
+        .map(Some)
+        .ok_or_else(|| StoreError::Tampered("the store's seal does not parse".into()))
+}
+
+/// Checks that the audit tail and the key rows (`digest`) are what the seal says jwksd last
+/// wrote. A store never written has no seal, no keys and no audit records.
+async fn check_seal(
+    conn: &mut sqlx::SqliteConnection,
+    master: &MasterKey,
+    digest: &str,
+) -> Result<(), StoreError> {
+    let end = audit_end(conn).await?;
+    let Some(seal) = read_seal(conn, master).await? else {
+        if end.seq == 0 && digest == keys_digest([]) {
+            return Ok(());
+        }
+        return Err(StoreError::Tampered(
+            "the store's seal is missing although it holds keys or audit trail records: it was \
+             deleted"
+                .into(),
+        ));
+    };
+    if seal.head != end {
+        return Err(StoreError::Tampered(format!(
+            "the audit trail ends at record {} but the store's seal says it ends at record {}: \
+             records were deleted, added or replaced outside jwksd",
+            end.seq, seal.head.seq
+        )));
+    }
+    if seal.keys_digest != digest {
+        return Err(StoreError::Tampered(
+            "the key rows are not the ones jwksd last wrote (the store's seal holds their \
+             digest): a row was deleted, added, or replaced by an older copy of itself"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Seals the store's state as this transaction leaves it: the audit tail and `digest`.
+async fn write_seal(
+    conn: &mut sqlx::SqliteConnection,
+    master: &MasterKey,
+    digest: &str,
+) -> Result<(), StoreError> {
+    let seal = StoreSeal {
+        head: audit_end(conn).await?,
+        keys_digest: digest.to_owned(),
+    };
+    let value = seal.to_bytes();
+    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('store_seal', ?)")
+        .bind(&value)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('store_seal_mac', ?)")
+        .bind(master.mac(STORE_SEAL_MAC, &value))
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

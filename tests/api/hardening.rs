@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 /// Sends `request` on a fresh connection and reads until the server closes it, giving up
 /// after `patience`. Returns what was read and whether the server closed the connection.
@@ -329,5 +329,28 @@ async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
         closed && after < Duration::from_secs(3),
         "the public listener held a slowly sent second request head for {after:?} (closed: {closed})"
     );
+    app.stop().await;
+}
+
+/// A chunked body that never ends, sent with a method the resource does not take: the 405 is
+/// rewritten as a problem, and the connection must still close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_request_answered_405_does_not_hold_the_public_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let public = app.public.clone();
+    let (answer, closed) = tokio::task::spawn_blocking(move || {
+        let post =
+            "POST /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        exchange(&public, post, Duration::from_secs(4))
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed,
+        "the public listener kept the connection open: {answer}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
     app.stop().await;
 }

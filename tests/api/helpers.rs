@@ -99,7 +99,7 @@ pub async fn spawn_app_with(dir: &Path, toml: &str) -> TestApp {
     into_test_app(app)
 }
 
-fn into_test_app(app: Application) -> TestApp {
+pub fn into_test_app(app: Application) -> TestApp {
     let public = format!("http://{}", app.public_addr());
     let private = format!("http://{}", app.private_addr());
     let admin_token = app.admin_token().expect("generated admin token").to_owned();

@@ -178,22 +178,42 @@ async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
     assert!(!ok, "{output}");
 }
 
-/// The head rewritten to match a shortened chain: only the MAC can tell.
+/// The seal rewritten to match a shortened chain: only its MAC can tell.
 #[tokio::test]
-async fn a_rewritten_audit_head_refuses_to_start() {
+async fn a_rewritten_seal_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path()).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     app.stop().await;
-    tamper(
-        dir.path(),
-        &[
-            "DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)",
-            "UPDATE meta SET value = CAST((SELECT seq || ' ' || hash FROM audit ORDER BY seq DESC \
-             LIMIT 1) AS BLOB) WHERE name = 'audit_head'",
-        ],
-    )
-    .await;
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let seal: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'store_seal'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let digest = String::from_utf8(seal)
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    sqlx::query("DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (seq, hash): (i64, String) =
+        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    sqlx::query("UPDATE meta SET value = ? WHERE name = 'store_seal'")
+        .bind(format!("{seq} {hash} {digest}").into_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
     let message = refusal(dir.path(), "").await;
     assert!(message.contains("valid MAC"), "{message}");
     let (ok, output) = audit_verify(dir.path());
@@ -215,13 +235,14 @@ async fn an_edited_audit_record_refuses_to_start() {
     assert!(message.contains("record 1"), "{message}");
 }
 
-/// A store of the format before rows carried MACs is upgraded once at start, and is then
-/// held to the MACs like any other.
+/// A store of the format before rows carried MACs is authenticated only when the operator
+/// says so (its rows cannot be told from rows someone added, and a check put back from an
+/// old backup must not make jwksd seal an attacker's row), and then held to the MACs.
 #[tokio::test]
-async fn a_store_from_before_row_macs_is_upgraded_once() {
+async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let before = initialise(dir.path()).await;
-    // What an older jwksd left: no MACs, and the v1 master-key check.
+    // What an older jwksd left: no MACs, no seal, and the v1 master-key check.
     let master =
         MasterKey::from_text(&std::fs::read_to_string(dir.path().join("data/master.key")).unwrap())
             .unwrap();
@@ -234,7 +255,7 @@ async fn a_store_from_before_row_macs_is_upgraded_once() {
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM meta WHERE name = 'audit_head_mac'")
+    sqlx::query("DELETE FROM meta WHERE name LIKE 'store_seal%'")
         .execute(&pool)
         .await
         .unwrap();
@@ -244,7 +265,11 @@ async fn a_store_from_before_row_macs_is_upgraded_once() {
         .await
         .unwrap();
     pool.close().await;
-    let app = spawn_app(dir.path()).await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("--upgrade-store"), "{message}");
+    let mut config = test_config(dir.path(), "").unwrap();
+    config.server.upgrade_store = true;
+    let app = crate::helpers::into_test_app(jwksd::app::Application::build(config).await.unwrap());
     assert_eq!(app.jwks("default").await, before);
     app.stop().await;
     // The upgrade happened once: a row without a MAC now is refused.
@@ -254,6 +279,87 @@ async fn a_store_from_before_row_macs_is_upgraded_once() {
     )
     .await;
     assert_tampering_refused(dir.path(), "").await;
+}
+
+/// Copies the `keys` rows of the store in `dir` as they are now, to put back later.
+async fn snapshot_rows(dir: &Path) -> Vec<(String, String, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let db = dir.join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let rows = sqlx::query_as("SELECT kid, state, sealed_private, mac FROM keys")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows
+}
+
+/// A revoked key's row replaced by its own older, authentic copy (from when it was current):
+/// each row's MAC is valid, but the set of rows is not the one jwksd last wrote.
+#[tokio::test]
+async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let current = app.kid_in_state("default", "current").await.unwrap();
+    let old = snapshot_rows(dir.path()).await;
+    assert_eq!(app.revoke(&current).await.status(), 200);
+    app.stop().await;
+    let (_, state, sealed, mac) = old.into_iter().find(|r| r.0 == current).unwrap();
+    assert_eq!(state, "current");
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    // The promoted key goes back to next and the newest next key goes, as in the old copy.
+    sqlx::query("DELETE FROM keys WHERE state = 'next'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DROP INDEX keys_one_current_per_keyset")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE keys SET state = 'current', revoked_at = NULL, sealed_private = ?, mac = ? \
+         WHERE kid = ?",
+    )
+    .bind(sealed)
+    .bind(mac)
+    .bind(&current)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("Restore it from a backup"), "{message}");
+}
+
+/// While jwksd runs, someone deletes the newest audit records: the next write must not seal
+/// the shortened chain as if it were authentic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_audit_tail_is_never_resealed_while_running() {
+    use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    for _ in 0..3 {
+        let r =
+            request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
+        assert_eq!(r.status(), 200);
+    }
+    tamper(
+        dir.path(),
+        &["DELETE FROM audit WHERE seq > (SELECT max(seq) - 2 FROM audit)"],
+    )
+    .await;
+    let refused =
+        request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
+    let status = refused.status();
+    assert_eq!(status, 503, "{}", refused.text().await.unwrap());
+    assert_eq!(app.rotate("default", true).await.status(), 503);
+    app.stop().await;
+    let message = refusal(dir.path(), &signing_config("")).await;
+    assert!(message.contains("audit trail"), "{message}");
 }
 
 /// A store that delegates to SQLite, with faults a test switches on.
@@ -360,6 +466,7 @@ async fn faulty_keyring(
         master.clone(),
         config.keysets.clone(),
         true,
+        false,
         jwksd::unix_now(),
     )
     .await
@@ -417,6 +524,7 @@ async fn the_scheduler_recovers_from_a_change_made_behind_its_back() {
         store.clone(),
         master.clone(),
         config.keysets,
+        false,
         false,
         jwksd::unix_now(),
     )

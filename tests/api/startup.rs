@@ -232,7 +232,7 @@ async fn deleted_key_rows_refuse_to_start() {
         tamper(dir.path(), &[statement]).await;
         let message = refusal(dir.path(), "").await;
         assert!(
-            message.contains("key rows were deleted"),
+            message.contains("a row was deleted"),
             "{statement}: {message}"
         );
     }
