@@ -295,44 +295,33 @@ async fn snapshot_rows(dir: &Path) -> Vec<(String, String, Option<Vec<u8>>, Opti
     rows
 }
 
-/// A revoked key's row replaced by its own older, authentic copy (from when it was current):
-/// each row's MAC is valid, but the set of rows is not the one jwksd last wrote.
+/// A revoked key's row replaced by its own older, authentic copy (from when it was retired
+/// and still published): that row's MAC is valid, but the set of rows is not the one jwksd
+/// last wrote.
 #[tokio::test]
 async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app(dir.path()).await;
-    let current = app.kid_in_state("default", "current").await.unwrap();
+    let first = app.kid_in_state("default", "current").await.unwrap();
+    assert_eq!(app.rotate("default", true).await.status(), 200);
     let old = snapshot_rows(dir.path()).await;
-    assert_eq!(app.revoke(&current).await.status(), 200);
+    assert_eq!(app.revoke(&first).await.status(), 200);
     app.stop().await;
-    let (_, state, sealed, mac) = old.into_iter().find(|r| r.0 == current).unwrap();
-    assert_eq!(state, "current");
+    let (_, state, _, mac) = old.into_iter().find(|r| r.0 == first).unwrap();
+    assert_eq!(state, "retired");
     let db = dir.path().join("data/jwksd.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
         .await
         .unwrap();
-    // The promoted key goes back to next and the newest next key goes, as in the old copy.
-    sqlx::query("DELETE FROM keys WHERE state = 'next'")
+    sqlx::query("UPDATE keys SET state = 'retired', revoked_at = NULL, mac = ? WHERE kid = ?")
+        .bind(mac)
+        .bind(&first)
         .execute(&pool)
         .await
         .unwrap();
-    sqlx::query("DROP INDEX keys_one_current_per_keyset")
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE keys SET state = 'current', revoked_at = NULL, sealed_private = ?, mac = ? \
-         WHERE kid = ?",
-    )
-    .bind(sealed)
-    .bind(mac)
-    .bind(&current)
-    .execute(&pool)
-    .await
-    .unwrap();
     pool.close().await;
     let message = refusal(dir.path(), "").await;
-    assert!(message.contains("Restore it from a backup"), "{message}");
+    assert!(message.contains("older copy"), "{message}");
 }
 
 /// While jwksd runs, someone deletes the newest audit records: the next write must not seal
