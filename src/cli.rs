@@ -305,7 +305,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // The master key authenticates the key rows and the chain's head.
             let master = std::sync::Arc::new(crate::app::read_master_key(&config)?);
-            let store = crate::store::sqlite::SqliteStore::open(path, false, Some(master)).await?;
+            let store =
+                crate::store::sqlite::SqliteStore::open(path, false, Some(master.clone())).await?;
+            if crate::keyring::is_legacy_store(&store, &master).await? == Some(true) {
+                let outcome = crate::audit::verify_chain_only(&store).await;
+                crate::store::Store::close(&store).await?;
+                return match outcome? {
+                    Ok(count) => {
+                        println!(
+                            "audit trail chain intact: {count} records verified. This store was \
+                             written before key rows carried MACs, so its key rows and newest \
+                             records cannot be authenticated; if this is the store you expect, \
+                             start once with `jwksd serve --upgrade-store`"
+                        );
+                        Ok(())
+                    }
+                    Err(broken) => bail!("audit trail broken: {broken}"),
+                };
+            }
             let outcome = crate::audit::verify_store(&store).await;
             let keys = crate::store::Store::load_keys(&store).await;
             crate::store::Store::close(&store).await?;

@@ -33,6 +33,18 @@ const MASTER_CHECK_V1: &[u8] = b"jwksd master key check";
 /// can never be made to look like an older one whose rows were not authenticated.
 const MASTER_CHECK_V2: &[u8] = b"jwksd master key check/v2: key rows and audit head authenticated";
 
+/// Whether a store was written before key rows carried MACs (its master-key check says
+/// v1). `None` when the store holds no check or `master` does not open it.
+pub async fn is_legacy_store(store: &dyn Store, master: &MasterKey) -> Result<Option<bool>, Error> {
+    let Some(sealed) = store.meta(MASTER_CHECK_META).await? else {
+        return Ok(None);
+    };
+    Ok(master
+        .open(&sealed, MASTER_CHECK_AAD)
+        .ok()
+        .map(|plain| plain.as_slice() == MASTER_CHECK_V1))
+}
+
 /// Checks that `master` is the store's master key; on a fresh store, records it. A store
 /// written before rows were authenticated is upgraded only when the operator says so
 /// (`upgrade`): its rows cannot be told from rows someone added, and an old check put back
@@ -69,8 +81,8 @@ pub(super) async fn check_master_key(
                     return Err(Error::Integrity(
                         "this store was written by a jwksd from before key rows carried MACs \
                          (or its master-key check was put back from such a backup). Check that \
-                         `jwksd audit verify` passes and `jwksd keys list` shows only your keys, \
-                         then start once with `jwksd serve --upgrade-store` (JWKSD_UPGRADE_STORE=1) \
+                         `jwksd audit verify` passes and that this is the store you expect, then \
+                         start once with `jwksd serve --upgrade-store` (JWKSD_UPGRADE_STORE=1) \
                          to authenticate every row as it is now"
                             .into(),
                     ));

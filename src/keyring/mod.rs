@@ -11,6 +11,8 @@
 
 mod integrity;
 
+pub use integrity::is_legacy_store;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 

@@ -265,6 +265,8 @@ async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
         .await
         .unwrap();
     pool.close().await;
+    let (ok, output) = audit_verify(dir.path());
+    assert!(ok && output.contains("--upgrade-store"), "{output}");
     let message = refusal(dir.path(), "").await;
     assert!(message.contains("--upgrade-store"), "{message}");
     let mut config = test_config(dir.path(), "").unwrap();
