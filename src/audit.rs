@@ -177,40 +177,31 @@ pub fn verify(records: &[AuditRecord]) -> Result<u64, ChainBreak> {
 /// [`StoreError::Tampered`].
 pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
     let mut verifier = Verifier::default();
-    let mut after = 0;
     loop {
-        let page = store
-            .audit_page(&AuditFilter::default(), after, 5000)
-            .await?;
-        if page.is_empty() {
-            let head = store.audit_head().await?;
-            let (seq, hash) = head.map_or((0, GENESIS_HASH.to_owned()), |h| (h.seq, h.hash));
-            if seq > verifier.prev_seq {
-                // Appended while this ran: read on.
-                let more = store.audit_page(&AuditFilter::default(), after, 1).await?;
-                if !more.is_empty() {
-                    continue;
-                }
-            }
-            if verifier.prev_seq != seq || verifier.prev_hash != hash {
-                return Ok(Err(ChainBreak {
-                    seq: verifier.prev_seq + 1,
-                    reason: format!(
-                        "the trail ends at record {} but its recorded head is record {seq}: \
-                         the newest records were deleted or replaced, or records were added \
-                         outside jwksd",
-                        verifier.prev_seq
-                    ),
-                }));
-            }
-            return Ok(Ok(verifier.checked));
+        if let Err(broken) = verify_pages(store, &mut verifier).await? {
+            return Ok(Err(broken));
         }
-        for record in &page {
-            if let Err(e) = verifier.check(record) {
-                return Ok(Err(e));
-            }
+        let head = store.audit_head().await?;
+        let (seq, hash) = head.map_or((0, GENESIS_HASH.to_owned()), |h| (h.seq, h.hash));
+        let appended_meanwhile = seq > verifier.prev_seq
+            && !store
+                .audit_page(&AuditFilter::default(), verifier.prev_seq, 1)
+                .await?
+                .is_empty();
+        if appended_meanwhile {
+            continue;
         }
-        after = page.last().map_or(after, |r| r.seq);
+        if verifier.prev_seq != seq || verifier.prev_hash != hash {
+            return Ok(Err(ChainBreak {
+                seq: verifier.prev_seq + 1,
+                reason: format!(
+                    "the trail ends at record {} but its recorded head is record {seq}: the \
+                     newest records were deleted or replaced, or records were added outside jwksd",
+                    verifier.prev_seq
+                ),
+            }));
+        }
+        return Ok(Ok(verifier.checked));
     }
 }
 
@@ -218,15 +209,23 @@ pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, 
 /// existed, where deleting the newest records cannot be detected.
 pub async fn verify_chain_only(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
     let mut verifier = Verifier::default();
-    let mut after = 0;
+    Ok(verify_pages(store, &mut verifier)
+        .await?
+        .map(|()| verifier.checked))
+}
+
+/// Feeds every record after the verifier's last one to it, a page at a time.
+async fn verify_pages(
+    store: &dyn Store,
+    verifier: &mut Verifier,
+) -> Result<Result<(), ChainBreak>, StoreError> {
     loop {
         let page = store
-            .audit_page(&AuditFilter::default(), after, 5000)
+            .audit_page(&AuditFilter::default(), verifier.prev_seq, 5000)
             .await?;
-        let Some(last) = page.last() else {
-            return Ok(Ok(verifier.checked));
-        };
-        after = last.seq;
+        if page.is_empty() {
+            return Ok(Ok(()));
+        }
         for record in &page {
             if let Err(e) = verifier.check(record) {
                 return Ok(Err(e));

@@ -77,9 +77,9 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
-    /// `segments` follow `/admin/v1/`; see [`crate::cli::admin_url`].
+    /// `segments` follow `/admin/v1/`; see [`crate::admin_url::admin_url`].
     async fn call(&self, method: reqwest::Method, segments: &[&str]) -> anyhow::Result<Value> {
-        let url = crate::cli::admin_url(&self.base, segments)?;
+        let url = crate::admin_url::admin_url(&self.base, segments)?;
         let path = url.path().to_owned();
         let response = self
             .http

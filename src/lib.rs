@@ -22,9 +22,11 @@
 //! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
 //!   summarised instead of logged one by one.
 //! - [`cli`]: the command line, including the admin client commands.
+//! - [`admin_url`]: admin API URLs for the CLI, `doctor` and `register`, one encoded segment per argument.
 //! - [`doctor`]: the checks behind `jwksd doctor`.
 //! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
 
+pub mod admin_url;
 pub mod app;
 pub mod assertion;
 pub mod audit;
