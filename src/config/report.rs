@@ -63,8 +63,20 @@ fn plain_key(key: &str) -> Option<String> {
         && key.len() <= 200
         && key
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c));
+            .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+        && !key.split('.').any(looks_like_secret);
     ok.then(|| key.replace(' ', ""))
+}
+
+/// A "key" that is really a secret pasted on a line of its own (a base64 master key ends in
+/// `=`, so it parses as `key =`): long, with digits and both cases. Configuration keys and
+/// section names are never like that.
+fn looks_like_secret(part: &str) -> bool {
+    let part = part.trim_matches(|c| c == '"' || c == '\'' || c == ' ');
+    part.len() >= 16
+        && part.chars().any(|c| c.is_ascii_digit())
+        && part.chars().any(|c| c.is_ascii_uppercase())
+        && part.chars().any(|c| c.is_ascii_lowercase())
 }
 
 /// The values of `text` (everything right of the first `=` of a line, and every line
@@ -166,6 +178,17 @@ pub fn syntax_error(origin: &str, text: &str, span: Option<Range<usize>>, messag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_pasted_alone_on_a_line_is_never_shown_as_a_key() {
+        let text = "[server]\nQ2hhbmdlTWU0MnNlY3JldGtleTEyMw==\n";
+        assert_eq!(key_at(text, text.find("Q2h").unwrap()), None);
+        let text = "[server]\npublic_listen = 1\n";
+        assert_eq!(
+            key_at(text, text.find("public").unwrap()).as_deref(),
+            Some("server.public_listen")
+        );
+    }
 
     #[test]
     fn positions_are_one_based_and_count_characters() {
