@@ -59,6 +59,8 @@ pub struct Application {
     admin_token: Option<String>,
     public_server: Server,
     private_server: Server,
+    /// Held while the service runs: one jwksd per store (see [`lock_store`]).
+    _store_lock: std::fs::File,
 }
 
 impl Application {
@@ -93,6 +95,7 @@ impl Application {
         if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             ensure_dir(parent)?;
         }
+        let store_lock = lock_store(db_path)?;
         finish_interrupted_first_start(db_path, &server.master_key)?;
         let store_exists = db_path.exists();
         let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
@@ -225,6 +228,7 @@ impl Application {
             admin_token,
             public_server: public.run(),
             private_server: private.run(),
+            _store_lock: store_lock,
         })
     }
 
@@ -374,6 +378,34 @@ fn ensure_dir(path: &Path) -> Result<(), StartError> {
             path.display()
         ))
     })
+}
+
+/// Takes the store's lock file (`<store>.lock`), held for the life of the process, so a
+/// second jwksd on the same store refuses instead of racing the first (two first starts
+/// would remove each other's `<store>.init`; two schedulers would plan the same step). The
+/// kernel releases it when the process dies, so a crash never leaves it stale.
+fn lock_store(db_path: &Path) -> Result<std::fs::File, StartError> {
+    let path = sibling(db_path, ".lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).map_err(|e| {
+        StartError::Refused(format!("cannot open the lock file {}: {e}", path.display()))
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Refused(format!(
+            "another jwksd is running on the store {} (it holds {}); stop it first, or give \
+             this one its own server.data_dir",
+            db_path.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StartError::Refused(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Where a first start builds the store before it is moved into place.

@@ -315,3 +315,15 @@ async fn with_an_external_master_key_a_missing_store_is_created_only_when_asked(
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_jwksd_on_the_same_store_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("another jwksd is running"), "{message}");
+    app.stop().await;
+    // Once the first has stopped, the store is free again.
+    let app = spawn_app(dir.path()).await;
+    app.stop().await;
+}
