@@ -64,7 +64,7 @@ pub(super) async fn check_master_key(
         )),
         None => {
             let sealed = master.seal(MASTER_CHECK_V2, MASTER_CHECK_AAD);
-            store.set_meta(MASTER_CHECK_META, &sealed).await?;
+            store.initialise(MASTER_CHECK_META, &sealed).await?;
             Ok(())
         }
         Some(sealed) => {
@@ -87,14 +87,24 @@ pub(super) async fn check_master_key(
                             .into(),
                     ));
                 }
-                let sealed_rows = store.authenticate_legacy_rows().await?;
+                let generated = generated_kids(store).await?;
                 let sealed = master.seal(MASTER_CHECK_V2, MASTER_CHECK_AAD);
-                store.set_meta(MASTER_CHECK_META, &sealed).await?;
+                let sealed_rows = store
+                    .authenticate_legacy_rows(&generated, MASTER_CHECK_META, &sealed)
+                    .await?;
                 warn!(
                     rows = sealed_rows,
                     "upgraded the store: every key row and the audit head now carry a MAC under \
                      the master key"
                 );
+            }
+            if upgrade && plain.as_slice() == MASTER_CHECK_V2 {
+                return Err(Error::Integrity(
+                    "--upgrade-store (JWKSD_UPGRADE_STORE) is set but this store's key rows are \
+                     already authenticated; remove it, so that an old master-key check put back \
+                     from a backup can never be upgraded without you"
+                        .into(),
+                ));
             }
             Ok(())
         }

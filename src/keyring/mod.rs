@@ -190,6 +190,11 @@ impl Keyring {
         integrity::check_master_key(store.as_ref(), &master, fresh, upgrade_store).await?;
         let stored = store.load_keys().await?;
         integrity::check_store(store.as_ref(), &configs, &stored).await?;
+        // A copy in the log, which the database cannot rewrite: the anchor against a rollback
+        // of the whole store while jwksd was stopped.
+        if let Some(head) = store.audit_head().await? {
+            info!(seq = head.seq, hash = %head.hash, "audit trail verified up to its sealed head");
+        }
         let keyring = Keyring {
             store,
             master,

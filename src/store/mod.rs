@@ -228,9 +228,23 @@ pub trait Store: Send + Sync {
     /// nothing was ever written.
     fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>>;
 
-    /// Gives every key row without a MAC one, and the audit head too: the one-time upgrade of
-    /// a store written before rows were authenticated. Returns how many rows it sealed.
-    fn authenticate_legacy_rows(&self) -> StoreFuture<'_, usize>;
+    /// Gives every key row a MAC and seals the store, and writes `master_check` under
+    /// `check_name`, all in one transaction: the one-time upgrade of a store written before
+    /// rows were authenticated. Refuses ([`StoreError::Tampered`]) a store that was already
+    /// sealed or has a row with a MAC (an old master-key check put back), and a row whose kid
+    /// is not in `generated` (the kids the audit trail says jwksd made). Returns how many
+    /// rows it authenticated.
+    fn authenticate_legacy_rows<'a>(
+        &'a self,
+        generated: &'a [String],
+        check_name: &'a str,
+        master_check: &'a [u8],
+    ) -> StoreFuture<'a, usize>;
+
+    /// Starts a new store: writes `master_check` under `check_name` and the first seal (no
+    /// keys, no audit records) in one transaction. From then on a missing seal is tampering.
+    fn initialise<'a>(&'a self, check_name: &'a str, master_check: &'a [u8])
+        -> StoreFuture<'a, ()>;
 
     /// Applies `change` in one transaction; on any error nothing is written. Private
     /// halves of keys moving to `retired`, `removed` or `revoked` are erased in the same

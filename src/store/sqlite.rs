@@ -138,6 +138,10 @@ pub struct SqliteStore {
     /// A checkpoint that should erase old pages from the WAL could not finish (a reader held
     /// it); retried after the next write until it does.
     checkpoint_pending: Arc<AtomicBool>,
+    /// The seal this process last wrote or verified. Once known, the store's seal must be
+    /// exactly this one: an older seal put back (with the records after it deleted, or an
+    /// older copy of a row) is refused while jwksd runs, not only what fails a MAC.
+    last_seal: Arc<std::sync::Mutex<Option<StoreSeal>>>,
     /// The last write probe, shared by concurrent readiness checks.
     probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
 }
@@ -302,6 +306,7 @@ impl SqliteStore {
             pool,
             master,
             checkpoint_pending: Arc::new(AtomicBool::new(false)),
+            last_seal: Default::default(),
             probe: Default::default(),
         };
         store.migrate(path).await?;
@@ -427,6 +432,14 @@ impl SqliteStore {
         if let Err(e) = result {
             if e.is_storage_failure() {
                 *self.probe.lock().await = Some((Instant::now(), Err(e.to_string())));
+                // A failed commit may still have reached the disk (an I/O error after the
+                // WAL frames were written): the seal on disk is then newer than the one
+                // remembered, and holding to the old one would refuse every later write as
+                // tampering. Trust the next seal that verifies against the data instead.
+                match self.last_seal.lock() {
+                    Ok(mut guard) => *guard = None,
+                    Err(poisoned) => *poisoned.into_inner() = None,
+                }
             }
         }
     }
@@ -438,7 +451,7 @@ impl SqliteStore {
         // Nothing is written on top of a store someone else changed: the rows and the
         // audit tail must be exactly what the seal says jwksd last wrote.
         let digest = current_digest(&mut tx).await?;
-        check_seal(&mut tx, master, &digest).await?;
+        check_seal(&mut tx, master, &digest, &self.known_seal()).await?;
         // Keys leaving `current` go first, so the one-current index holds after each
         // statement.
         let mut transitions: Vec<_> = change.transitions.iter().collect();
@@ -519,9 +532,10 @@ impl SqliteStore {
         }
         append_in_tx(&mut tx, &change.events).await?;
         let digest = current_digest(&mut tx).await?;
-        write_seal(&mut tx, master, &digest).await?;
+        let seal = write_seal(&mut tx, master, &digest).await?;
         tx.commit().await?;
         conn.committed();
+        self.remember(seal);
         let erased = change
             .transitions
             .iter()
@@ -541,13 +555,28 @@ impl SqliteStore {
         let mut conn = WriteConn::acquire(&self.pool).await?;
         let mut tx = conn.begin_immediate().await?;
         let digest = current_digest(&mut tx).await?;
-        check_seal(&mut tx, master, &digest).await?;
+        check_seal(&mut tx, master, &digest, &self.known_seal()).await?;
         let seqs = append_in_tx(&mut tx, events).await?;
-        write_seal(&mut tx, master, &digest).await?;
+        let seal = write_seal(&mut tx, master, &digest).await?;
         tx.commit().await?;
+        self.remember(seal);
         conn.committed();
         self.retry_checkpoint().await;
         Ok(seqs)
+    }
+
+    fn known_seal(&self) -> Option<StoreSeal> {
+        match self.last_seal.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn remember(&self, seal: StoreSeal) {
+        match self.last_seal.lock() {
+            Ok(mut guard) => *guard = Some(seal),
+            Err(poisoned) => *poisoned.into_inner() = Some(seal),
+        }
     }
 
     fn master(&self) -> Result<&MasterKey, StoreError> {
@@ -633,8 +662,9 @@ impl Store for SqliteStore {
                 keys.push(key);
             }
             let digest = keys_digest(macs.iter().map(|(k, m)| (k.as_str(), m.as_slice())));
-            check_seal(&mut tx, master, &digest).await?;
+            let seal = check_seal(&mut tx, master, &digest, &self.known_seal()).await?;
             tx.rollback().await?;
+            self.remember(seal);
             Ok(keys)
         })
     }
@@ -663,25 +693,91 @@ impl Store for SqliteStore {
         })
     }
 
-    fn authenticate_legacy_rows(&self) -> StoreFuture<'_, usize> {
+    fn authenticate_legacy_rows<'a>(
+        &'a self,
+        generated: &'a [String],
+        check_name: &'a str,
+        master_check: &'a [u8],
+    ) -> StoreFuture<'a, usize> {
         Box::pin(async move {
             let master = self.master()?;
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            let rows = sqlx::query("SELECT * FROM keys WHERE mac IS NULL")
+            let mut conn = WriteConn::acquire(&self.pool).await?;
+            let mut tx = conn.begin_immediate().await?;
+            let sealed_before: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM meta WHERE name LIKE 'store_seal%') \
+                      + (SELECT count(*) FROM keys WHERE mac IS NOT NULL)",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if sealed_before > 0 {
+                return Err(StoreError::Tampered(
+                    "the store's master-key check says it predates authenticated key rows, but \
+                     it is already sealed: an old check was put back from a backup"
+                        .into(),
+                ));
+            }
+            let rows = sqlx::query("SELECT * FROM keys")
                 .fetch_all(&mut *tx)
                 .await?;
             for row in &rows {
                 let key = key_from_row(row)?;
+                if !generated.contains(&key.record.kid) {
+                    return Err(StoreError::Tampered(format!(
+                        "key row {} has no key.generated record in the audit trail: jwksd did \
+                         not make it",
+                        key.record.kid
+                    )));
+                }
                 sqlx::query("UPDATE keys SET mac = ? WHERE kid = ?")
                     .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
                     .bind(&key.record.kid)
                     .execute(&mut *tx)
                     .await?;
             }
+            sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)")
+                .bind(check_name)
+                .bind(master_check)
+                .execute(&mut *tx)
+                .await?;
             let digest = current_digest(&mut tx).await?;
-            write_seal(&mut tx, master, &digest).await?;
+            let seal = write_seal(&mut tx, master, &digest).await?;
             tx.commit().await?;
+            conn.committed();
+            self.remember(seal);
             Ok(rows.len())
+        })
+    }
+
+    fn initialise<'a>(
+        &'a self,
+        check_name: &'a str,
+        master_check: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let master = self.master()?;
+            let mut conn = WriteConn::acquire(&self.pool).await?;
+            let mut tx = conn.begin_immediate().await?;
+            let used: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM audit) \
+                      + (SELECT count(*) FROM meta WHERE name LIKE 'store_seal%')",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if used > 0 {
+                return Err(StoreError::Tampered(
+                    "the store has keys, audit records or a seal but no master-key check".into(),
+                ));
+            }
+            sqlx::query("INSERT INTO meta (name, value) VALUES (?, ?)")
+                .bind(check_name)
+                .bind(master_check)
+                .execute(&mut *tx)
+                .await?;
+            let seal = write_seal(&mut tx, master, &keys_digest([])).await?;
+            tx.commit().await?;
+            conn.committed();
+            self.remember(seal);
+            Ok(())
         })
     }
 
@@ -807,12 +903,28 @@ async fn append_in_tx(
 
 /// The newest audit record in the table, or the genesis hash before the first.
 async fn audit_end(conn: &mut sqlx::SqliteConnection) -> Result<AuditHead, StoreError> {
-    let head: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *conn)
-            .await?;
-    let (seq, hash) = head.unwrap_or((0, GENESIS_HASH.to_owned()));
-    Ok(AuditHead { seq, hash })
+    let row = sqlx::query("SELECT * FROM audit ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else {
+        return Ok(AuditHead {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        });
+    };
+    let last = audit_from_row(&row)?;
+    // The newest record's fields must still give its hash, or an edit of it would be
+    // chained on and sealed over before the next full verification.
+    if chain_hash(&last.prev_hash, last.seq, &last.event) != last.hash {
+        return Err(StoreError::Tampered(format!(
+            "the newest audit record ({}) was edited",
+            last.seq
+        )));
+    }
+    Ok(AuditHead {
+        seq: last.seq,
+        hash: last.hash,
+    })
 }
 
 /// The digest of the key rows as they are in the table now.
@@ -859,23 +971,30 @@ async fn read_seal(
 }
 
 /// Checks that the audit tail and the key rows (`digest`) are what the seal says jwksd last
-/// wrote. A store never written has no seal, no keys and no audit records.
+/// wrote, and, once this process knows a seal (`known`), that the seal is that one. Returns
+/// the seal. A store is sealed from its first transaction ([`Store::initialise`]), so a
+/// missing seal is always tampering: a wiped store is refused, never re-keyed.
 async fn check_seal(
     conn: &mut sqlx::SqliteConnection,
     master: &MasterKey,
     digest: &str,
-) -> Result<(), StoreError> {
+    known: &Option<StoreSeal>,
+) -> Result<StoreSeal, StoreError> {
     let end = audit_end(conn).await?;
     let Some(seal) = read_seal(conn, master).await? else {
-        if end.seq == 0 && digest == keys_digest([]) {
-            return Ok(());
-        }
         return Err(StoreError::Tampered(
-            "the store's seal is missing although it holds keys or audit trail records: it was \
-             deleted"
+            "the store's seal (the authenticated record of the audit trail's head and of the \
+             key rows) is missing: it was deleted"
                 .into(),
         ));
     };
+    if known.as_ref().is_some_and(|known| known != &seal) {
+        return Err(StoreError::Tampered(format!(
+            "the store's seal is not the one this jwksd last wrote (it says the audit trail ends \
+             at record {}): an older seal was put back",
+            seal.head.seq
+        )));
+    }
     if seal.head != end {
         return Err(StoreError::Tampered(format!(
             "the audit trail ends at record {} but the store's seal says it ends at record {}: \
@@ -890,7 +1009,7 @@ async fn check_seal(
                 .into(),
         ));
     }
-    Ok(())
+    Ok(seal)
 }
 
 /// Seals the store's state as this transaction leaves it: the audit tail and `digest`.
@@ -898,7 +1017,7 @@ async fn write_seal(
     conn: &mut sqlx::SqliteConnection,
     master: &MasterKey,
     digest: &str,
-) -> Result<(), StoreError> {
+) -> Result<StoreSeal, StoreError> {
     let seal = StoreSeal {
         head: audit_end(conn).await?,
         keys_digest: digest.to_owned(),
@@ -912,7 +1031,7 @@ async fn write_seal(
         .bind(master.mac(STORE_SEAL_MAC, &value))
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(seal)
 }
 
 fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {

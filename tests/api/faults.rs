@@ -139,15 +139,29 @@ async fn after_a_full_disk_signing_recovers_without_a_restart() {
     let problem = assert_storage_unavailable(refused, "signing").await;
     assert!(problem.get("client_assertion").is_none());
 
-    // A failed write can give back a few pages (its journal), so top the disk up before
-    // each attempt: the point is a disk that stays full.
-    for _ in 0..3 {
-        fill(&filler);
-        assert_storage_unavailable(sign(&app).await, "signing").await;
+    // A failed write leaves its half-written WAL frames allocated, and a later, smaller write
+    // can fit in them: on a full disk some writes still succeed. So before each attempt, top
+    // the disk up and sign until one is refused; what was answered 200 is counted (and must
+    // be in the audit trail), what was refused must be a storage problem.
+    async fn exhaust(app: &TestApp, filler: &Path, issued: &mut usize) {
+        for _ in 0..50 {
+            fill(filler);
+            let response = sign(app).await;
+            if response.status() == 200 {
+                *issued += 1;
+            } else {
+                assert_storage_unavailable(response, "signing").await;
+                return;
+            }
+        }
+        panic!("signing kept succeeding on a full disk");
     }
-    fill(&filler);
+    for _ in 0..3 {
+        exhaust(&app, &filler, &mut issued_on_a_full_disk).await;
+    }
+    exhaust(&app, &filler, &mut issued_on_a_full_disk).await;
     assert_storage_unavailable(app.rotate("default", true).await, "rotation").await;
-    fill(&filler);
+    exhaust(&app, &filler, &mut issued_on_a_full_disk).await;
     assert_storage_unavailable(app.revoke(&next).await, "revocation").await;
     // Past the probe's cache, readiness must see that the store cannot commit.
     tokio::time::sleep(Duration::from_millis(1100)).await;

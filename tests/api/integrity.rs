@@ -414,8 +414,22 @@ impl Store for FaultyStore {
         self.inner.audit_head()
     }
 
-    fn authenticate_legacy_rows(&self) -> StoreFuture<'_, usize> {
-        self.inner.authenticate_legacy_rows()
+    fn authenticate_legacy_rows<'a>(
+        &'a self,
+        generated: &'a [String],
+        check_name: &'a str,
+        master_check: &'a [u8],
+    ) -> StoreFuture<'a, usize> {
+        self.inner
+            .authenticate_legacy_rows(generated, check_name, master_check)
+    }
+
+    fn initialise<'a>(
+        &'a self,
+        check_name: &'a str,
+        master_check: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
+        self.inner.initialise(check_name, master_check)
     }
 
     fn meta<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
@@ -611,4 +625,130 @@ async fn erased_private_halves_leave_the_wal_once_a_reader_lets_go() {
         "the WAL still holds pages from before the private half was erased"
     );
     app.stop().await;
+}
+
+/// A store wiped of its keys, audit trail and seal is never re-keyed: at start it is
+/// refused, and while running the scheduler refuses to plan from it.
+#[tokio::test]
+async fn a_wiped_store_is_refused_not_rekeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app(dir.path()).await;
+    let served = app.jwks("default").await;
+    let wipe = [
+        "DELETE FROM keys",
+        "DELETE FROM audit",
+        "DELETE FROM meta WHERE name LIKE 'store_seal%'",
+    ];
+    tamper(dir.path(), &wipe).await;
+    let tick = app.keyring.tick(jwksd::unix_now()).await;
+    assert!(tick.is_err(), "the scheduler planned from a wiped store");
+    assert_eq!(
+        app.jwks("default").await,
+        served,
+        "the verified keys keep serving"
+    );
+    app.stop().await;
+    let message = refusal(dir.path(), "").await;
+    assert!(message.contains("seal"), "{message}");
+}
+
+/// While jwksd runs, an older seal put back with the records after it deleted is refused:
+/// it verifies, but it is not the seal this process last wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_seal_put_back_while_running_is_refused() {
+    use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let old: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT name, value FROM meta WHERE name LIKE 'store_seal%'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let old_end: i64 = sqlx::query_scalar("SELECT max(seq) FROM audit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let r =
+            request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
+        assert_eq!(r.status(), 200);
+    }
+    sqlx::query("DELETE FROM audit WHERE seq > ?")
+        .bind(old_end)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for (name, value) in old {
+        sqlx::query("UPDATE meta SET value = ? WHERE name = ?")
+            .bind(value)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+    let refused =
+        request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
+    assert_eq!(refused.status(), 503);
+    app.stop().await;
+}
+
+/// The newest audit record edited while jwksd runs is not chained on and sealed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_newest_audit_record_is_refused_while_running() {
+    use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    let r = request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
+    assert_eq!(r.status(), 200);
+    tamper(
+        dir.path(),
+        &["UPDATE audit SET audience = 'https://evil.example' WHERE seq = (SELECT max(seq) FROM audit)"],
+    )
+    .await;
+    let refused =
+        request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
+    assert_eq!(refused.status(), 503);
+    app.stop().await;
+}
+
+/// `--upgrade-store` never authenticates a store that was already sealed (an old v1
+/// master-key check put back), and is refused on an authenticated store.
+#[tokio::test]
+async fn the_upgrade_flag_cannot_reseal_an_authenticated_store() {
+    let dir = tempfile::tempdir().unwrap();
+    initialise(dir.path()).await;
+    let build = |dir: &Path| {
+        let mut config = test_config(dir, "").unwrap();
+        config.server.upgrade_store = true;
+        jwksd::app::Application::build(config)
+    };
+    let message = match build(dir.path()).await {
+        Ok(_) => panic!("started with --upgrade-store on an authenticated store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("already authenticated"), "{message}");
+    let master =
+        MasterKey::from_text(&std::fs::read_to_string(dir.path().join("data/master.key")).unwrap())
+            .unwrap();
+    let v1 = master.seal(b"jwksd master key check", b"jwksd/master-key-check/v1");
+    let db = dir.path().join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE meta SET value = ? WHERE name = 'master_key_check'")
+        .bind(v1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let message = match build(dir.path()).await {
+        Ok(_) => panic!("an old master-key check made jwksd upgrade a sealed store"),
+        Err(e) => e.to_string(),
+    };
+    assert!(message.contains("already sealed"), "{message}");
 }
