@@ -1,6 +1,8 @@
 //! The one place that wires jwksd together: data directory, master key, store, keyring,
 //! both listeners and the scheduler. `main` and the integration tests both start the
-//! service through [`Application::build`], so they run the same thing.
+//! service through [`Application::build_with`] ([`Application::build`] is it with the
+//! defaults), so they run the same thing; the tests only hand over listeners they bound
+//! themselves, a clock, and whether the scheduler runs ([`StartOptions`]).
 //!
 //! Start-up refuses, with a message that says what to do, rather than start "healthy" on a
 //! fresh key set where one existed before: a missing store beside an existing master key,
@@ -49,6 +51,35 @@ pub enum StartError {
     },
 }
 
+/// How a service is started beyond its configuration: what `main` never changes and
+/// tests (or an embedding program) need to. Not a configuration key: nothing here is
+/// visible to an operator.
+pub struct StartOptions {
+    /// The clock the token cache reads (tests move it).
+    pub clock: crate::Clock,
+    /// Listeners already bound by the caller, used instead of binding
+    /// `server.public_listen` / `server.private_listen`. A test that must know jwksd's URL
+    /// before jwksd starts binds port 0 first and hands the listener over, so no port is
+    /// ever chosen before it is bound.
+    pub public_listener: Option<std::net::TcpListener>,
+    pub private_listener: Option<std::net::TcpListener>,
+    /// Whether [`Application::run_until_stopped`] runs the key scheduler. Tests that drive
+    /// [`Keyring::tick`] themselves turn it off, so the loop never applies the schedule at
+    /// the real time between their steps.
+    pub scheduler: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            clock: crate::system_clock(),
+            public_listener: None,
+            private_listener: None,
+            scheduler: true,
+        }
+    }
+}
+
 /// A built, bound, not yet running service.
 pub struct Application {
     public_addr: SocketAddr,
@@ -59,6 +90,7 @@ pub struct Application {
     admin_token: Option<String>,
     public_server: Server,
     private_server: Server,
+    scheduler: bool,
     /// Held while the service runs: one jwksd per store (see [`lock_store`]).
     _store_lock: std::fs::File,
 }
@@ -66,11 +98,17 @@ pub struct Application {
 impl Application {
     /// Opens everything and binds both listeners (port 0 picks a free port).
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        Self::build_with_clock(config, crate::system_clock()).await
+        Self::build_with(config, StartOptions::default()).await
     }
 
-    /// As [`Application::build`], with the clock the token cache reads (tests move it).
-    pub async fn build_with_clock(config: Config, clock: crate::Clock) -> Result<Self, StartError> {
+    /// As [`Application::build`], with the options `main` leaves at their defaults.
+    pub async fn build_with(config: Config, options: StartOptions) -> Result<Self, StartError> {
+        let StartOptions {
+            clock,
+            public_listener,
+            private_listener,
+            scheduler,
+        } = options;
         for warning in &config.warnings {
             warn!("{warning}");
         }
@@ -84,8 +122,14 @@ impl Application {
                 source,
             })
         };
-        let public_listener = bind("server.public_listen", &server.public_listen)?;
-        let private_listener = bind("server.private_listen", &server.private_listen)?;
+        let public_listener = match public_listener {
+            Some(listener) => listener,
+            None => bind("server.public_listen", &server.public_listen)?,
+        };
+        let private_listener = match private_listener {
+            Some(listener) => listener,
+            None => bind("server.private_listen", &server.private_listen)?,
+        };
         let http_client = crate::tokens::outbound_client().map_err(|e| {
             StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
         })?;
@@ -228,6 +272,7 @@ impl Application {
             admin_token,
             public_server: public.run(),
             private_server: private.run(),
+            scheduler,
             _store_lock: store_lock,
         })
     }
@@ -264,9 +309,16 @@ impl Application {
         [self.public_server.handle(), self.private_server.handle()]
     }
 
-    /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler meanwhile.
+    /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler meanwhile (unless
+    /// [`StartOptions::scheduler`] turned it off).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let scheduler = tokio::spawn(run_scheduler(self.keyring.clone()));
+        let keyring = self.keyring.clone();
+        let run = self.scheduler;
+        let scheduler = tokio::spawn(async move {
+            if run {
+                run_scheduler(keyring).await;
+            }
+        });
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app_on, TestApp, TestClock};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp};
 use crate::signing::sha256_hex;
 use crate::upstream::{RawAnswer, RawBody, RawServer};
 
@@ -122,7 +122,7 @@ async fn a_refused_discovered_endpoint_is_a_clear_token_failure_and_nothing_is_s
         let server = discovery_server(endpoint.clone()).await;
         let dir = tempfile::tempdir().unwrap();
         let config = discovery_config(&format!("{}/fhir", server.base));
-        let app = spawn_app_on(dir.path(), &config, 0, &TestClock::default()).await;
+        let app = spawn_app_with(dir.path(), &config).await;
         let response = app
             .http
             .post(format!("{}/v1/tokens", app.private))
@@ -164,7 +164,7 @@ async fn a_loopback_fhir_base_url_may_discover_a_loopback_token_endpoint() {
     let server = discovery_server(endpoint).await;
     let dir = tempfile::tempdir().unwrap();
     let config = discovery_config(&format!("{}/fhir", server.base));
-    let app = spawn_app_on(dir.path(), &config, 0, &TestClock::default()).await;
+    let app = spawn_app_with(dir.path(), &config).await;
     let response = app
         .http
         .post(format!("{}/v1/tokens", app.private))

@@ -1,10 +1,12 @@
-//! Starting jwksd in-process on free ports with a temporary data directory, and a typed
-//! client for what the tests ask of it.
+//! Starting jwksd in-process with a temporary data directory, on listeners bound to port 0
+//! (never on a port found free and bound later), and a typed client for what the tests ask
+//! of it; a guard that kills a child process when the test lets go of it.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use jwksd::app::{Application, StartError};
+use jwksd::app::{Application, StartError, StartOptions};
 use jwksd::config::Config;
 use jwksd::keyring::Keyring;
 use serde_json::Value;
@@ -19,25 +21,14 @@ pub struct TestApp {
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Loads a configuration the way `jwksd serve` does, with ports and data dir for a test.
+/// Loads a configuration the way `jwksd serve` does, with a data dir for a test and both
+/// listeners on port 0 (the app binds them, so no port is chosen before it is bound).
 pub fn test_config(data_dir: &Path, toml: &str) -> Result<Config, jwksd::config::ConfigError> {
-    test_config_on(data_dir, toml, 0)
-}
-
-/// As [`test_config`], with the public listener on `public_port` (0: any free port).
-pub fn test_config_on(
-    data_dir: &Path,
-    toml: &str,
-    public_port: u16,
-) -> Result<Config, jwksd::config::ConfigError> {
     let path = data_dir.join("test-config.toml");
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&path, toml).unwrap();
     let env = [
-        (
-            "JWKSD_SERVER__PUBLIC_LISTEN",
-            format!("127.0.0.1:{public_port}"),
-        ),
+        ("JWKSD_SERVER__PUBLIC_LISTEN", "127.0.0.1:0".to_owned()),
         ("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0".to_owned()),
         (
             "JWKSD_SERVER__DATA_DIR",
@@ -47,14 +38,21 @@ pub fn test_config_on(
     Config::load(Some(&path), env.map(|(k, v)| (k.to_owned(), v)))
 }
 
-/// A port that was free a moment ago (for URLs that must be known before jwksd starts).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A listener bound to a port the kernel picked, for a test that needs jwksd's URL before
+/// jwksd starts: the test keeps the port for as long as it holds the listener, then hands
+/// the listener itself to [`Launch::public`].
+pub fn loopback_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap()
 }
+
+/// `http://` and the address of `listener`.
+pub fn url_of(listener: &std::net::TcpListener) -> String {
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A key set configuration for tests that are not about RSA: EC keys are made in
+/// microseconds, an RSA key in a noticeable fraction of a second.
+pub const EC_DEFAULT: &str = "[keysets.default]\nalg = \"ES256\"\n";
 
 /// A clock the test moves: the wall clock plus an offset in seconds.
 #[derive(Clone, Default)]
@@ -72,14 +70,55 @@ impl TestClock {
     }
 }
 
-/// Starts jwksd with its public listener on `public_port` and the token cache on `clock`.
-pub async fn spawn_app_on(dir: &Path, toml: &str, public_port: u16, clock: &TestClock) -> TestApp {
-    let config = test_config_on(dir, toml, public_port).expect("test config is valid");
-    let app = match Application::build_with_clock(config, clock.clock()).await {
-        Ok(app) => app,
-        Err(e) => panic!("jwksd did not start: {e}"),
+/// How a test starts jwksd beyond its configuration.
+#[derive(Default)]
+pub struct Launch {
+    /// A listener the test bound already (see [`loopback_listener`]); else port 0.
+    pub public: Option<std::net::TcpListener>,
+    /// The clock of the token cache.
+    pub clock: TestClock,
+    /// The test calls `keyring.tick` itself: the app's scheduler loop must not run too.
+    pub without_scheduler: bool,
+}
+
+/// Starts jwksd as `launch` says.
+pub async fn launch(dir: &Path, toml: &str, launch: Launch) -> TestApp {
+    let config = test_config(dir, toml).expect("test config is valid");
+    let options = StartOptions {
+        clock: launch.clock.clock(),
+        public_listener: launch.public,
+        private_listener: None,
+        scheduler: !launch.without_scheduler,
     };
-    into_test_app(app)
+    match Application::build_with(config, options).await {
+        Ok(app) => into_test_app(app),
+        Err(e) => panic!("jwksd did not start: {e}"),
+    }
+}
+
+/// Starts jwksd serving its public listener on `public` and the token cache on `clock`.
+pub async fn spawn_app_on(
+    dir: &Path,
+    toml: &str,
+    public: std::net::TcpListener,
+    clock: &TestClock,
+) -> TestApp {
+    let options = Launch {
+        public: Some(public),
+        clock: clock.clone(),
+        ..Launch::default()
+    };
+    launch(dir, toml, options).await
+}
+
+/// As [`spawn_app_with`], without the background scheduler: for tests that drive
+/// `keyring.tick` themselves.
+pub async fn spawn_app_unscheduled(dir: &Path, toml: &str) -> TestApp {
+    let options = Launch {
+        without_scheduler: true,
+        ..Launch::default()
+    };
+    launch(dir, toml, options).await
 }
 
 /// Builds the application on `dir` without starting it, to observe start-up refusals.
@@ -229,4 +268,128 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> Value {
         "{body}"
     );
     body
+}
+
+/// A child process that is killed (SIGKILL) and reaped when the handle drops, also when
+/// the test panics, so no jwksd, node or python3 outlives its test.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // Both fail harmlessly on a child already reaped.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What a child writes to one of its pipes, collected by a thread as it arrives, so a test
+/// can read the log while the child runs (a pipe nobody reads would also block the child).
+pub struct Captured {
+    bytes: Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Captured {
+    pub fn start(mut pipe: impl std::io::Read + Send + 'static) -> Captured {
+        let bytes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = bytes.clone();
+        let reader = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        Captured {
+            bytes,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+
+    /// Everything, once the child has closed the pipe (it has exited).
+    pub fn finish(mut self) -> Vec<u8> {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        std::mem::take(&mut *self.bytes.lock().unwrap())
+    }
+}
+
+/// The (public, private) addresses from the newest "jwksd is listening" line of `log`: the
+/// addresses the process really bound, which is how a test learns the ports of a jwksd
+/// started on `127.0.0.1:0`. Reads the text and the JSON log format.
+pub fn listening_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().rev().find(|l| l.contains("jwksd is listening"))?;
+    let line = strip_ansi(line);
+    let field = |name: &str| -> Option<SocketAddr> {
+        let start = line.find(name)? + name.len();
+        let value: String = line[start..]
+            .trim_start_matches(['=', '"', ':'])
+            .chars()
+            .take_while(|c| !c.is_whitespace() && !matches!(c, '"' | ',' | '}'))
+            .collect();
+        value.parse().ok()
+    };
+    Some((field("public_addr")?, field("private_addr")?))
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`), which the text log has.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits until the jwksd `child` has logged where it listens (`log` reads what it wrote so
+/// far); fails the test at once if it exits first, with what it logged.
+pub async fn wait_until_listening(
+    child: &mut std::process::Child,
+    log: impl Fn() -> String,
+) -> (SocketAddr, SocketAddr) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(addrs) = listening_addrs(&log()) {
+            return addrs;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("jwksd exited ({status}) before listening: {}", log());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jwksd did not report its listeners within 30 s: {}",
+            log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

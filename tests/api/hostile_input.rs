@@ -131,6 +131,7 @@ async fn malformed_admin_requests_get_precise_4xx_and_change_nothing() {
 /// Runs the real `jwksd` admin client against `app`; returns (success, stdout + stderr).
 async fn run_cli(app: &crate::helpers::TestApp, args: &[&str]) -> (bool, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .kill_on_drop(true)
         .args(args)
         .args(["--server", &app.private])
         .env_clear()

@@ -1,13 +1,11 @@
 //! Rotation, retirement, removal and revocation, through the admin API and the scheduler.
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
-
-const FAST_ES: &str = "[keysets.default]\nalg = \"ES256\"\n";
+use crate::helpers::{assert_problem, spawn_app_unscheduled, spawn_app_with, EC_DEFAULT};
 
 #[tokio::test]
 async fn rotation_is_refused_while_next_is_younger_than_prepublish_and_accepted_with_force() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let current = app.kid_in_state("default", "current").await.unwrap();
     let next = app.kid_in_state("default", "next").await.unwrap();
     let before = app
@@ -68,7 +66,7 @@ async fn rotation_is_refused_while_next_is_younger_than_prepublish_and_accepted_
 #[tokio::test]
 async fn a_rotation_whose_next_key_was_published_long_enough_needs_no_force() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), FAST_ES).await;
+    let app = spawn_app_unscheduled(dir.path(), EC_DEFAULT).await;
     let next = app.kid_in_state("default", "next").await.unwrap();
     // The scheduler's own rotation, at the moment the calendar says so (90 days on).
     let later = jwksd::unix_now() + 90 * 86_400 + 10;
@@ -82,7 +80,7 @@ async fn a_rotation_whose_next_key_was_published_long_enough_needs_no_force() {
 #[tokio::test]
 async fn the_old_kid_stays_published_through_retire_grace_then_leaves_but_its_record_stays() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), FAST_ES).await;
+    let app = spawn_app_unscheduled(dir.path(), EC_DEFAULT).await;
     let old = app.kid_in_state("default", "current").await.unwrap();
     assert_eq!(app.rotate("default", true).await.status(), 200);
     let keys = app.keys("default").await;
@@ -134,7 +132,7 @@ async fn the_old_kid_stays_published_through_retire_grace_then_leaves_but_its_re
 #[tokio::test]
 async fn revoking_takes_a_key_out_at_once_and_revoking_current_promotes_next() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), FAST_ES).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let current = app.kid_in_state("default", "current").await.unwrap();
     let next = app.kid_in_state("default", "next").await.unwrap();
 
@@ -197,7 +195,7 @@ async fn revoking_takes_a_key_out_at_once_and_revoking_current_promotes_next() {
 #[tokio::test]
 async fn revoking_a_retired_key_removes_it_before_its_grace_ends() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), FAST_ES).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let old = app.kid_in_state("default", "current").await.unwrap();
     assert_eq!(app.rotate("default", true).await.status(), 200);
     assert!(app.kids("default").await.contains(&old));
@@ -216,7 +214,7 @@ async fn keys_and_their_lifecycle_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(
         dir.path(),
-        "[keysets.default]\n[keysets.ec]\nalg = \"ES384\"\n",
+        "[keysets.default]\nalg = \"ES256\"\n[keysets.ec]\nalg = \"ES384\"\n",
     )
     .await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
@@ -230,7 +228,7 @@ async fn keys_and_their_lifecycle_survive_a_restart() {
 
     let app = spawn_app_with(
         dir.path(),
-        "[keysets.default]\n[keysets.ec]\nalg = \"ES384\"\n",
+        "[keysets.default]\nalg = \"ES256\"\n[keysets.ec]\nalg = \"ES384\"\n",
     )
     .await;
     assert_eq!(app.jwks("default").await, jwks_default);

@@ -2,17 +2,18 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::helpers::{wait_until_listening, KillOnDrop};
 use crate::signing::{sha256_hex, signing_config, BILLING_TOKEN, EXPORT_TOKEN};
 
-/// A `jwksd serve` child process on free ports.
+/// A `jwksd serve` child process on ports it bound itself, killed when dropped.
 pub struct Service {
-    child: Child,
+    child: KillOnDrop,
     pub public: String,
     pub private: String,
     pub dir: PathBuf,
@@ -25,14 +26,16 @@ impl Service {
     }
 
     /// Starts jwksd with at most `open_files` file descriptors (`ulimit -n`), when given.
+    /// Both listeners are on port 0; the test reads the bound ports from jwksd's log.
     pub async fn start_limited(dir: &Path, open_files: Option<u32>) -> Service {
-        let (public_port, private_port) =
-            (crate::helpers::free_port(), crate::helpers::free_port());
+        let log_path = dir.join("jwksd.log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("jwksd.log"))
+            .open(&log_path)
             .unwrap();
+        // A restart appends to the same log: only what this process writes counts.
+        let log_start = log.metadata().unwrap().len() as usize;
         let mut command = match open_files {
             None => Command::new(env!("CARGO_BIN_EXE_jwksd")),
             Some(limit) => {
@@ -45,26 +48,27 @@ impl Service {
                 shell
             }
         };
-        let child = command
-            .args(["serve", "--config", "jwksd.toml"])
-            .current_dir(dir)
-            .env(
-                "JWKSD_SERVER__PUBLIC_LISTEN",
-                format!("127.0.0.1:{public_port}"),
-            )
-            .env(
-                "JWKSD_SERVER__PRIVATE_LISTEN",
-                format!("127.0.0.1:{private_port}"),
-            )
-            .env("JWKSD_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            command
+                .args(["serve", "--config", "jwksd.toml"])
+                .current_dir(dir)
+                .env("JWKSD_SERVER__PUBLIC_LISTEN", "127.0.0.1:0")
+                .env("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0")
+                .env("JWKSD_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let this_run = || {
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            String::from_utf8_lossy(log.get(log_start..).unwrap_or_default()).into_owned()
+        };
+        let (public, private) = wait_until_listening(&mut child, this_run).await;
         let service = Service {
             child,
-            public: format!("http://127.0.0.1:{public_port}"),
-            private: format!("http://127.0.0.1:{private_port}"),
+            public: format!("http://{public}"),
+            private: format!("http://{private}"),
             dir: dir.to_owned(),
             http: crate::helpers::http_client(),
         };
@@ -315,21 +319,17 @@ async fn a_first_start_killed_at_any_step_starts_cleanly_next_time() {
     for trigger in ["admin.token", "master.key", "jwksd.db", "jwksd.db.init"] {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jwksd"))
-            .args(["serve", "--config", "jwksd.toml"])
-            .current_dir(dir.path())
-            .env(
-                "JWKSD_SERVER__PUBLIC_LISTEN",
-                format!("127.0.0.1:{}", crate::helpers::free_port()),
-            )
-            .env(
-                "JWKSD_SERVER__PRIVATE_LISTEN",
-                format!("127.0.0.1:{}", crate::helpers::free_port()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_jwksd"))
+                .args(["serve", "--config", "jwksd.toml"])
+                .current_dir(dir.path())
+                .env("JWKSD_SERVER__PUBLIC_LISTEN", "127.0.0.1:0")
+                .env("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let watched = dir.path().join("data").join(trigger);
         let pid = child.id();
         let killed = tokio::task::spawn_blocking(move || {

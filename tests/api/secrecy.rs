@@ -10,6 +10,8 @@ use jwksd::keys::{KeyMaterial, MasterKey};
 use jwksd::store::sqlite::SqliteStore;
 use jwksd::store::Store;
 
+use crate::helpers::{wait_until_listening, Captured, KillOnDrop};
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -17,27 +19,27 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test]
 async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (public_port, private_port) = (crate::helpers::free_port(), crate::helpers::free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jwksd"))
-        .arg("serve")
-        .current_dir(dir.path())
-        .env_clear()
-        .env(
-            "JWKSD_SERVER__PUBLIC_LISTEN",
-            format!("127.0.0.1:{public_port}"),
-        )
-        .env(
-            "JWKSD_SERVER__PRIVATE_LISTEN",
-            format!("127.0.0.1:{private_port}"),
-        )
-        .env("JWKSD_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_jwksd"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env_clear()
+            .env("JWKSD_SERVER__PUBLIC_LISTEN", "127.0.0.1:0")
+            .env("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0")
+            .env("JWKSD_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Read as it is written: a debug log left in the pipe would fill it and stall jwksd.
+    let stdout = Captured::start(child.stdout.take().unwrap());
+    let stderr = Captured::start(child.stderr.take().unwrap());
+    let (public, private) =
+        wait_until_listening(&mut child, || format!("{}{}", stdout.text(), stderr.text())).await;
     let http = crate::helpers::http_client();
-    let public = format!("http://127.0.0.1:{public_port}");
-    let private = format!("http://127.0.0.1:{private_port}");
+    let public = format!("http://{public}");
+    let private = format!("http://{private}");
     let mut ready = false;
     for _ in 0..200 {
         if let Ok(r) = http.get(format!("{public}/readyz")).send().await {
@@ -109,14 +111,14 @@ async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key
         .arg(child.id().to_string())
         .status()
         .unwrap();
-    let output = tokio::task::spawn_blocking(move || {
+    let log = tokio::task::spawn_blocking(move || {
         let _ = child.wait();
-        child.wait_with_output().unwrap()
+        let mut log = stdout.finish();
+        log.extend(stderr.finish());
+        log
     })
     .await
     .unwrap();
-    let mut log = output.stdout.clone();
-    log.extend(&output.stderr);
     assert!(String::from_utf8_lossy(&log).contains("jwksd is listening"));
 
     // Decrypt the private keys that still exist with the master key, and look for them.

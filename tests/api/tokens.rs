@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, free_port, spawn_app_on, TestApp, TestClock};
+use crate::helpers::{
+    assert_problem, loopback_listener, spawn_app_on, url_of, KillOnDrop, TestApp, TestClock,
+};
 use crate::signing::sha256_hex;
 use crate::upstream::{FakeTokenServer, OAuthServer, Scripted};
 
@@ -15,12 +17,12 @@ fn token_config(
     token_endpoint: &str,
     fhir_base_url: &str,
     client_id: &str,
-    public_port: u16,
+    public_url: &str,
 ) -> String {
     format!(
         r#"
 [server]
-public_url = "http://127.0.0.1:{public_port}"
+public_url = "{public_url}"
 [keysets.default]
 [keysets.other]
 alg = "ES384"
@@ -43,16 +45,17 @@ async fn with_real_server(
     jwks_path: &str,
     env: &[(&str, &str)],
 ) -> (TestApp, OAuthServer, TestClock) {
-    let port = free_port();
-    let oauth = OAuthServer::start(&format!("http://127.0.0.1:{port}{jwks_path}"), env);
+    // The server must know jwksd's JWKS URL before jwksd starts: bind first.
+    let public = loopback_listener();
+    let oauth = OAuthServer::start(&format!("{}{jwks_path}", url_of(&public)), env);
     let clock = TestClock::default();
     let config = token_config(
         &oauth.token_endpoint,
         &oauth.fhir_base_url,
         "jwksd-test-client",
-        port,
+        &url_of(&public),
     );
-    let app = spawn_app_on(dir, &config, port, &clock).await;
+    let app = spawn_app_on(dir, &config, public, &clock).await;
     (app, oauth, clock)
 }
 
@@ -62,14 +65,14 @@ async fn with_fake_server(
 ) -> (TestApp, FakeTokenServer, TestClock) {
     let fake = FakeTokenServer::start().await;
     let clock = TestClock::default();
-    let port = free_port();
+    let public = loopback_listener();
     let config = token_config(
         &fake.token_endpoint(),
         &fake.fhir_base_url(),
         client_id,
-        port,
+        &url_of(&public),
     );
-    let app = spawn_app_on(dir, &config, port, &clock).await;
+    let app = spawn_app_on(dir, &config, public, &clock).await;
     (app, fake, clock)
 }
 
@@ -138,6 +141,7 @@ async fn a_caller_gets_a_real_access_token_from_a_real_authorization_server_then
 
     // `jwksd token` prints the (cached) access token for scripts.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .kill_on_drop(true)
         .args(["token", "--client", "test", "--server", &app.private])
         .env("JWKSD_CALLER_TOKEN", CALLER)
         .output()
@@ -270,22 +274,22 @@ async fn a_rotation_drops_cached_tokens_and_a_kid_the_ehr_has_not_fetched_is_nam
 async fn an_invalid_scope_and_a_key_the_ehr_does_not_have_are_named() {
     // jwksd's client is configured with a scope the EHR does not grant it.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let public = loopback_listener();
     let oauth = OAuthServer::start(
-        &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+        &format!("{}/.well-known/jwks.json", url_of(&public)),
         &[],
     );
     let config = token_config(
         &oauth.token_endpoint,
         &oauth.fhir_base_url,
         "jwksd-test-client",
-        port,
+        &url_of(&public),
     )
     .replace(
         "scope = \"system/Patient.read system/Observation.read\"",
         "scope = \"system/Patient.read system/Secret.read\"",
     );
-    let app = spawn_app_on(dir.path(), &config, port, &TestClock::default()).await;
+    let app = spawn_app_on(dir.path(), &config, public, &TestClock::default()).await;
     let problem = assert_problem(
         get_token(
             &app,
@@ -478,6 +482,7 @@ async fn token_requests_are_refused_like_assertion_requests() {
 async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"));
     command
+        .kill_on_drop(true)
         .args(args)
         .env("JWKSD_SERVER", &app.private)
         .env("JWKSD_ADMIN_TOKEN", &app.admin_token);
@@ -732,18 +737,24 @@ print(server.server_address[1], flush=True)
 server.serve_forever()
 "#;
 
-struct FrontEnd(std::process::Child, u16);
+/// The python3 front end (killed when dropped) and the port it bound.
+struct FrontEnd {
+    _process: KillOnDrop,
+    port: u16,
+}
 
 impl FrontEnd {
     fn start(args: &[&str]) -> FrontEnd {
         use std::io::BufRead;
-        let mut child = std::process::Command::new("python3")
-            .arg("-c")
-            .arg(FRONT_END)
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("python3 is installed");
+        let mut child = KillOnDrop(
+            std::process::Command::new("python3")
+                .arg("-c")
+                .arg(FRONT_END)
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 is installed (scripts/test installs it)"),
+        );
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -752,14 +763,10 @@ impl FrontEnd {
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("front end did not start: {line:?}"));
-        FrontEnd(child, port)
-    }
-}
-
-impl Drop for FrontEnd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        FrontEnd {
+            _process: child,
+            port,
+        }
     }
 }
 
@@ -791,16 +798,23 @@ async fn doctor_fails_a_jwks_url_with_an_untrusted_certificate_chain_or_a_redire
     let fake = FakeTokenServer::start().await;
     fake.always(Scripted::ok("t"));
     for (public_url, needle) in [
-        (format!("https://127.0.0.1:{}", tls.1), "certificate chain"),
-        (format!("http://127.0.0.1:{}", redirect.1), "redirect"),
+        (format!("https://127.0.0.1:{}", tls.port), "certificate chain"),
+        (format!("http://127.0.0.1:{}", redirect.port), "redirect"),
     ] {
         let app_dir = tempfile::tempdir().unwrap();
-        let config = token_config(&fake.token_endpoint(), &fake.fhir_base_url(), "client-1", 0)
-            .replace(
-                "public_url = \"http://127.0.0.1:0\"",
-                &format!("public_url = \"{public_url}\""),
-            );
-        let app = spawn_app_on(app_dir.path(), &config, 0, &TestClock::default()).await;
+        let config = token_config(
+            &fake.token_endpoint(),
+            &fake.fhir_base_url(),
+            "client-1",
+            &public_url,
+        );
+        let app = spawn_app_on(
+            app_dir.path(),
+            &config,
+            loopback_listener(),
+            &TestClock::default(),
+        )
+        .await;
         let (ok, checks) = doctor(&app).await;
         assert!(!ok, "{public_url}");
         let fetch = verdict(&checks, "jwks_fetch");
@@ -815,23 +829,23 @@ async fn doctor_fails_a_jwks_url_with_an_untrusted_certificate_chain_or_a_redire
 #[tokio::test]
 async fn without_a_configured_token_endpoint_it_is_found_by_smart_discovery() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let public = loopback_listener();
     let oauth = OAuthServer::start(
-        &format!("http://127.0.0.1:{port}/.well-known/jwks.json"),
+        &format!("{}/.well-known/jwks.json", url_of(&public)),
         &[],
     );
     let config = token_config(
         &oauth.token_endpoint,
         &oauth.fhir_base_url,
         "jwksd-test-client",
-        port,
+        &url_of(&public),
     )
     .replace(
         &format!("token_endpoint = \"{}\"\n", oauth.token_endpoint),
         "",
     );
     assert!(!config.contains("token_endpoint"));
-    let app = spawn_app_on(dir.path(), &config, port, &TestClock::default()).await;
+    let app = spawn_app_on(dir.path(), &config, public, &TestClock::default()).await;
     let (token, _) = token_ok(&app, json!({"client_id": "test"})).await;
     assert!(token["access_token"].is_string());
     // Assertions for the client default to the discovered token endpoint as audience.

@@ -4,15 +4,18 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-/// node-oidc-provider on a free loopback port, configured for one backend client.
+use crate::helpers::KillOnDrop;
+
+/// node-oidc-provider on a loopback port it bound itself (and reports on its first line of
+/// stdout), configured for one backend client; killed when dropped.
 pub struct OAuthServer {
-    child: Child,
+    _child: KillOnDrop,
     pub base: String,
     pub token_endpoint: String,
     pub fhir_base_url: String,
@@ -25,15 +28,17 @@ impl OAuthServer {
             dir.join("node_modules/oidc-provider").exists(),
             "the test authorization server is not installed: run `npm ci --prefix tests/oauth-server` (scripts/test does)"
         );
-        let mut child = Command::new("node")
-            .arg("server.mjs")
-            .current_dir(&dir)
-            .env("JWKS_URI", jwks_uri)
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("node is installed");
+        let mut child = KillOnDrop(
+            Command::new("node")
+                .arg("server.mjs")
+                .current_dir(&dir)
+                .env("JWKS_URI", jwks_uri)
+                .envs(env.iter().copied())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("node is installed (scripts/test installs it)"),
+        );
         let mut line = String::new();
         std::io::BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -41,7 +46,7 @@ impl OAuthServer {
         let started: Value = serde_json::from_str(&line)
             .unwrap_or_else(|_| panic!("the OAuth server did not start: {line:?}"));
         OAuthServer {
-            child,
+            _child: child,
             base: started["issuer"].as_str().unwrap().to_owned(),
             token_endpoint: started["token_endpoint"].as_str().unwrap().to_owned(),
             fhir_base_url: started["fhir_base_url"].as_str().unwrap().to_owned(),
@@ -59,13 +64,6 @@ impl OAuthServer {
             .await
             .unwrap();
         body["count"].as_u64().unwrap()
-    }
-}
-
-impl Drop for OAuthServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app_on, TestApp, TestClock};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp};
 use crate::signing::sha256_hex;
 use crate::upstream::{padded_json, FakeTokenServer, RawAnswer, RawBody, RawServer, Scripted};
 
@@ -36,7 +36,7 @@ async fn app_for_token_endpoint(dir: &std::path::Path, endpoint: &str) -> TestAp
          [clients.fixed]\nclient_id = \"fixed-client\"\ntoken_endpoint = \"{endpoint}\"\n\
          scope = \"system/Patient.read\"\n"
     );
-    spawn_app_on(dir, &config(&clients), 0, &TestClock::default()).await
+    spawn_app_with(dir, &config(&clients)).await
 }
 
 fn token_json() -> Value {
@@ -98,7 +98,7 @@ async fn an_oversized_discovery_document_is_refused_before_anything_is_signed() 
          [clients.fixed]\nclient_id = \"fixed-client\"\nfhir_base_url = \"{}/fhir\"\n",
         server.base, server.base
     );
-    let app = spawn_app_on(dir.path(), &config(&clients), 0, &TestClock::default()).await;
+    let app = spawn_app_with(dir.path(), &config(&clients)).await;
     let problem = assert_problem(token(&app, json!({"client_id": "fixed"})).await, 502).await;
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("larger than 65536 bytes"), "{detail}");
@@ -133,8 +133,9 @@ async fn doctor_reads_a_jwks_only_up_to_its_limit() {
          [clients.fixed]\nclient_id = \"fixed-client\"\ntoken_endpoint = \"{}/token\"\n",
         server.base, server.base, server.base
     );
-    let app = spawn_app_on(dir.path(), &config(&clients), 0, &TestClock::default()).await;
+    let app = spawn_app_with(dir.path(), &config(&clients)).await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .kill_on_drop(true)
         .args(["doctor", "--client", "fixed", "--json"])
         .env("JWKSD_SERVER", &app.private)
         .env("JWKSD_ADMIN_TOKEN", &app.admin_token)
