@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp, EC_DEFAULT};
 use crate::signing::sha256_hex;
 use crate::upstream::{RawAnswer, RawBody, RawServer};
 
@@ -13,7 +13,7 @@ const CALLER: &str = "discovery-caller-token-0123456789abcdefghijklmn";
 /// A client with no configured token endpoint: it is discovered from `fhir_base_url`.
 fn discovery_config(fhir_base_url: &str) -> String {
     format!(
-        r#"
+        r#"{EC_DEFAULT}
 [clients.test]
 client_id = "discovery-client"
 fhir_base_url = "{fhir_base_url}"

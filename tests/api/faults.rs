@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp, EC_DEFAULT};
 use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
 
 /// A tmpfs mounted for one test, unmounted when dropped (also when the test panics).
@@ -251,7 +251,7 @@ async fn store_files_are_owner_only_in_a_world_readable_data_dir() {
 async fn a_store_copied_world_readable_is_made_owner_only_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let app = spawn_app_with(dir.path(), "").await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let jwks = app.jwks("default").await;
     app.stop().await;
     // A restore with `cp`, or a store of an older version: the files are 0644.
@@ -261,7 +261,7 @@ async fn a_store_copied_world_readable_is_made_owner_only_at_start() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
-    let app = spawn_app_with(dir.path(), "").await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_store_files_private(&data, "after a start on 0644 files");
     assert_eq!(app.jwks("default").await, jwks);
     app.stop().await;
@@ -280,7 +280,7 @@ fn backup(data: &Path, out: &Path) -> std::process::Output {
 async fn a_backup_is_owner_only_and_never_replaces_or_follows_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let app = spawn_app_with(dir.path(), "").await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
 
     let out = dir.path().join("backup.db");
     let done = backup(&data, &out);

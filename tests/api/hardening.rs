@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app_with, EC_DEFAULT};
 
 /// Sends `request` on a fresh connection and reads until the server closes it, giving up
 /// after `patience`. Returns what was read and whether the server closed the connection.
@@ -41,7 +41,7 @@ const CHUNKED_HEALTHZ: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_that_never_arrives_does_not_hold_either_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), "[server]\nbody_timeout = \"1s\"\n").await;
+    let app = spawn_app_with(dir.path(), &format!("{EC_DEFAULT}[server]\nbody_timeout = \"1s\"\n")).await;
     let (public, private) = (app.public.clone(), app.private.clone());
     let (public_answer, public_closed, private_answer, private_closed) =
         tokio::task::spawn_blocking(move || {
@@ -79,7 +79,7 @@ async fn a_chunked_body_that_never_arrives_does_not_hold_either_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_arrive_in_time_are_served_and_oversized_ones_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), "[server]\nbody_timeout = \"2s\"\n").await;
+    let app = spawn_app_with(dir.path(), &format!("{EC_DEFAULT}[server]\nbody_timeout = \"2s\"\n")).await;
     let response = app
         .admin(
             reqwest::Method::POST,
@@ -121,7 +121,7 @@ async fn bodies_that_arrive_in_time_are_served_and_oversized_ones_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_stalled_chunked_requests_do_not_stop_the_jwks() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
+    std::fs::write(dir.path().join("jwksd.toml"), EC_DEFAULT).unwrap();
     let service = crate::process::Service::start_limited(dir.path(), Some(256)).await;
     let host = service.public.trim_start_matches("http://").to_owned();
     let holders = tokio::task::spawn_blocking(move || {
@@ -203,7 +203,7 @@ fn malformed_requests() -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_counted_and_summarised_not_logged_one_error_each() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
+    std::fs::write(dir.path().join("jwksd.toml"), EC_DEFAULT).unwrap();
     let service = crate::process::Service::start(dir.path()).await;
     let (public, private) = (service.public.clone(), service.private.clone());
     let answers = tokio::task::spawn_blocking(move || {
@@ -319,7 +319,7 @@ fn trickle_a_second_head(addr: &str, patience: Duration) -> (bool, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), "[server]\nheader_timeout = \"1s\"\n").await;
+    let app = spawn_app_with(dir.path(), &format!("{EC_DEFAULT}[server]\nheader_timeout = \"1s\"\n")).await;
     let public = app.public.clone();
     let (closed, after) =
         tokio::task::spawn_blocking(move || trickle_a_second_head(&public, Duration::from_secs(6)))
@@ -337,7 +337,7 @@ async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_request_answered_405_does_not_hold_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let public = app.public.clone();
     let (answer, closed) = tokio::task::spawn_blocking(move || {
         let post =

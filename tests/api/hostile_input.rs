@@ -3,12 +3,12 @@
 
 use reqwest::Method;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, spawn_app_with, EC_DEFAULT};
 
 #[tokio::test]
 async fn odd_key_set_names_and_kids_in_urls_get_404_problems() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let long = "a".repeat(10_000);
     let paths = [
         "/jwks/..%2F..%2Fetc%2Fpasswd.json".to_owned(),
@@ -39,7 +39,7 @@ async fn odd_key_set_names_and_kids_in_urls_get_404_problems() {
 #[tokio::test]
 async fn the_public_listener_exposes_no_admin_route_and_refuses_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let admin = app
         .http
         .get(format!("{}/admin/v1/keysets", app.public))
@@ -62,7 +62,7 @@ async fn the_public_listener_exposes_no_admin_route_and_refuses_writes() {
 #[tokio::test]
 async fn the_admin_api_refuses_missing_and_wrong_tokens_with_a_bearer_challenge() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let before = app.jwks("default").await;
     let url = format!("{}/admin/v1/keysets/default/rotate?force=true", app.private);
     let attempts = [
@@ -95,7 +95,7 @@ async fn the_admin_api_refuses_missing_and_wrong_tokens_with_a_bearer_challenge(
 #[tokio::test]
 async fn malformed_admin_requests_get_precise_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let before = app.jwks("default").await;
     let rotate = "/admin/v1/keysets/default/rotate";
 
@@ -152,7 +152,7 @@ async fn run_cli(app: &crate::helpers::TestApp, args: &[&str]) -> (bool, String)
 #[tokio::test]
 async fn a_kid_that_is_a_path_cannot_steer_the_cli_to_another_admin_route() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let current = app.kid_in_state("default", "current").await;
     let hostile = [
         "x/../../keysets/default/rotate?force=true#",

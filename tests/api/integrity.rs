@@ -13,7 +13,7 @@ use jwksd::keys::{Algorithm, KeyMaterial, MasterKey, RsaBits};
 use jwksd::store::sqlite::SqliteStore;
 use jwksd::store::{AuditHead, Change, Store, StoreError, StoreFuture, StoredKey};
 
-use crate::helpers::{spawn_app, spawn_app_with, test_config};
+use crate::helpers::{spawn_app_unscheduled, spawn_app_with, test_config, EC_DEFAULT};
 use crate::startup::{initialise, refusal, tamper};
 
 const FAR_FUTURE: i64 = 4_102_444_800; // 2100-01-01
@@ -53,8 +53,8 @@ async fn assert_tampering_refused(dir: &Path, toml: &str) {
 #[tokio::test]
 async fn an_inserted_key_row_is_never_published() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
-    let key = KeyMaterial::generate(Algorithm::Rs384, RsaBits::B2048).unwrap();
+    initialise(dir.path(), EC_DEFAULT).await;
+    let key = KeyMaterial::generate(Algorithm::Es256, RsaBits::B2048).unwrap();
     let public = key.public_jwk();
     let kid = public.thumbprint();
     let cert = jwksd::keys::cert::self_signed(&key, "CN=default", time::OffsetDateTime::now_utc())
@@ -66,7 +66,7 @@ async fn an_inserted_key_row_is_never_published() {
     sqlx::query(
         "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, activated_at, \
          retired_at, remove_at, public_jwk, cert_der) \
-         VALUES (?, 'default', 'RS384', 'retired', 1, 1, 1, 2, ?, ?, ?)",
+         VALUES (?, 'default', 'ES256', 'retired', 1, 1, 1, 2, ?, ?, ?)",
     )
     .bind(&kid)
     .bind(FAR_FUTURE)
@@ -76,13 +76,13 @@ async fn an_inserted_key_row_is_never_published() {
     .await
     .unwrap();
     pool.close().await;
-    assert_tampering_refused(dir.path(), "").await;
+    assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
 #[tokio::test]
 async fn a_swapped_certificate_is_never_served() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     tamper(
         dir.path(),
         &[
@@ -91,13 +91,13 @@ async fn a_swapped_certificate_is_never_served() {
         ],
     )
     .await;
-    assert_tampering_refused(dir.path(), "").await;
+    assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
 #[tokio::test]
 async fn a_revoked_key_edited_back_to_retired_is_not_republished() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let next = app.kid_in_state("default", "next").await.unwrap();
     assert_eq!(app.revoke(&next).await.status(), 200);
     app.stop().await;
@@ -108,13 +108,13 @@ async fn a_revoked_key_edited_back_to_retired_is_not_republished() {
         )],
     )
     .await;
-    assert_tampering_refused(dir.path(), "").await;
+    assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
 #[tokio::test]
 async fn a_longer_remove_at_cannot_keep_a_retired_key_published() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     app.stop().await;
     tamper(
@@ -124,13 +124,13 @@ async fn a_longer_remove_at_cannot_keep_a_retired_key_published() {
         )],
     )
     .await;
-    assert_tampering_refused(dir.path(), "").await;
+    assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
 #[tokio::test]
 async fn a_key_moved_to_another_key_set_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let toml = "[keysets.default]\n[keysets.epic]\n";
+    let toml = "[keysets.default]\nalg = \"ES256\"\n[keysets.epic]\nalg = \"ES256\"\n";
     let app = spawn_app_with(dir.path(), toml).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     app.stop().await;
@@ -145,7 +145,7 @@ async fn a_key_moved_to_another_key_set_is_refused() {
 #[tokio::test]
 async fn two_current_keys_are_refused_even_without_the_index() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     tamper(
         dir.path(),
         &[
@@ -154,14 +154,14 @@ async fn two_current_keys_are_refused_even_without_the_index() {
         ],
     )
     .await;
-    assert_tampering_refused(dir.path(), "").await;
+    assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
 /// The newest records and the recorded head deleted together.
 #[tokio::test]
 async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     app.stop().await;
     tamper(
@@ -172,7 +172,7 @@ async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
         ],
     )
     .await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("audit trail"), "{message}");
     let (ok, output) = audit_verify(dir.path());
     assert!(!ok, "{output}");
@@ -182,7 +182,7 @@ async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
 #[tokio::test]
 async fn a_rewritten_seal_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     app.stop().await;
     let db = dir.path().join("data/jwksd.db");
@@ -214,7 +214,7 @@ async fn a_rewritten_seal_refuses_to_start() {
         .await
         .unwrap();
     pool.close().await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("valid MAC"), "{message}");
     let (ok, output) = audit_verify(dir.path());
     assert!(!ok, "{output}");
@@ -224,13 +224,13 @@ async fn a_rewritten_seal_refuses_to_start() {
 #[tokio::test]
 async fn an_edited_audit_record_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     tamper(
         dir.path(),
         &["UPDATE audit SET caller = 'someone-else' WHERE seq = 1"],
     )
     .await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("audit trail is broken"), "{message}");
     assert!(message.contains("record 1"), "{message}");
 }
@@ -241,7 +241,7 @@ async fn an_edited_audit_record_refuses_to_start() {
 #[tokio::test]
 async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let before = initialise(dir.path()).await;
+    let before = initialise(dir.path(), EC_DEFAULT).await;
     // What an older jwksd left: no MACs, no seal, and the v1 master-key check.
     let master =
         MasterKey::from_text(&std::fs::read_to_string(dir.path().join("data/master.key")).unwrap())
@@ -267,9 +267,9 @@ async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
     pool.close().await;
     let (ok, output) = audit_verify(dir.path());
     assert!(ok && output.contains("--upgrade-store"), "{output}");
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("--upgrade-store"), "{message}");
-    let mut config = test_config(dir.path(), "").unwrap();
+    let mut config = test_config(dir.path(), EC_DEFAULT).unwrap();
     config.server.upgrade_store = true;
     let app = crate::helpers::into_test_app(jwksd::app::Application::build(config).await.unwrap());
     assert_eq!(app.jwks("default").await, before);
@@ -280,7 +280,7 @@ async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
         &["UPDATE keys SET mac = NULL WHERE state = 'next'"],
     )
     .await;
-    assert_tampering_refused(dir.path(), "").await;
+    assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
 /// Copies the `keys` rows of the store in `dir` as they are now, to put back later.
@@ -303,7 +303,7 @@ async fn snapshot_rows(dir: &Path) -> Vec<(String, String, Option<Vec<u8>>, Opti
 #[tokio::test]
 async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let first = app.kid_in_state("default", "current").await.unwrap();
     assert_eq!(app.rotate("default", true).await.status(), 200);
     let old = snapshot_rows(dir.path()).await;
@@ -322,7 +322,7 @@ async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
         .await
         .unwrap();
     pool.close().await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("older copy"), "{message}");
 }
 
@@ -494,7 +494,7 @@ async fn a_committed_revocation_takes_effect_even_when_reading_back_fails() {
     let dir = tempfile::tempdir().unwrap();
     let (master, _) = MasterKey::generate();
     let master = Arc::new(master);
-    let (store, keyring) = faulty_keyring(dir.path(), "", &master).await;
+    let (store, keyring) = faulty_keyring(dir.path(), EC_DEFAULT, &master).await;
     let current = signer_kid(&keyring, "default").unwrap();
     store.applied.store(false, Ordering::SeqCst);
     store.fail_loads_after_apply.store(true, Ordering::SeqCst);
@@ -523,8 +523,8 @@ async fn the_scheduler_recovers_from_a_change_made_behind_its_back() {
     let dir = tempfile::tempdir().unwrap();
     let (master, _) = MasterKey::generate();
     let master = Arc::new(master);
-    let (store, keyring) = faulty_keyring(dir.path(), "", &master).await;
-    let config = test_config(dir.path(), "").unwrap();
+    let (store, keyring) = faulty_keyring(dir.path(), EC_DEFAULT, &master).await;
+    let config = test_config(dir.path(), EC_DEFAULT).unwrap();
     let other = Keyring::open(
         store.clone(),
         master.clone(),
@@ -565,7 +565,7 @@ async fn a_failing_key_set_does_not_stop_the_schedule_of_the_others() {
     let dir = tempfile::tempdir().unwrap();
     let (master, _) = MasterKey::generate();
     let master = Arc::new(master);
-    let toml = "[keysets.aaa]\n[keysets.zzz]\n";
+    let toml = "[keysets.aaa]\nalg = \"ES256\"\n[keysets.zzz]\nalg = \"ES256\"\n";
     let (store, keyring) = faulty_keyring(dir.path(), toml, &master).await;
     let (aaa, zzz) = (signer_kid(&keyring, "aaa"), signer_kid(&keyring, "zzz"));
     *store.fail_apply_for.lock().unwrap() = Some("aaa".into());
@@ -632,7 +632,7 @@ async fn erased_private_halves_leave_the_wal_once_a_reader_lets_go() {
 #[tokio::test]
 async fn a_wiped_store_is_refused_not_rekeyed() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_unscheduled(dir.path(), EC_DEFAULT).await;
     let served = app.jwks("default").await;
     let wipe = [
         "DELETE FROM keys",
@@ -648,7 +648,7 @@ async fn a_wiped_store_is_refused_not_rekeyed() {
         "the verified keys keep serving"
     );
     app.stop().await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("seal"), "{message}");
 }
 
@@ -721,9 +721,9 @@ async fn an_edited_newest_audit_record_is_refused_while_running() {
 #[tokio::test]
 async fn the_upgrade_flag_cannot_reseal_an_authenticated_store() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     let build = |dir: &Path| {
-        let mut config = test_config(dir, "").unwrap();
+        let mut config = test_config(dir, EC_DEFAULT).unwrap();
         config.server.upgrade_store = true;
         jwksd::app::Application::build(config)
     };

@@ -6,7 +6,7 @@ use base64::Engine;
 use serde_json::Value;
 use x509_cert::der::{Decode, Encode};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with, EC_DEFAULT};
 
 fn b64url(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
@@ -72,7 +72,7 @@ async fn the_jwks_has_the_documented_shape_and_headers() {
 #[tokio::test]
 async fn a_matching_etag_gets_304_and_head_gets_headers_only() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let first = app.get_public("/.well-known/jwks.json").await;
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     let length = first.bytes().await.unwrap().len();

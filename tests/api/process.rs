@@ -318,6 +318,8 @@ async fn sighup_reloads_callers_and_a_bad_reload_keeps_the_running_configuration
 async fn a_first_start_killed_at_any_step_starts_cleanly_next_time() {
     for trigger in ["admin.token", "master.key", "jwksd.db", "jwksd.db.init"] {
         let dir = tempfile::tempdir().unwrap();
+        // The default RSA key set on purpose: its key generation spaces the files out, so
+        // the kill lands at each step rather than after a start already complete.
         std::fs::write(dir.path().join("jwksd.toml"), "").unwrap();
         let mut child = KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_jwksd"))

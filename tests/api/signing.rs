@@ -21,11 +21,22 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(digest::digest(&digest::SHA256, text.as_bytes()).as_ref())
 }
 
-/// Two key sets, two clients, two callers; `extra` is appended.
+/// Two key sets (`default` ES256, `epic` ES384), two clients, two callers; `extra` is
+/// appended. EC keys: most tests here are not about RSA, and RSA keys take long to make.
 pub fn signing_config(extra: &str) -> String {
+    signing_config_on("alg = \"ES256\"", extra)
+}
+
+/// As [`signing_config`], with the `default` key set on the default algorithm, RS384.
+pub fn rsa_signing_config(extra: &str) -> String {
+    signing_config_on("", extra)
+}
+
+fn signing_config_on(default_alg: &str, extra: &str) -> String {
     format!(
         r#"
 [keysets.default]
+{default_alg}
 [keysets.epic]
 alg = "ES384"
 
@@ -120,7 +131,7 @@ fn segment(jwt: &str, index: usize) -> Value {
 #[tokio::test]
 async fn an_assertion_verifies_against_the_served_jwks_and_carries_exactly_the_smart_claims() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    let app = spawn_app_with(dir.path(), &rsa_signing_config("")).await;
     let before = jwksd::unix_now();
     let response =
         request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw-client-id"})).await;

@@ -1,7 +1,7 @@
 //! Start-up: a fresh data directory initialises; anything that suggests keys existed
 //! before and cannot be used refuses to start, with a message that says what to do.
 
-use crate::helpers::{spawn_app, test_config, try_build};
+use crate::helpers::{spawn_app_with, test_config, try_build, EC_DEFAULT};
 
 pub async fn refusal(dir: &std::path::Path, toml: &str) -> String {
     match try_build(dir, toml).await {
@@ -22,9 +22,9 @@ pub async fn tamper(dir: &std::path::Path, statements: &[&str]) {
     pool.close().await;
 }
 
-/// Runs one app to create a store, and returns its JWKS for later comparison.
-pub async fn initialise(dir: &std::path::Path) -> serde_json::Value {
-    let app = spawn_app(dir).await;
+/// Runs one app on `toml` to create a store, and returns its JWKS for later comparison.
+pub async fn initialise(dir: &std::path::Path, toml: &str) -> serde_json::Value {
+    let app = spawn_app_with(dir, toml).await;
     let jwks = app.jwks("default").await;
     app.stop().await;
     jwks
@@ -33,7 +33,7 @@ pub async fn initialise(dir: &std::path::Path) -> serde_json::Value {
 #[tokio::test]
 async fn a_fresh_data_dir_initialises_with_private_files() {
     let dir = tempfile::tempdir().unwrap();
-    let jwks = initialise(dir.path()).await;
+    let jwks = initialise(dir.path(), EC_DEFAULT).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     let data = dir.path().join("data");
     #[cfg(unix)]
@@ -54,11 +54,11 @@ async fn a_fresh_data_dir_initialises_with_private_files() {
 #[tokio::test]
 async fn a_deleted_store_beside_an_existing_master_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("data/jwksd.db{suffix}")));
     }
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("found the master key"), "{message}");
     assert!(
         message.contains("Restore the store from a backup"),
@@ -73,9 +73,9 @@ async fn a_deleted_store_beside_an_existing_master_key_refuses_to_start() {
 #[tokio::test]
 async fn a_store_without_its_master_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     std::fs::remove_file(dir.path().join("data/master.key")).unwrap();
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(
         message.contains("master key") && message.contains("missing"),
         "{message}"
@@ -89,16 +89,16 @@ async fn a_store_without_its_master_key_refuses_to_start() {
 #[tokio::test]
 async fn a_wrong_master_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     std::fs::write(dir.path().join("data/master.key"), "11".repeat(32)).unwrap();
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("different master key"), "{message}");
 }
 
 #[tokio::test]
 async fn a_corrupted_store_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     let db = dir.path().join("data/jwksd.db");
     let _ = std::fs::remove_file(dir.path().join("data/jwksd.db-wal"));
     let _ = std::fs::remove_file(dir.path().join("data/jwksd.db-shm"));
@@ -107,7 +107,7 @@ async fn a_corrupted_store_refuses_to_start() {
         *b = 0x5a;
     }
     std::fs::write(&db, &bytes).unwrap();
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(
         message.contains("damaged") || message.contains("cannot open"),
         "{message}"
@@ -118,18 +118,19 @@ async fn a_corrupted_store_refuses_to_start() {
 #[tokio::test]
 async fn an_edited_key_row_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     // Move the current key's sealed private half onto the next key's row.
     tamper(dir.path(), &["UPDATE keys SET sealed_private = (SELECT sealed_private FROM keys WHERE state = 'current') \
          WHERE state = 'next'"]).await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("does not decrypt"), "{message}");
 }
 
 #[tokio::test]
 async fn an_edited_public_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    // RSA: the edit is to the public exponent.
+    initialise(dir.path(), "").await;
     tamper(
         dir.path(),
         &["UPDATE keys SET public_jwk = replace(public_jwk, '\"e\":\"AQAB\"', '\"e\":\"Aw\"')"],
@@ -143,7 +144,7 @@ async fn an_edited_public_key_refuses_to_start() {
 #[tokio::test]
 async fn changing_a_key_sets_algorithm_refuses_to_start_and_suggests_a_new_key_set() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), "").await; // the default, RS384
     let message = refusal(dir.path(), "[keysets.default]\nalg = \"ES384\"\n").await;
     assert!(
         message.contains("holds RS384 keys but is configured for ES384"),
@@ -155,10 +156,10 @@ async fn changing_a_key_sets_algorithm_refuses_to_start_and_suggests_a_new_key_s
 #[tokio::test]
 async fn adding_a_key_set_later_initialises_only_that_one() {
     let dir = tempfile::tempdir().unwrap();
-    let before = initialise(dir.path()).await;
-    let app = crate::helpers::spawn_app_with(
+    let before = initialise(dir.path(), EC_DEFAULT).await;
+    let app = spawn_app_with(
         dir.path(),
-        "[keysets.default]\n[keysets.athena]\nalg = \"ES384\"\n",
+        "[keysets.default]\nalg = \"ES256\"\n[keysets.athena]\nalg = \"ES384\"\n",
     )
     .await;
     assert_eq!(app.jwks("default").await, before);
@@ -188,7 +189,7 @@ fn bad_configuration_is_a_message_not_a_panic() {
 #[tokio::test]
 async fn a_backup_restores_the_same_key_sets() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     let jwks = app.jwks("default").await;
     let backup = dir.path().join("backup.db");
@@ -204,7 +205,7 @@ async fn a_backup_restores_the_same_key_sets() {
         let _ = std::fs::remove_file(dir.path().join(format!("data/jwksd.db{suffix}")));
     }
     std::fs::copy(&backup, dir.path().join("data/jwksd.db")).unwrap();
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.jwks("default").await, jwks);
     app.stop().await;
 }
@@ -212,12 +213,12 @@ async fn a_backup_restores_the_same_key_sets() {
 #[tokio::test]
 async fn an_emptied_store_file_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("data/jwksd.db{suffix}")));
     }
     std::fs::write(dir.path().join("data/jwksd.db"), b"").unwrap();
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("holds no jwksd data"), "{message}");
 }
 
@@ -228,9 +229,9 @@ async fn deleted_key_rows_refuse_to_start() {
         "DELETE FROM keys WHERE state = 'current'",
     ] {
         let dir = tempfile::tempdir().unwrap();
-        initialise(dir.path()).await;
+        initialise(dir.path(), EC_DEFAULT).await;
         tamper(dir.path(), &[statement]).await;
-        let message = refusal(dir.path(), "").await;
+        let message = refusal(dir.path(), EC_DEFAULT).await;
         assert!(
             message.contains("a row was deleted"),
             "{statement}: {message}"
@@ -241,7 +242,7 @@ async fn deleted_key_rows_refuse_to_start() {
 #[tokio::test]
 async fn a_key_set_dropped_from_the_configuration_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let app = crate::helpers::spawn_app_with(dir.path(), "[keysets.epic]\nalg = \"ES256\"\n").await;
+    let app = spawn_app_with(dir.path(), "[keysets.epic]\nalg = \"ES256\"\n").await;
     app.stop().await;
     let message = refusal(dir.path(), "").await;
     assert!(
@@ -279,7 +280,7 @@ async fn a_start_that_cannot_bind_leaves_no_store_behind() {
 #[tokio::test]
 async fn a_signing_key_without_its_private_half_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    initialise(dir.path()).await;
+    initialise(dir.path(), EC_DEFAULT).await;
     // Retire-then-revive by hand: the row claims to be next but its private half is gone.
     tamper(
         dir.path(),
@@ -289,7 +290,7 @@ async fn a_signing_key_without_its_private_half_refuses_to_start() {
         ],
     )
     .await;
-    let message = refusal(dir.path(), "").await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("does not carry a valid MAC"), "{message}");
 }
 
@@ -298,7 +299,10 @@ async fn with_an_external_master_key_a_missing_store_is_created_only_when_asked(
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("secret-master.key");
     std::fs::write(&key_file, "42".repeat(32)).unwrap();
-    let toml = format!("[server]\nmaster_key_file = \"{}\"\n", key_file.display());
+    let toml = format!(
+        "{EC_DEFAULT}[server]\nmaster_key_file = \"{}\"\n",
+        key_file.display()
+    );
     let message = refusal(dir.path(), &toml).await;
     assert!(message.contains("jwksd serve --init"), "{message}");
     assert!(!dir.path().join("data/jwksd.db").exists());
@@ -308,7 +312,7 @@ async fn with_an_external_master_key_a_missing_store_is_created_only_when_asked(
     let app = jwksd::app::Application::build(config).await.unwrap();
     drop(app);
     // Once the store exists, no flag is needed.
-    let app = crate::helpers::spawn_app_with(dir.path(), &toml).await;
+    let app = spawn_app_with(dir.path(), &toml).await;
     assert_eq!(
         app.jwks("default").await["keys"].as_array().unwrap().len(),
         2
@@ -319,11 +323,11 @@ async fn with_an_external_master_key_a_missing_store_is_created_only_when_asked(
 #[tokio::test]
 async fn a_second_jwksd_on_the_same_store_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app(dir.path()).await;
-    let message = refusal(dir.path(), "").await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
+    let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("another jwksd is running"), "{message}");
     app.stop().await;
     // Once the first has stopped, the store is free again.
-    let app = spawn_app(dir.path()).await;
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     app.stop().await;
 }

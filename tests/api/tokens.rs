@@ -13,7 +13,23 @@ use crate::upstream::{FakeTokenServer, OAuthServer, Scripted};
 
 const CALLER: &str = "token-caller-token-0123456789abcdefghijklmnopq";
 
+/// The `default` key set's algorithm for tests that are not about RSA: EC keys are quick
+/// to make, and the test authorization server's discovery document lists ES384.
+const EC_KEYS: &str = "alg = \"ES384\"";
+/// The `default` key set on the default algorithm, RS384 (for the vendor kits).
+const RSA_KEYS: &str = "";
+
 fn token_config(
+    token_endpoint: &str,
+    fhir_base_url: &str,
+    client_id: &str,
+    public_url: &str,
+) -> String {
+    token_config_on(EC_KEYS, token_endpoint, fhir_base_url, client_id, public_url)
+}
+
+fn token_config_on(
+    default_alg: &str,
     token_endpoint: &str,
     fhir_base_url: &str,
     client_id: &str,
@@ -24,6 +40,7 @@ fn token_config(
 [server]
 public_url = "{public_url}"
 [keysets.default]
+{default_alg}
 [keysets.other]
 alg = "ES384"
 [clients.test]
@@ -63,10 +80,19 @@ async fn with_fake_server(
     dir: &std::path::Path,
     client_id: &str,
 ) -> (TestApp, FakeTokenServer, TestClock) {
+    with_fake_server_on(dir, client_id, EC_KEYS).await
+}
+
+async fn with_fake_server_on(
+    dir: &std::path::Path,
+    client_id: &str,
+    default_alg: &str,
+) -> (TestApp, FakeTokenServer, TestClock) {
     let fake = FakeTokenServer::start().await;
     let clock = TestClock::default();
     let public = loopback_listener();
-    let config = token_config(
+    let config = token_config_on(
+        default_alg,
         &fake.token_endpoint(),
         &fake.fhir_base_url(),
         client_id,
@@ -617,7 +643,7 @@ async fn doctor_notices_a_clock_far_off() {
 async fn register_prints_and_writes_a_valid_kit_for_every_vendor() {
     use x509_cert::der::Decode;
     let dir = tempfile::tempdir().unwrap();
-    let (app, fake, _) = with_fake_server(dir.path(), "client-1").await;
+    let (app, fake, _) = with_fake_server_on(dir.path(), "client-1", RSA_KEYS).await;
     let served = app.jwks("default").await;
     let current = app.kid_in_state("default", "current").await.unwrap();
     let next = app.kid_in_state("default", "next").await.unwrap();

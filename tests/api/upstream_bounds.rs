@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app_with, TestApp};
+use crate::helpers::{assert_problem, spawn_app_with, TestApp, EC_DEFAULT};
 use crate::signing::sha256_hex;
 use crate::upstream::{padded_json, FakeTokenServer, RawAnswer, RawBody, RawServer, Scripted};
 
@@ -15,7 +15,7 @@ const HUGE: usize = 4 * 1024 * 1024;
 
 fn config(clients: &str) -> String {
     format!(
-        "{clients}\n[callers.svc]\ntoken_sha256 = \"{}\"\nclients = [\"open\", \"fixed\"]\n",
+        "{EC_DEFAULT}{clients}\n[callers.svc]\ntoken_sha256 = \"{}\"\nclients = [\"open\", \"fixed\"]\n",
         sha256_hex(CALLER)
     )
 }
