@@ -41,7 +41,11 @@ const CHUNKED_HEALTHZ: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_that_never_arrives_does_not_hold_either_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), &format!("{EC_DEFAULT}[server]\nbody_timeout = \"1s\"\n")).await;
+    let app = spawn_app_with(
+        dir.path(),
+        &format!("{EC_DEFAULT}[server]\nbody_timeout = \"1s\"\n"),
+    )
+    .await;
     let (public, private) = (app.public.clone(), app.private.clone());
     let (public_answer, public_closed, private_answer, private_closed) =
         tokio::task::spawn_blocking(move || {
@@ -79,7 +83,11 @@ async fn a_chunked_body_that_never_arrives_does_not_hold_either_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_that_arrive_in_time_are_served_and_oversized_ones_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), &format!("{EC_DEFAULT}[server]\nbody_timeout = \"2s\"\n")).await;
+    let app = spawn_app_with(
+        dir.path(),
+        &format!("{EC_DEFAULT}[server]\nbody_timeout = \"2s\"\n"),
+    )
+    .await;
     let response = app
         .admin(
             reqwest::Method::POST,
@@ -319,7 +327,11 @@ fn trickle_a_second_head(addr: &str, patience: Duration) -> (bool, Duration) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let app = spawn_app_with(dir.path(), &format!("{EC_DEFAULT}[server]\nheader_timeout = \"1s\"\n")).await;
+    let app = spawn_app_with(
+        dir.path(),
+        &format!("{EC_DEFAULT}[server]\nheader_timeout = \"1s\"\n"),
+    )
+    .await;
     let public = app.public.clone();
     let (closed, after) =
         tokio::task::spawn_blocking(move || trickle_a_second_head(&public, Duration::from_secs(6)))

@@ -339,7 +339,10 @@ impl Captured {
 /// addresses the process really bound, which is how a test learns the ports of a jwksd
 /// started on `127.0.0.1:0`. Reads the text and the JSON log format.
 pub fn listening_addrs(log: &str) -> Option<(SocketAddr, SocketAddr)> {
-    let line = log.lines().rev().find(|l| l.contains("jwksd is listening"))?;
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("jwksd is listening"))?;
     let line = strip_ansi(line);
     let field = |name: &str| -> Option<SocketAddr> {
         let start = line.find(name)? + name.len();

@@ -25,7 +25,13 @@ fn token_config(
     client_id: &str,
     public_url: &str,
 ) -> String {
-    token_config_on(EC_KEYS, token_endpoint, fhir_base_url, client_id, public_url)
+    token_config_on(
+        EC_KEYS,
+        token_endpoint,
+        fhir_base_url,
+        client_id,
+        public_url,
+    )
 }
 
 fn token_config_on(
@@ -301,10 +307,7 @@ async fn an_invalid_scope_and_a_key_the_ehr_does_not_have_are_named() {
     // jwksd's client is configured with a scope the EHR does not grant it.
     let dir = tempfile::tempdir().unwrap();
     let public = loopback_listener();
-    let oauth = OAuthServer::start(
-        &format!("{}/.well-known/jwks.json", url_of(&public)),
-        &[],
-    );
+    let oauth = OAuthServer::start(&format!("{}/.well-known/jwks.json", url_of(&public)), &[]);
     let config = token_config(
         &oauth.token_endpoint,
         &oauth.fhir_base_url,
@@ -824,7 +827,10 @@ async fn doctor_fails_a_jwks_url_with_an_untrusted_certificate_chain_or_a_redire
     let fake = FakeTokenServer::start().await;
     fake.always(Scripted::ok("t"));
     for (public_url, needle) in [
-        (format!("https://127.0.0.1:{}", tls.port), "certificate chain"),
+        (
+            format!("https://127.0.0.1:{}", tls.port),
+            "certificate chain",
+        ),
         (format!("http://127.0.0.1:{}", redirect.port), "redirect"),
     ] {
         let app_dir = tempfile::tempdir().unwrap();
@@ -856,10 +862,7 @@ async fn doctor_fails_a_jwks_url_with_an_untrusted_certificate_chain_or_a_redire
 async fn without_a_configured_token_endpoint_it_is_found_by_smart_discovery() {
     let dir = tempfile::tempdir().unwrap();
     let public = loopback_listener();
-    let oauth = OAuthServer::start(
-        &format!("{}/.well-known/jwks.json", url_of(&public)),
-        &[],
-    );
+    let oauth = OAuthServer::start(&format!("{}/.well-known/jwks.json", url_of(&public)), &[]);
     let config = token_config(
         &oauth.token_endpoint,
         &oauth.fhir_base_url,
