@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{is_loopback_url, parse_duration, show, KeysetConfig};
+use super::keysets::{KeysetConfig, DEFAULT_KEYSET};
+use super::values::{is_loopback_url, parse_duration, show, IntOrString};
 
 /// Longest assertion lifetime SMART allows (`exp` at most 5 minutes in the future).
 pub const MAX_ASSERTION_LIFETIME: i64 = 300;
@@ -39,7 +40,7 @@ pub(super) struct RawCaller {
     token_file: Option<std::path::PathBuf>,
     #[serde(default)]
     clients: Vec<String>,
-    rate_limit_per_minute: Option<super::IntOrString>,
+    rate_limit_per_minute: Option<IntOrString>,
 }
 
 /// One EHR client registration.
@@ -138,9 +139,7 @@ pub(super) fn validate_access(
                 key("client_id")
             ));
         }
-        let keyset = raw
-            .keyset
-            .unwrap_or_else(|| super::DEFAULT_KEYSET.to_owned());
+        let keyset = raw.keyset.unwrap_or_else(|| DEFAULT_KEYSET.to_owned());
         if !keysets.contains_key(&keyset) {
             problems.push(format!(
                 "{} = {keyset:?} names no configured key set (configured: {})",
@@ -280,8 +279,8 @@ pub(super) fn validate_access(
             None => Some(DEFAULT_RATE_PER_MINUTE),
             Some(value) => {
                 let number = match value {
-                    super::IntOrString::Int(i) => u32::try_from(i).ok(),
-                    super::IntOrString::Text(t) => t.trim().parse().ok(),
+                    IntOrString::Int(i) => u32::try_from(i).ok(),
+                    IntOrString::Text(t) => t.trim().parse().ok(),
                 };
                 let valid = number.filter(|n| *n >= 1);
                 if valid.is_none() {
