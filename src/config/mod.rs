@@ -13,7 +13,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 mod clients;
 mod env;
@@ -23,33 +22,15 @@ mod server;
 mod values;
 
 pub use clients::{
-    is_allowed_outbound_url, Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME,
-    MIN_ASSERTION_LIFETIME,
+    Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
-pub use server::{AdminTokenSource, Database, HttpLimits, MasterKeySource, ServerConfig};
+pub use server::{
+    AdminTokenSource, Database, HttpLimits, MasterKeySource, SecretDigests, ServerConfig,
+};
+pub use values::ConfigUrl;
 
 use env::{hide_file_contents, overlay_env, EnvSource, SECRET_KEYS};
-
-/// A secret string (token, key text) that never prints and is wiped on drop.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(Zeroizing::new(value))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[secret elided]")
-    }
-}
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -484,7 +465,10 @@ mod tests {
         let bracketed = format!("[{SECRET}");
         let config = load("", &[("JWKSD_SERVER__ADMIN_TOKEN", &bracketed)]).unwrap();
         match config.server.admin_token {
-            AdminTokenSource::Inline(token) => assert_eq!(token.expose(), bracketed),
+            // Only the hash is kept: it is the hash of exactly what was given.
+            AdminTokenSource::Inline(sha256) => {
+                assert_eq!(sha256, values::sha256(bracketed.as_bytes()))
+            }
             other => panic!("{other:?}"),
         }
     }

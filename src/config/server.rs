@@ -1,23 +1,28 @@
 //! The `[server]` section: listeners, the public URL, where the store, the master key and
 //! the admin token are, and the HTTP limits. None of it changes without a restart.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use subtle::ConstantTimeEq;
 
-use super::values::{is_loopback_url, parse_duration, IntOrString};
-use super::Secret;
+use super::values::{has_http_scheme, parse_duration, sha256, ConfigUrl, IntOrString};
 
 /// Shortest admin token accepted from the configuration.
 const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
-#[derive(Clone, Debug)]
+/// The validated `[server]` section.
+///
+/// `PartialEq` compares everything, the start-up options included; a reload asks
+/// [`ServerConfig::changed_keys`], which compares only what the configuration sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServerConfig {
     pub public_listen: String,
     pub private_listen: String,
     /// Base URL by which the EHR reaches the public listener, without a trailing slash.
-    pub public_url: Option<String>,
+    pub public_url: Option<ConfigUrl>,
     pub data_dir: PathBuf,
     pub database: Database,
     pub master_key: MasterKeySource,
@@ -63,21 +68,186 @@ pub enum Database {
 /// Where the master key comes from.
 #[derive(Clone, Debug)]
 pub enum MasterKeySource {
-    /// Given directly (`master_key`, usually through `JWKSD_SERVER__MASTER_KEY[_FILE]`).
-    Inline(Secret),
+    /// Given directly (`master_key`, usually through `JWKSD_SERVER__MASTER_KEY[_FILE]`);
+    /// exposed only where it is parsed into a key.
+    Inline(SecretString),
     /// A file the operator named; it must exist.
     File(PathBuf),
     /// The development default `<data_dir>/master.key`, created on first start.
     Development(PathBuf),
 }
 
-/// Where the admin token comes from.
-#[derive(Clone, Debug)]
+/// Two inline keys are compared in constant time, like any secret.
+impl PartialEq for MasterKeySource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (MasterKeySource::Inline(a), MasterKeySource::Inline(b)) => a
+                .expose_secret()
+                .as_bytes()
+                .ct_eq(b.expose_secret().as_bytes())
+                .into(),
+            (MasterKeySource::File(a), MasterKeySource::File(b))
+            | (MasterKeySource::Development(a), MasterKeySource::Development(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for MasterKeySource {}
+
+/// Where the admin token comes from. A token given in the configuration is kept only as
+/// its SHA-256 (what the admin API compares against); one in a file is read by the server
+/// at start, and by the CLI through [`AdminTokenSource::read`].
+#[derive(Clone, PartialEq, Eq)]
 pub enum AdminTokenSource {
-    Inline(Secret),
+    /// SHA-256 of `server.admin_token` (trimmed).
+    Inline([u8; 32]),
     File(PathBuf),
     /// `<data_dir>/admin.token`, generated on first start.
     Generated(PathBuf),
+}
+
+impl std::fmt::Debug for AdminTokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminTokenSource::Inline(_) => f.write_str("Inline([sha-256 elided])"),
+            AdminTokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            AdminTokenSource::Generated(path) => f.debug_tuple("Generated").field(path).finish(),
+        }
+    }
+}
+
+impl AdminTokenSource {
+    /// The file the token is read from; `None` when it is given inline.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            AdminTokenSource::Inline(_) => None,
+            AdminTokenSource::File(path) | AdminTokenSource::Generated(path) => Some(path),
+        }
+    }
+
+    /// The token as the server reads it (trimmed), for a client of the admin API: `Ok(None)`
+    /// when it is given inline, since only its hash is kept. A generated token that does not
+    /// exist yet (the server has not started once) is an error that says so.
+    pub fn read(&self) -> Result<Option<SecretString>, String> {
+        let Some(path) = self.file() else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
+                Ok(Some(SecretString::from(text.trim())))
+            }
+            Err(e) => Err(format!(
+                "cannot read the admin token file {}: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// SHA-256 of the secrets `[server]` points at, as they are at the moment of reading. A
+/// reload compares them with those the service started with, so that a rotated admin token
+/// or master key is reported even when the file that holds it kept its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretDigests {
+    /// `None`: the file could not be read.
+    admin_token: Option<[u8; 32]>,
+    master_key: Option<[u8; 32]>,
+}
+
+impl SecretDigests {
+    /// Which secrets differ (`server.admin_token`, `server.master_key`).
+    pub fn changed_keys(&self, now: &SecretDigests) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.admin_token != now.admin_token {
+            changed.push("server.admin_token");
+        }
+        if self.master_key != now.master_key {
+            changed.push("server.master_key");
+        }
+        changed
+    }
+}
+
+impl ServerConfig {
+    /// The keys (`server.public_listen`, ...) whose values differ from `other`'s, for a
+    /// reload's "needs a restart" report. The start-up options (`initialize`,
+    /// `upgrade_store`) are the command line's, not the configuration's, and are not
+    /// compared: a reload after `serve --init` changes nothing.
+    pub fn changed_keys(&self, other: &ServerConfig) -> Vec<&'static str> {
+        // Destructured, so that a new field cannot be forgotten here.
+        let ServerConfig {
+            public_listen,
+            private_listen,
+            public_url,
+            data_dir,
+            database,
+            master_key,
+            admin_token,
+            initialize: _,
+            upgrade_store: _,
+            limits:
+                HttpLimits {
+                    header_timeout,
+                    body_timeout,
+                    max_connections,
+                },
+        } = self;
+        let mut changed = Vec::new();
+        let mut compare = |key: &'static str, same: bool| {
+            if !same {
+                changed.push(key);
+            }
+        };
+        compare(
+            "server.public_listen",
+            *public_listen == other.public_listen,
+        );
+        compare(
+            "server.private_listen",
+            *private_listen == other.private_listen,
+        );
+        compare("server.public_url", *public_url == other.public_url);
+        compare("server.data_dir", *data_dir == other.data_dir);
+        compare("server.database_url", *database == other.database);
+        compare("server.master_key", *master_key == other.master_key);
+        compare("server.admin_token", *admin_token == other.admin_token);
+        compare(
+            "server.header_timeout",
+            *header_timeout == other.limits.header_timeout,
+        );
+        compare(
+            "server.body_timeout",
+            *body_timeout == other.limits.body_timeout,
+        );
+        compare(
+            "server.max_connections",
+            *max_connections == other.limits.max_connections,
+        );
+        changed
+    }
+
+    /// Reads the secrets this configuration points at and digests them.
+    pub fn secret_digests(&self) -> SecretDigests {
+        let digest_file = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|text| sha256(zeroize::Zeroizing::new(text).trim().as_bytes()))
+        };
+        let admin_token = match &self.admin_token {
+            AdminTokenSource::Inline(hash) => Some(*hash),
+            AdminTokenSource::File(path) | AdminTokenSource::Generated(path) => digest_file(path),
+        };
+        let master_key = match &self.master_key {
+            MasterKeySource::Inline(text) => Some(sha256(text.expose_secret().trim().as_bytes())),
+            MasterKeySource::File(path) | MasterKeySource::Development(path) => digest_file(path),
+        };
+        SecretDigests {
+            admin_token,
+            master_key,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -88,9 +258,9 @@ pub(super) struct RawServer {
     public_url: Option<String>,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
-    master_key: Option<String>,
+    master_key: Option<SecretString>,
     master_key_file: Option<PathBuf>,
-    admin_token: Option<String>,
+    admin_token: Option<SecretString>,
     admin_token_file: Option<PathBuf>,
     header_timeout: Option<String>,
     body_timeout: Option<String>,
@@ -120,21 +290,31 @@ pub(super) fn validate(
     {
         None => None,
         Some(u) if u.is_empty() => None,
-        Some(u) if u.starts_with("https://") => Some(u),
-        Some(u) if u.starts_with("http://") => {
-            if !is_loopback_url(&u) {
-                warnings.push(format!(
-                    "server.public_url = {u:?} is plain http; EHRs fetch JWKS URLs only over https"
-                ));
+        Some(u) => match ConfigUrl::parse(&u) {
+            Ok(url) if url.url().scheme() == "https" => Some(url),
+            Ok(url) if url.url().scheme() == "http" => {
+                if !url.is_loopback() {
+                    warnings.push(format!(
+                        "server.public_url = {u:?} is plain http; EHRs fetch JWKS URLs only over https"
+                    ));
+                }
+                Some(url)
             }
-            Some(u)
-        }
-        Some(u) => {
-            problems.push(format!(
-                "server.public_url = {u:?} must start with https:// (the address the EHR fetches the JWKS from)"
-            ));
-            None
-        }
+            // The scheme is right but the rest is not a URL: say so, not "use https".
+            Err(e) if has_http_scheme(&u) => {
+                problems.push(format!(
+                    "server.public_url = {u:?} is not a URL ({e}); write the address the EHR \
+                     fetches the JWKS from, like \"https://jwks.example.org\""
+                ));
+                None
+            }
+            _ => {
+                problems.push(format!(
+                    "server.public_url = {u:?} must start with https:// (the address the EHR fetches the JWKS from)"
+                ));
+                None
+            }
+        },
     };
 
     let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
@@ -167,7 +347,7 @@ pub(super) fn validate(
                 .push("server.master_key and server.master_key_file are both set; keep one".into());
             MasterKeySource::Development(data_dir.join("master.key"))
         }
-        (Some(text), None) => MasterKeySource::Inline(Secret::new(text)),
+        (Some(text), None) => MasterKeySource::Inline(text),
         (None, Some(path)) if !path.as_os_str().is_empty() => MasterKeySource::File(path),
         (None, _) => MasterKeySource::Development(data_dir.join("master.key")),
     };
@@ -179,15 +359,17 @@ pub(super) fn validate(
             );
             AdminTokenSource::Generated(data_dir.join("admin.token"))
         }
-        (Some(token), None) if !token.is_empty() => {
-            if token.trim().len() < MIN_ADMIN_TOKEN_LEN {
+        (Some(token), None) if !token.expose_secret().is_empty() => {
+            let token = token.expose_secret().trim();
+            if token.len() < MIN_ADMIN_TOKEN_LEN {
                 problems.push(format!(
                     "server.admin_token is {} characters; use at least {MIN_ADMIN_TOKEN_LEN} random \
                      characters (`jwksd callers new-token` prints one)",
-                    token.trim().len()
+                    token.len()
                 ));
             }
-            AdminTokenSource::Inline(Secret::new(token.trim().to_owned()))
+            // Only the hash is kept; the plaintext is wiped when `token`'s owner drops.
+            AdminTokenSource::Inline(sha256(token.as_bytes()))
         }
         (None, Some(path)) if !path.as_os_str().is_empty() => AdminTokenSource::File(path),
         _ => AdminTokenSource::Generated(data_dir.join("admin.token")),

@@ -1,10 +1,14 @@
 //! Value syntax shared by every section: durations (`"90s"`, `"24h"`), numbers that may
-//! arrive as strings (from the environment), and how a duration is shown back in a message.
-//! Leaf module: it knows no section.
+//! arrive as strings (from the environment), URLs (parsed once, here, with the `url` crate
+//! that reqwest connects with), and the digest secrets are compared by. Leaf module: it
+//! knows no section.
 
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use url::{Host, Url};
 
 /// Numbers from the environment arrive as strings; accept both.
 #[derive(Deserialize, Clone)]
@@ -35,15 +39,109 @@ pub(super) fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-pub(super) fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            host
+/// A URL from the configuration, parsed when the configuration is loaded.
+///
+/// It keeps the text as the operator wrote it beside the parsed [`Url`]. The text is what
+/// jwksd shows and signs: an assertion's `aud` is the token endpoint exactly, and the `url`
+/// crate would turn `https://EHR.example:443/token` into another string. The parsed URL is
+/// what host checks use, so that the host checked is the host reqwest connects to.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConfigUrl {
+    text: String,
+    url: Url,
+}
+
+impl ConfigUrl {
+    /// Parses an absolute URL; `text` is kept as given.
+    pub fn parse(text: &str) -> Result<Self, url::ParseError> {
+        Ok(ConfigUrl {
+            url: Url::parse(text)?,
+            text: text.to_owned(),
+        })
+    }
+
+    /// The URL as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The parsed URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Whether the host is one of the loopback names the configuration rules accept for
+    /// plain http: `127.0.0.1`, `[::1]` and `localhost` (in any spelling the `url` crate
+    /// reads as one of them, such as `http://LOCALHOST` or `http://2130706433`).
+    pub fn is_loopback(&self) -> bool {
+        match self.url.host() {
+            Some(Host::Ipv4(ip)) => ip == Ipv4Addr::LOCALHOST,
+            Some(Host::Ipv6(ip)) => ip == Ipv6Addr::LOCALHOST,
+            Some(Host::Domain(name)) => name == "localhost",
+            None => false,
         }
-    });
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    }
+
+    /// Whether jwksd may send assertions here: `https://` with a host, or `http://` on a
+    /// loopback host (development and tests).
+    pub fn is_allowed_outbound(&self) -> bool {
+        let has_host = self.url.host_str().is_some_and(|h| !h.is_empty());
+        has_host
+            && match self.url.scheme() {
+                "https" => true,
+                "http" => self.is_loopback(),
+                _ => false,
+            }
+    }
+}
+
+impl fmt::Display for ConfigUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for ConfigUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.text, f)
+    }
+}
+
+/// Serialised as written (the admin API shows the configured URLs).
+impl Serialize for ConfigUrl {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+/// Whether `text` starts like an http(s) URL (for telling "not a URL" from "not https").
+pub(super) fn has_http_scheme(text: &str) -> bool {
+    let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://")
+}
+
+/// `text` as a URL jwksd may send assertions to (see [`ConfigUrl::is_allowed_outbound`]);
+/// otherwise a problem naming `what`.
+pub(super) fn outbound_url(
+    what: &str,
+    text: &str,
+    problems: &mut Vec<String>,
+) -> Option<ConfigUrl> {
+    match ConfigUrl::parse(text) {
+        // The url crate drops leading spaces; jwksd never accepted them.
+        Ok(url) if url.is_allowed_outbound() && !text.starts_with(char::is_whitespace) => Some(url),
+        _ => {
+            problems.push(format!(
+                "{what} = {text:?} must be an https:// URL (http:// is accepted only for 127.0.0.1, [::1] and localhost)"
+            ));
+            None
+        }
+    }
+}
+
+/// SHA-256 of `bytes`: how tokens are kept and secrets compared.
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
+    out
 }

@@ -52,7 +52,10 @@ async fn a_reload_after_changing_the_inline_admin_token_reports_it() {
         "{changed:?}"
     );
     for warning in &changed {
-        assert!(!warning.contains(first) && !warning.contains(second), "{warning}");
+        assert!(
+            !warning.contains(first) && !warning.contains(second),
+            "{warning}"
+        );
     }
 }
 
