@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 mod clients;
 mod env;
+#[cfg(test)]
+mod example;
 mod keysets;
 mod report;
 mod server;
