@@ -712,12 +712,12 @@ pub fn check_secrets(config: &Config) -> Vec<String> {
     let server = &config.server;
     let master_text = match &server.master_key {
         MasterKeySource::Inline(secret) => Some((
-            secret.expose_secret().to_owned(),
+            zeroize::Zeroizing::new(secret.expose_secret().to_owned()),
             "server.master_key".to_owned(),
         )),
         MasterKeySource::File(path) | MasterKeySource::Development(path) => {
             match std::fs::read_to_string(path) {
-                Ok(text) => Some((text, path.display().to_string())),
+                Ok(text) => Some((zeroize::Zeroizing::new(text), path.display().to_string())),
                 Err(_) if matches!(server.master_key, MasterKeySource::Development(_)) => None,
                 Err(e) => {
                     problems.push(format!(

@@ -9,6 +9,8 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use super::report;
 
 /// Environment variables that are the CLI's, not configuration paths.
@@ -31,7 +33,7 @@ pub(super) struct EnvSource {
     pub(super) path: Vec<String>,
     pub(super) variable: String,
     /// For a `_FILE` variable: the file and what it held (never shown).
-    pub(super) file: Option<(PathBuf, String)>,
+    pub(super) file: Option<(PathBuf, SecretString)>,
 }
 
 impl EnvSource {
@@ -94,7 +96,7 @@ pub(super) fn overlay_env(
                 Ok(content) => {
                     let file =
                         PathBuf::from(std::mem::replace(&mut value, content.trim().to_owned()));
-                    source.file = Some((file, value.clone()));
+                    source.file = Some((file, SecretString::from(value.as_str())));
                     let stem_len = path[last].len() - "_file".len();
                     path[last].truncate(stem_len);
                 }
@@ -150,6 +152,7 @@ pub(super) fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -
                 let Some((path, content)) = &source.file else {
                     continue;
                 };
+                let content = content.expose_secret();
                 if content.is_empty() {
                     continue;
                 }
@@ -163,7 +166,7 @@ pub(super) fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -
                     message = message.replace(&shown, &reference);
                 }
                 if content.chars().count() >= 8 {
-                    message = message.replace(content.as_str(), &reference);
+                    message = message.replace(content, &reference);
                 }
                 if report::echoes(&message, content) {
                     message = format!(

@@ -1,12 +1,21 @@
 //! Configuration: defaults, then a TOML file, then `JWKSD_` environment variables, then
-//! validation into a [`Config`] that the rest of jwksd can trust.
+//! validation into a [`Config`] that the rest of jwksd can trust. Every problem found is
+//! reported at once, each with what to do, and no message shows a secret.
 //!
-//! Environment variables name a path with double underscores:
-//! `JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE=30m` sets `keysets.default.jwks_max_age`. A
-//! variable ending in `_FILE` reads the value from that file (`JWKSD_SERVER__ADMIN_TOKEN_FILE`),
-//! for secrets mounted by an orchestrator. Variables without a double underscore
-//! (`JWKSD_CONFIG`, `JWKSD_SERVER`, `JWKSD_ADMIN_TOKEN`, `JWKSD_LOG`) belong to the command
-//! line, not to this file. Every problem found is reported at once, each with what to do.
+//! This module owns [`Config`], [`ConfigError`] and the load pipeline (read the file,
+//! overlay the environment, deserialise, validate each part). The parts, each a leaf or
+//! depending only on leaves, never on this module:
+//!
+//! - `env`: the `JWKSD_` overlay (double-underscore paths, `_FILE` values, refusals);
+//! - `report`: describing TOML and serde errors without quoting values;
+//! - `values`: durations, numbers-or-strings, URLs ([`ConfigUrl`]), digests;
+//! - `server`: `[server]`, with the secrets in `secrecy` types and the admin token kept
+//!   only as its SHA-256;
+//! - `keysets`: `[keysets.*]` and their timing rules;
+//! - `clients`: `[clients.*]` and `[callers.*]`, the part a reload (SIGHUP) applies.
+//!
+//! `jwksd.example.toml` at the repository root documents every key; `example` (tests)
+//! keeps it complete.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -144,6 +153,19 @@ impl Config {
         } else {
             Err(ConfigError::hiding_file_contents(problems, &sources))
         }
+    }
+
+    /// The admin token as the server reads it, for a client of the admin API (the CLI):
+    /// from `server.admin_token_file`, or `<data_dir>/admin.token` when the token is
+    /// generated. `Ok(None)` when the configuration gives it inline: only its SHA-256 is
+    /// kept, so the CLI needs `JWKSD_ADMIN_TOKEN` then. See [`AdminTokenSource::read`].
+    pub fn read_admin_token(&self) -> Result<Option<secrecy::SecretString>, String> {
+        self.server.admin_token.read()
+    }
+
+    /// The file the admin token is read from; `None` when it is given inline.
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.server.admin_token.file()
     }
 
     /// The key set served at `/.well-known/jwks.json`, if configured.

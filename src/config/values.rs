@@ -145,3 +145,64 @@ pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(text: &str) -> bool {
+        let mut problems = Vec::new();
+        let url = outbound_url("clients.x.token_endpoint", text, &mut problems);
+        assert_eq!(url.is_some(), problems.is_empty(), "{text}: {problems:?}");
+        url.is_some()
+    }
+
+    #[test]
+    fn outbound_urls_are_https_or_http_on_the_three_loopback_names() {
+        for text in [
+            "https://ehr.example/oauth2/token",
+            "http://127.0.0.1:9000/token",
+            "http://localhost/token",
+            "http://LOCALHOST:8080/token",
+            "http://[::1]:9000/",
+        ] {
+            assert!(allowed(text), "{text}");
+        }
+        for text in [
+            "http://ehr.example/token",
+            "http://127.0.0.2/token",
+            "http://10.0.0.1/token",
+            "ftp://ehr.example/token",
+            "https://",
+            "ehr.example/token",
+            " https://ehr.example/token",
+            "",
+        ] {
+            assert!(!allowed(text), "{text}");
+        }
+        let mut problems = Vec::new();
+        outbound_url(
+            "clients.x.token_endpoint",
+            "http://ehr.example/t",
+            &mut problems,
+        );
+        assert_eq!(
+            problems,
+            [
+                "clients.x.token_endpoint = \"http://ehr.example/t\" must be an https:// URL \
+              (http:// is accepted only for 127.0.0.1, [::1] and localhost)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_config_url_keeps_the_text_as_written_for_claims() {
+        let url = ConfigUrl::parse("https://EHR.example:443/oauth2/token").unwrap();
+        assert_eq!(url.as_str(), "https://EHR.example:443/oauth2/token");
+        assert_eq!(url.url().as_str(), "https://ehr.example/oauth2/token");
+        assert_eq!(
+            serde_json::to_value(&url).unwrap(),
+            "https://EHR.example:443/oauth2/token"
+        );
+    }
+}
