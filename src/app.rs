@@ -21,7 +21,9 @@ use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
 
 use crate::audit::AuditWriter;
-use crate::config::{AdminTokenSource, Config, Database, MasterKeySource};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{AdminTokenSource, Config, Database, MasterKeySource, SecretDigests};
 use crate::http::limits::BodyPolicy;
 use crate::http::{self, auth::TokenHash, State};
 use crate::keyring::Keyring;
@@ -87,7 +89,7 @@ pub struct Application {
     keyring: Arc<Keyring>,
     tokens: Arc<TokenService>,
     reloader: Arc<Reloader>,
-    admin_token: Option<String>,
+    admin_token: Option<SecretString>,
     public_server: Server,
     private_server: Server,
     scheduler: bool,
@@ -178,7 +180,10 @@ impl Application {
         let state = web::Data::new(State {
             keyring: keyring.clone(),
             admin_token: admin_hash,
-            public_url: server.public_url.clone().unwrap_or_default(),
+            public_url: server
+                .public_url
+                .as_ref()
+                .map_or_else(String::new, |url| url.as_str().to_owned()),
             access: RwLock::new(Arc::new(config.access.clone())),
             audit,
             limiter: RateLimiter::default(),
@@ -188,6 +193,8 @@ impl Application {
         let reloader = Reloader {
             state: state.clone(),
             running: config.clone(),
+            // Read now, after a first start has written what it generates.
+            secrets: server.secret_digests(),
         };
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
 
@@ -296,7 +303,7 @@ impl Application {
     /// The admin token, when jwksd read or generated it from a file (for tests and the
     /// start-up hint); `None` when it came inline from the configuration.
     pub fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_deref()
+        self.admin_token.as_ref().map(|token| token.expose_secret())
     }
 
     /// Re-reads clients and callers; see [`Reloader`].
@@ -342,6 +349,8 @@ impl Application {
 pub struct Reloader {
     state: web::Data<State>,
     running: Config,
+    /// The secrets the service started with, to notice a rotated file (same name).
+    secrets: SecretDigests,
 }
 
 impl Reloader {
@@ -368,8 +377,17 @@ impl Reloader {
         if config.keysets != self.running.keysets {
             warnings.push("key set changes take effect at the next restart".into());
         }
-        if format!("{:?}", config.server) != format!("{:?}", self.running.server) {
-            warnings.push("[server] changes take effect at the next restart".into());
+        let mut changed = self.running.server.changed_keys(&config.server);
+        for key in self.secrets.changed_keys(&config.server.secret_digests()) {
+            if !changed.contains(&key) {
+                changed.push(key);
+            }
+        }
+        if !changed.is_empty() {
+            warnings.push(format!(
+                "[server] changes take effect at the next restart (changed: {})",
+                changed.join(", ")
+            ));
         }
         self.state.set_access(config.access);
         Ok(warnings)
@@ -652,7 +670,9 @@ fn load_master_key(
         })
     };
     match source {
-        MasterKeySource::Inline(secret) => parse(secret.expose(), "server.master_key".into()),
+        MasterKeySource::Inline(secret) => {
+            parse(secret.expose_secret(), "server.master_key".into())
+        }
         MasterKeySource::File(path) => {
             let text = read_secret_file(path, "master key")?;
             parse(&text, path.display().to_string())
@@ -688,9 +708,11 @@ fn load_master_key(
     }
 }
 
-fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<String>), StartError> {
+fn load_admin_token(
+    source: &AdminTokenSource,
+) -> Result<(TokenHash, Option<SecretString>), StartError> {
     match source {
-        AdminTokenSource::Inline(secret) => Ok((TokenHash::of(secret.expose()), None)),
+        AdminTokenSource::Inline(sha256) => Ok((TokenHash::from_sha256(*sha256), None)),
         AdminTokenSource::File(path) => {
             let text = read_secret_file(path, "admin token")?;
             let token = text.trim().to_owned();
@@ -700,7 +722,7 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<Stri
                     path.display()
                 )));
             }
-            Ok((TokenHash::of(&token), Some(token)))
+            Ok((TokenHash::of(&token), Some(token.into())))
         }
         AdminTokenSource::Generated(path) => {
             if path.exists() {
@@ -713,7 +735,7 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<Stri
                         path.display()
                     )));
                 }
-                return Ok((TokenHash::of(&token), Some(token)));
+                return Ok((TokenHash::of(&token), Some(token.into())));
             }
             let token = crate::random_token();
             write_secret_file(path, &token).map_err(|e| {
@@ -723,7 +745,7 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<(TokenHash, Option<Stri
                 ))
             })?;
             info!(path = %path.display(), "generated an admin token; the CLI reads it from JWKSD_ADMIN_TOKEN");
-            Ok((TokenHash::of(&token), Some(token)))
+            Ok((TokenHash::of(&token), Some(token.into())))
         }
     }
 }
@@ -741,12 +763,13 @@ pub fn check_secrets(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     let server = &config.server;
     let master_text = match &server.master_key {
-        MasterKeySource::Inline(secret) => {
-            Some((secret.expose().to_owned(), "server.master_key".to_owned()))
-        }
+        MasterKeySource::Inline(secret) => Some((
+            zeroize::Zeroizing::new(secret.expose_secret().to_owned()),
+            "server.master_key".to_owned(),
+        )),
         MasterKeySource::File(path) | MasterKeySource::Development(path) => {
             match std::fs::read_to_string(path) {
-                Ok(text) => Some((text, path.display().to_string())),
+                Ok(text) => Some((zeroize::Zeroizing::new(text), path.display().to_string())),
                 Err(_) if matches!(server.master_key, MasterKeySource::Development(_)) => None,
                 Err(e) => {
                     problems.push(format!(

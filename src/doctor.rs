@@ -377,7 +377,9 @@ pub async fn diagnose(
 }
 
 async fn fetch_discovery(http: &reqwest::Client, base: &str) -> Result<SmartConfiguration, String> {
-    crate::tokens::discovery::discover(http, base)
+    let base = reqwest::Url::parse(base)
+        .map_err(|e| format!("the fhir_base_url {base:?} is not a URL: {e}"))?;
+    crate::tokens::discovery::discover(http, &base)
         .await
         .map_err(|e| e.to_string())
 }

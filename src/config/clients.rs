@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{is_loopback_url, parse_duration, show, KeysetConfig};
+use super::keysets::{KeysetConfig, DEFAULT_KEYSET};
+use super::values::{outbound_url, parse_duration, show, ConfigUrl, IntOrString};
 
 /// Longest assertion lifetime SMART allows (`exp` at most 5 minutes in the future).
 pub const MAX_ASSERTION_LIFETIME: i64 = 300;
@@ -39,7 +40,7 @@ pub(super) struct RawCaller {
     token_file: Option<std::path::PathBuf>,
     #[serde(default)]
     clients: Vec<String>,
-    rate_limit_per_minute: Option<super::IntOrString>,
+    rate_limit_per_minute: Option<IntOrString>,
 }
 
 /// One EHR client registration.
@@ -51,11 +52,13 @@ pub struct ClientConfig {
     pub client_id: String,
     pub keyset: String,
     /// The token endpoint; `None` means: discover it from `fhir_base_url`.
-    pub token_endpoint: Option<String>,
+    pub token_endpoint: Option<ConfigUrl>,
     /// Allowed `aud` values, the first being the default. Empty only when the token
-    /// endpoint is discovered, which is then the one allowed audience.
+    /// endpoint is discovered, which is then the one allowed audience. Kept as strings:
+    /// they are claim values, compared byte for byte, not addresses jwksd connects to.
     pub audiences: Vec<String>,
-    pub fhir_base_url: Option<String>,
+    /// The FHIR base URL, without a trailing slash.
+    pub fhir_base_url: Option<ConfigUrl>,
     pub scope: Option<String>,
     /// Default assertion lifetime in seconds (at most 300).
     pub assertion_lifetime: i64,
@@ -102,24 +105,6 @@ impl Access {
     }
 }
 
-/// Whether jwksd may send assertions to `url`: `https://`, or `http://` on a loopback host
-/// (development and tests).
-pub fn is_allowed_outbound_url(url: &str) -> bool {
-    let ok = url.starts_with("https://") || (url.starts_with("http://") && is_loopback_url(url));
-    let has_host = url
-        .split_once("://")
-        .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'));
-    ok && has_host
-}
-
-fn check_outbound_url(what: &str, url: &str, problems: &mut Vec<String>) {
-    if !is_allowed_outbound_url(url) {
-        problems.push(format!(
-            "{what} = {url:?} must be an https:// URL (http:// is accepted only for 127.0.0.1, [::1] and localhost)"
-        ));
-    }
-}
-
 pub(super) fn validate_access(
     raw_clients: BTreeMap<String, RawClient>,
     raw_callers: BTreeMap<String, RawCaller>,
@@ -138,9 +123,7 @@ pub(super) fn validate_access(
                 key("client_id")
             ));
         }
-        let keyset = raw
-            .keyset
-            .unwrap_or_else(|| super::DEFAULT_KEYSET.to_owned());
+        let keyset = raw.keyset.unwrap_or_else(|| DEFAULT_KEYSET.to_owned());
         if !keysets.contains_key(&keyset) {
             problems.push(format!(
                 "{} = {keyset:?} names no configured key set (configured: {})",
@@ -148,19 +131,22 @@ pub(super) fn validate_access(
                 keysets.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
-        let token_endpoint = raw.token_endpoint.filter(|t| !t.trim().is_empty());
-        match &token_endpoint {
-            None if raw.fhir_base_url.is_none() => problems.push(format!(
-                "{} is required unless {} is set (then it is discovered): the exact token endpoint \
-                 URL, which is also the assertion's audience",
-                key("token_endpoint"),
-                key("fhir_base_url")
-            )),
-            None => {}
-            Some(url) => check_outbound_url(&key("token_endpoint"), url, problems),
-        }
+        let token_endpoint_text = raw.token_endpoint.filter(|t| !t.trim().is_empty());
+        let token_endpoint = match &token_endpoint_text {
+            None if raw.fhir_base_url.is_none() => {
+                problems.push(format!(
+                    "{} is required unless {} is set (then it is discovered): the exact token \
+                     endpoint URL, which is also the assertion's audience",
+                    key("token_endpoint"),
+                    key("fhir_base_url")
+                ));
+                None
+            }
+            None => None,
+            Some(url) => outbound_url(&key("token_endpoint"), url, problems),
+        };
         let audiences = if raw.audiences.is_empty() {
-            token_endpoint.iter().cloned().collect()
+            token_endpoint_text.iter().cloned().collect()
         } else {
             for audience in &raw.audiences {
                 if audience.trim().is_empty() {
@@ -169,9 +155,11 @@ pub(super) fn validate_access(
             }
             raw.audiences
         };
-        if let Some(url) = &raw.fhir_base_url {
-            check_outbound_url(&key("fhir_base_url"), url, problems);
-        }
+        let fhir_base_url = raw.fhir_base_url.as_deref().and_then(|url| {
+            let url = outbound_url(&key("fhir_base_url"), url, problems)?;
+            // Discovery appends `/.well-known/...` to the base as written.
+            ConfigUrl::parse(url.as_str().trim_end_matches('/')).ok()
+        });
         let lifetime = match raw.assertion_lifetime.as_deref() {
             None => Some(Duration::from_secs(240)),
             Some(text) => parse_duration(&key("assertion_lifetime"), text, problems),
@@ -204,9 +192,7 @@ pub(super) fn validate_access(
                     keyset,
                     token_endpoint,
                     audiences,
-                    fhir_base_url: raw
-                        .fhir_base_url
-                        .map(|u| u.trim_end_matches('/').to_owned()),
+                    fhir_base_url,
                     scope: raw.scope,
                     assertion_lifetime,
                 },
@@ -280,8 +266,8 @@ pub(super) fn validate_access(
             None => Some(DEFAULT_RATE_PER_MINUTE),
             Some(value) => {
                 let number = match value {
-                    super::IntOrString::Int(i) => u32::try_from(i).ok(),
-                    super::IntOrString::Text(t) => t.trim().parse().ok(),
+                    IntOrString::Int(i) => u32::try_from(i).ok(),
+                    IntOrString::Text(t) => t.trim().parse().ok(),
                 };
                 let valid = number.filter(|n| *n >= 1);
                 if valid.is_none() {

@@ -1,77 +1,47 @@
 //! Configuration: defaults, then a TOML file, then `JWKSD_` environment variables, then
-//! validation into a [`Config`] that the rest of jwksd can trust.
+//! validation into a [`Config`] that the rest of jwksd can trust. Every problem found is
+//! reported at once, each with what to do, and no message shows a secret.
 //!
-//! Environment variables name a path with double underscores:
-//! `JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE=30m` sets `keysets.default.jwks_max_age`. A
-//! variable ending in `_FILE` reads the value from that file (`JWKSD_SERVER__ADMIN_TOKEN_FILE`),
-//! for secrets mounted by an orchestrator. Variables without a double underscore
-//! (`JWKSD_CONFIG`, `JWKSD_SERVER`, `JWKSD_ADMIN_TOKEN`, `JWKSD_LOG`) belong to the command
-//! line, not to this file. Every problem found is reported at once, each with what to do.
+//! This module owns [`Config`], [`ConfigError`] and the load pipeline (read the file,
+//! overlay the environment, deserialise, validate each part). The parts, each a leaf or
+//! depending only on leaves, never on this module:
+//!
+//! - `env`: the `JWKSD_` overlay (double-underscore paths, `_FILE` values, refusals);
+//! - `report`: describing TOML and serde errors without quoting values;
+//! - `values`: durations, numbers-or-strings, URLs ([`ConfigUrl`]), digests;
+//! - `server`: `[server]`, with the secrets in `secrecy` types and the admin token kept
+//!   only as its SHA-256;
+//! - `keysets`: `[keysets.*]` and their timing rules;
+//! - `clients`: `[clients.*]` and `[callers.*]`, the part a reload (SIGHUP) applies.
+//!
+//! `jwksd.example.toml` at the repository root documents every key; `example` (tests)
+//! keeps it complete.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 mod clients;
+mod env;
+#[cfg(test)]
+mod example;
+mod keysets;
 mod report;
+mod server;
+mod values;
 
 pub use clients::{
-    is_allowed_outbound_url, Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME,
-    MIN_ASSERTION_LIFETIME,
+    Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
+pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
+pub use server::{
+    AdminTokenSource, Database, HttpLimits, MasterKeySource, SecretDigests, ServerConfig,
+};
+pub use values::ConfigUrl;
 
-use crate::keys::cert::parse_subject;
-use crate::keys::{Algorithm, KeyFamily, RsaBits};
-use crate::rotation::Timing;
-
-/// The name of the key set served at `/.well-known/jwks.json`.
-pub const DEFAULT_KEYSET: &str = "default";
-
-/// Shortest `max-age` jwksd will send: a JWKS fetched on every request is an outage
-/// waiting to happen (Vault #11438).
-const MIN_JWKS_MAX_AGE: Duration = Duration::from_secs(60);
-/// An assertion lives at most 300 s; allow 60 s of clock skew on top.
-const MIN_RETIRE_GRACE: Duration = Duration::from_secs(360);
-/// Shortest admin token accepted from the configuration.
-const MIN_ADMIN_TOKEN_LEN: usize = 32;
-
-/// Environment variables that are the CLI's, not configuration paths.
-const CLI_VARIABLES: &[&str] = &[
-    "CONFIG",
-    "SERVER",
-    "ADMIN_TOKEN",
-    "LOG",
-    "CALLER_TOKEN",
-    "INIT",
-];
-/// Keys that already name a file; a `_FILE` variable for them sets the path itself.
-const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
-/// Keys whose values are secrets: never parsed, never shown.
-const SECRET_KEYS: &[&str] = &["master_key", "admin_token", "token_sha256"];
-
-/// A secret string (token, key text) that never prints and is wiped on drop.
-#[derive(Clone)]
-pub struct Secret(Zeroizing<String>);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(Zeroizing::new(value))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[secret elided]")
-    }
-}
+use env::{hide_file_contents, overlay_env, EnvSource, SECRET_KEYS};
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -84,84 +54,6 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Things that are allowed but probably wrong; logged at start.
     pub warnings: Vec<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct ServerConfig {
-    pub public_listen: String,
-    pub private_listen: String,
-    /// Base URL by which the EHR reaches the public listener, without a trailing slash.
-    pub public_url: Option<String>,
-    pub data_dir: PathBuf,
-    pub database: Database,
-    pub master_key: MasterKeySource,
-    pub admin_token: AdminTokenSource,
-    /// Create a new store even though the master key is external (`serve --init`).
-    pub initialize: bool,
-    /// Authenticate a store from before key rows carried MACs (`serve --upgrade-store`).
-    pub upgrade_store: bool,
-    /// Timeouts and connection caps of both listeners.
-    pub limits: HttpLimits,
-}
-
-/// How long a client may take and how many may be connected, per listener. These are what
-/// keep an unauthenticated client from holding the public listener.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpLimits {
-    /// Time to send a connection's first request head, and idle time allowed between
-    /// keep-alive requests (private listener; the public one answers one request per
-    /// connection, because actix does not time the heads of later requests).
-    pub header_timeout: Duration,
-    /// Time to send a whole request body, from the end of the headers.
-    pub body_timeout: Duration,
-    /// Concurrent connections per listener; more wait in the kernel's accept queue.
-    pub max_connections: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            header_timeout: Duration::from_secs(5),
-            body_timeout: Duration::from_secs(10),
-            max_connections: 1024,
-        }
-    }
-}
-
-/// Where the keys are stored.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Database {
-    Sqlite(PathBuf),
-}
-
-/// Where the master key comes from.
-#[derive(Clone, Debug)]
-pub enum MasterKeySource {
-    /// Given directly (`master_key`, usually through `JWKSD_SERVER__MASTER_KEY[_FILE]`).
-    Inline(Secret),
-    /// A file the operator named; it must exist.
-    File(PathBuf),
-    /// The development default `<data_dir>/master.key`, created on first start.
-    Development(PathBuf),
-}
-
-/// Where the admin token comes from.
-#[derive(Clone, Debug)]
-pub enum AdminTokenSource {
-    Inline(Secret),
-    File(PathBuf),
-    /// `<data_dir>/admin.token`, generated on first start.
-    Generated(PathBuf),
-}
-
-/// One key set's policy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeysetConfig {
-    pub name: String,
-    pub alg: Algorithm,
-    pub rsa_bits: RsaBits,
-    pub timing: Timing,
-    pub cert_subject: String,
 }
 
 /// The configuration could not be used. Holds every problem found, each a sentence that
@@ -195,50 +87,13 @@ impl ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
-    server: RawServer,
+    server: server::RawServer,
     #[serde(default)]
-    keysets: BTreeMap<String, RawKeyset>,
+    keysets: BTreeMap<String, keysets::RawKeyset>,
     #[serde(default)]
     clients: BTreeMap<String, clients::RawClient>,
     #[serde(default)]
     callers: BTreeMap<String, clients::RawCaller>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawServer {
-    public_listen: Option<String>,
-    private_listen: Option<String>,
-    public_url: Option<String>,
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    master_key: Option<String>,
-    master_key_file: Option<PathBuf>,
-    admin_token: Option<String>,
-    admin_token_file: Option<PathBuf>,
-    header_timeout: Option<String>,
-    body_timeout: Option<String>,
-    max_connections: Option<IntOrString>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawKeyset {
-    alg: Option<String>,
-    rsa_bits: Option<IntOrString>,
-    rotation_period: Option<String>,
-    jwks_max_age: Option<String>,
-    prepublish: Option<String>,
-    retire_grace: Option<String>,
-    cert_subject: Option<String>,
-}
-
-/// Numbers from the environment arrive as strings; accept both.
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum IntOrString {
-    Int(i64),
-    Text(String),
 }
 
 impl Config {
@@ -300,123 +155,23 @@ impl Config {
         }
     }
 
+    /// The admin token as the server reads it, for a client of the admin API (the CLI):
+    /// from `server.admin_token_file`, or `<data_dir>/admin.token` when the token is
+    /// generated. `Ok(None)` when the configuration gives it inline: only its SHA-256 is
+    /// kept, so the CLI needs `JWKSD_ADMIN_TOKEN` then. See [`AdminTokenSource::read`].
+    pub fn read_admin_token(&self) -> Result<Option<secrecy::SecretString>, String> {
+        self.server.admin_token.read()
+    }
+
+    /// The file the admin token is read from; `None` when it is given inline.
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.server.admin_token.file()
+    }
+
     /// The key set served at `/.well-known/jwks.json`, if configured.
     pub fn default_keyset(&self) -> Option<&KeysetConfig> {
         self.keysets.get(DEFAULT_KEYSET)
     }
-}
-
-/// Where an environment variable put a value: for messages that say where it came from.
-struct EnvSource {
-    /// The configuration path it set (`["server", "public_url"]`).
-    path: Vec<String>,
-    variable: String,
-    /// For a `_FILE` variable: the file and what it held (never shown).
-    file: Option<(PathBuf, String)>,
-}
-
-impl EnvSource {
-    /// `JWKSD_X`, or `JWKSD_X_FILE (file /run/x)`.
-    fn origin(&self) -> String {
-        match &self.file {
-            None => self.variable.clone(),
-            Some((path, _)) => format!("{} (file {})", self.variable, path.display()),
-        }
-    }
-}
-
-fn overlay_env(
-    table: &mut toml::Table,
-    env: impl IntoIterator<Item = (String, String)>,
-    problems: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) -> Vec<EnvSource> {
-    let mut sources = Vec::new();
-    let mut vars: Vec<_> = env
-        .into_iter()
-        .filter(|(name, _)| name.starts_with("JWKSD_"))
-        .collect();
-    vars.sort();
-    let names: std::collections::HashSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
-    for (name, value) in vars {
-        if let Some(stem) = name.strip_suffix("_FILE") {
-            if names.contains(stem) {
-                problems.push(format!("{stem} and {name} are both set; keep one"));
-                continue;
-            }
-        }
-        let rest = &name["JWKSD_".len()..];
-        if !rest.contains("__") {
-            if !CLI_VARIABLES.contains(&rest) {
-                warnings.push(format!(
-                    "ignoring {name}: configuration variables name a path with double \
-                     underscores, like JWKSD_SERVER__PUBLIC_URL"
-                ));
-            }
-            continue;
-        }
-        let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        if path.iter().any(String::is_empty) {
-            problems.push(format!("{name} has an empty path segment"));
-            continue;
-        }
-        let mut source = EnvSource {
-            path: Vec::new(),
-            variable: name.clone(),
-            file: None,
-        };
-        let mut value = value;
-        let last = path.len() - 1;
-        if path[last].ends_with("_file") && !PATH_KEYS.contains(&path[last].as_str()) {
-            // The error names the variable, the path and why (e.g. not UTF-8); never the
-            // content, which may be a secret.
-            match std::fs::read_to_string(&value) {
-                Ok(content) => {
-                    let file =
-                        PathBuf::from(std::mem::replace(&mut value, content.trim().to_owned()));
-                    source.file = Some((file, value.clone()));
-                    let stem_len = path[last].len() - "_file".len();
-                    path[last].truncate(stem_len);
-                }
-                Err(e) => {
-                    problems.push(format!(
-                        "{name}: cannot read {value}: {e}; name a readable UTF-8 text file"
-                    ));
-                    continue;
-                }
-            }
-        }
-        source.path = path.clone();
-        // Only lists are written as TOML; a secret is taken exactly as given, even if it
-        // happens to start with `[`.
-        let is_secret = SECRET_KEYS.contains(&path[path.len() - 1].as_str());
-        let parsed = if value.trim_start().starts_with('[') && !is_secret {
-            let text = format!("v = {value}");
-            match text.parse::<toml::Table>() {
-                Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value)),
-                Err(e) => {
-                    let at = e.span().map_or(String::new(), |span| {
-                        let (_, column) = report::position(&text, span.start);
-                        format!(" at column {}", column.saturating_sub("v = ".len()))
-                    });
-                    problems.push(format!(
-                        "{} looks like a list but is not valid TOML{at}: {}; write it like \
-                         [\"a\", \"b\"] (the value is not shown, it may hold a secret)",
-                        source.origin(),
-                        report::safe_message(e.message(), &value)
-                    ));
-                    continue;
-                }
-            }
-        } else {
-            toml::Value::String(value)
-        };
-        if let Err(e) = set_path(table, &path, parsed) {
-            problems.push(format!("{name}: {e}"));
-        }
-        sources.push(source);
-    }
-    sources
 }
 
 /// Describes a configuration that is valid TOML but not of jwksd's shape (an unknown key,
@@ -466,293 +221,13 @@ fn shape_error(
     }
 }
 
-/// Replaces, in each message, what a `_FILE` variable's file held by a reference to the
-/// file; a message that still shares a run of characters with such content is replaced
-/// as a whole.
-fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -> Vec<String> {
-    messages
-        .into_iter()
-        .map(|mut message| {
-            for source in sources {
-                let Some((path, content)) = &source.file else {
-                    continue;
-                };
-                if content.is_empty() {
-                    continue;
-                }
-                let reference = format!(
-                    "(the content of {}, from {})",
-                    path.display(),
-                    source.variable
-                );
-                let trimmed = content.trim_end_matches('/');
-                for shown in [format!("{content:?}"), format!("{trimmed:?}")] {
-                    message = message.replace(&shown, &reference);
-                }
-                if content.chars().count() >= 8 {
-                    message = message.replace(content.as_str(), &reference);
-                }
-                if report::echoes(&message, content) {
-                    message = format!(
-                        "{}: the content is not a valid {} (not shown, it may be a secret)",
-                        source.origin(),
-                        source.path.join(".")
-                    );
-                }
-            }
-            message
-        })
-        .collect()
-}
-
-fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
-    let (last, parents) = path.split_last().ok_or("empty path")?;
-    let mut current = table;
-    for part in parents {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{part}` is a value in the file, not a section"))?;
-    }
-    current.insert(last.clone(), value);
-    Ok(())
-}
-
-fn parse_duration(what: &str, text: &str, problems: &mut Vec<String>) -> Option<Duration> {
-    match humantime::parse_duration(text.trim()) {
-        Ok(d) => Some(d),
-        Err(_) => {
-            problems.push(format!(
-                "{what} = {text:?} is not a duration; write it like \"90s\", \"15m\", \"24h\" or \"90d\""
-            ));
-            None
-        }
-    }
-}
-
-/// `server.header_timeout`, `server.body_timeout`, `server.max_connections`.
-fn validate_limits(
-    header_timeout: &Option<String>,
-    body_timeout: &Option<String>,
-    max_connections: &Option<IntOrString>,
-    problems: &mut Vec<String>,
-) -> HttpLimits {
-    let defaults = HttpLimits::default();
-    let mut timeout = |what: &str, text: &Option<String>, default: Duration| {
-        let Some(text) = text else { return default };
-        match parse_duration(what, text, problems) {
-            Some(d) if (Duration::from_millis(100)..=Duration::from_secs(300)).contains(&d) => d,
-            Some(_) => {
-                problems.push(format!("{what} = {text:?} must be between 100ms and 5m"));
-                default
-            }
-            None => default,
-        }
-    };
-    let header_timeout = timeout(
-        "server.header_timeout",
-        header_timeout,
-        defaults.header_timeout,
-    );
-    let body_timeout = timeout("server.body_timeout", body_timeout, defaults.body_timeout);
-    let max_connections = match max_connections {
-        None => defaults.max_connections,
-        Some(value) => {
-            let parsed = match value {
-                IntOrString::Int(n) => Some(*n),
-                IntOrString::Text(t) => t.trim().parse().ok(),
-            };
-            match parsed {
-                Some(n) if (8..=65_536).contains(&n) => n as usize,
-                _ => {
-                    problems.push(
-                        "server.max_connections must be a whole number from 8 to 65536".into(),
-                    );
-                    defaults.max_connections
-                }
-            }
-        }
-    };
-    HttpLimits {
-        header_timeout,
-        body_timeout,
-        max_connections,
-    }
-}
-
-fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-fn check_listen(what: &str, addr: &str, problems: &mut Vec<String>) {
-    let ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !ok {
-        problems.push(format!(
-            "server.{what} = {addr:?} is not HOST:PORT; for example \"127.0.0.1:8080\" or \"0.0.0.0:8080\""
-        ));
-    }
-}
-
-fn is_loopback_url(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
-}
-
-/// Key set names appear in URLs and file names.
-pub fn is_valid_keyset_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
-}
-
 fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String>) -> Config {
-    let s = raw.server;
-    let public_listen = s.public_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
-    let private_listen = s.private_listen.unwrap_or_else(|| "127.0.0.1:8081".into());
-    check_listen("public_listen", &public_listen, problems);
-    check_listen("private_listen", &private_listen, problems);
-    if public_listen == private_listen && !public_listen.ends_with(":0") {
-        problems.push(format!(
-            "server.public_listen and server.private_listen are both {public_listen}; the admin \
-             API must not share the public port, give them different ports"
-        ));
-    }
-
-    let public_url = match s
-        .public_url
-        .map(|u| u.trim().trim_end_matches('/').to_owned())
-    {
-        None => None,
-        Some(u) if u.is_empty() => None,
-        Some(u) if u.starts_with("https://") => Some(u),
-        Some(u) if u.starts_with("http://") => {
-            if !is_loopback_url(&u) {
-                warnings.push(format!(
-                    "server.public_url = {u:?} is plain http; EHRs fetch JWKS URLs only over https"
-                ));
-            }
-            Some(u)
-        }
-        Some(u) => {
-            problems.push(format!(
-                "server.public_url = {u:?} must start with https:// (the address the EHR fetches the JWKS from)"
-            ));
-            None
-        }
-    };
-
-    let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
-    let database_url = s.database_url.unwrap_or_default();
-    let database = if database_url.trim().is_empty() {
-        Database::Sqlite(data_dir.join("jwksd.db"))
-    } else if let Some(path) = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-    {
-        Database::Sqlite(PathBuf::from(path))
-    } else {
-        if database_url.starts_with("postgres") {
-            problems.push(
-                "server.database_url: this build of jwksd has only the embedded SQLite store; \
-                 leave database_url empty (PostgreSQL support is on the roadmap)"
-                    .into(),
-            );
-        } else {
-            problems.push(
-                "server.database_url must be empty (SQLite in data_dir) or sqlite://PATH".into(),
-            );
-        }
-        Database::Sqlite(data_dir.join("jwksd.db"))
-    };
-
-    let master_key = match (s.master_key, s.master_key_file) {
-        (Some(_), Some(_)) => {
-            problems
-                .push("server.master_key and server.master_key_file are both set; keep one".into());
-            MasterKeySource::Development(data_dir.join("master.key"))
-        }
-        (Some(text), None) => MasterKeySource::Inline(Secret::new(text)),
-        (None, Some(path)) if !path.as_os_str().is_empty() => MasterKeySource::File(path),
-        (None, _) => MasterKeySource::Development(data_dir.join("master.key")),
-    };
-
-    let admin_token = match (s.admin_token, s.admin_token_file) {
-        (Some(_), Some(_)) => {
-            problems.push(
-                "server.admin_token and server.admin_token_file are both set; keep one".into(),
-            );
-            AdminTokenSource::Generated(data_dir.join("admin.token"))
-        }
-        (Some(token), None) if !token.is_empty() => {
-            if token.trim().len() < MIN_ADMIN_TOKEN_LEN {
-                problems.push(format!(
-                    "server.admin_token is {} characters; use at least {MIN_ADMIN_TOKEN_LEN} random \
-                     characters (`jwksd callers new-token` prints one)",
-                    token.trim().len()
-                ));
-            }
-            AdminTokenSource::Inline(Secret::new(token.trim().to_owned()))
-        }
-        (None, Some(path)) if !path.as_os_str().is_empty() => AdminTokenSource::File(path),
-        _ => AdminTokenSource::Generated(data_dir.join("admin.token")),
-    };
-
-    let limits = validate_limits(
-        &s.header_timeout,
-        &s.body_timeout,
-        &s.max_connections,
-        problems,
-    );
-
-    // `default` always exists: it is what /.well-known/jwks.json serves, and a key set
-    // added by one environment variable must not silently unpublish it.
-    let mut raw_keysets = raw.keysets;
-    raw_keysets.entry(DEFAULT_KEYSET.into()).or_default();
-    let mut keysets = BTreeMap::new();
-    for (name, raw) in raw_keysets {
-        if !is_valid_keyset_name(&name) {
-            problems.push(format!(
-                "key set name {name:?} must be 1-63 characters of a-z, 0-9, '-' or '_', starting \
-                 with a letter or digit (it becomes part of a URL)"
-            ));
-            continue;
-        }
-        if let Some(keyset) = validate_keyset(&name, raw, problems, &mut warnings) {
-            keysets.insert(name, keyset);
-        }
-    }
+    let server = server::validate(raw.server, problems, &mut warnings);
+    let keysets = keysets::validate(raw.keysets, problems, &mut warnings);
     let access =
         clients::validate_access(raw.clients, raw.callers, &keysets, problems, &mut warnings);
-
     Config {
-        server: ServerConfig {
-            public_listen,
-            private_listen,
-            public_url,
-            data_dir,
-            database,
-            master_key,
-            admin_token,
-            initialize: false,
-            upgrade_store: false,
-            limits,
-        },
+        server,
         keysets,
         access,
         source: None,
@@ -760,145 +235,10 @@ fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String
     }
 }
 
-fn validate_keyset(
-    name: &str,
-    raw: RawKeyset,
-    problems: &mut Vec<String>,
-    warnings: &mut Vec<String>,
-) -> Option<KeysetConfig> {
-    let before = problems.len();
-    let key = |field: &str| format!("keysets.{name}.{field}");
-
-    let alg = match raw.alg.as_deref().unwrap_or("RS384").parse::<Algorithm>() {
-        Ok(alg) => alg,
-        Err(e) => {
-            problems.push(format!("{}: {e}", key("alg")));
-            Algorithm::Rs384
-        }
-    };
-    let rsa_bits = match raw.rsa_bits {
-        None => RsaBits::B2048,
-        Some(value) => {
-            if matches!(alg.family(), KeyFamily::Ec(_)) {
-                warnings.push(format!(
-                    "{} is ignored: {alg} keys are EC keys",
-                    key("rsa_bits")
-                ));
-            }
-            let bits = match &value {
-                IntOrString::Int(i) => Some(*i),
-                IntOrString::Text(t) => t.trim().parse().ok(),
-            };
-            match bits
-                .and_then(|b| u64::try_from(b).ok())
-                .and_then(RsaBits::from_bits)
-            {
-                Some(bits) => bits,
-                None => {
-                    let shown = match value {
-                        IntOrString::Int(i) => i.to_string(),
-                        IntOrString::Text(t) => format!("{t:?}"),
-                    };
-                    problems.push(format!(
-                        "{} = {shown} is not allowed; use 2048, 3072 or 4096 (below 2048 is refused by \
-                         Epic and by NIST)",
-                        key("rsa_bits")
-                    ));
-                    RsaBits::B2048
-                }
-            }
-        }
-    };
-
-    let mut duration = |field: &str, default: &str| {
-        let text = match field {
-            "jwks_max_age" => raw.jwks_max_age.as_deref(),
-            "prepublish" => raw.prepublish.as_deref(),
-            _ => raw.retire_grace.as_deref(),
-        }
-        .unwrap_or(default);
-        parse_duration(&key(field), text, problems)
-    };
-    let jwks_max_age = duration("jwks_max_age", "1h");
-    let prepublish = duration("prepublish", "75m");
-    let retire_grace = duration("retire_grace", "24h");
-    let rotation_period = match raw.rotation_period.as_deref().map(str::trim) {
-        Some("off") => None,
-        Some(text) => parse_duration(&key("rotation_period"), text, problems),
-        None => Some(Duration::from_secs(90 * 86_400)),
-    };
-
-    if let Some(max_age) = jwks_max_age {
-        if max_age < MIN_JWKS_MAX_AGE {
-            problems.push(format!(
-                "{} = {} is below 60s; verifiers would refetch the JWKS constantly. Use at least \"60s\" \
-                 (minutes to an hour is usual)",
-                key("jwks_max_age"),
-                show(max_age)
-            ));
-        }
-        if let Some(prepublish) = prepublish {
-            if prepublish < max_age {
-                problems.push(format!(
-                    "{} = {} is shorter than jwks_max_age = {}: a verifier could still hold a cached \
-                     JWKS without the new key when it starts signing. Set prepublish to at least \
-                     jwks_max_age plus a margin (e.g. \"{}\")",
-                    key("prepublish"),
-                    show(prepublish),
-                    show(max_age),
-                    show(max_age + max_age / 4)
-                ));
-            }
-        }
-    }
-    if let Some(grace) = retire_grace {
-        if grace < MIN_RETIRE_GRACE {
-            problems.push(format!(
-                "{} = {} is too short: an assertion signed just before rotation lives up to 5 minutes, \
-                 plus clock skew. Use at least \"6m\" (\"24h\" is comfortable)",
-                key("retire_grace"),
-                show(grace)
-            ));
-        }
-    }
-    if let (Some(period), Some(prepublish)) = (rotation_period, prepublish) {
-        if period < prepublish {
-            problems.push(format!(
-                "{} = {} is shorter than prepublish = {}; a key could never be published long enough \
-                 before it signs. Lengthen rotation_period or use \"off\"",
-                key("rotation_period"),
-                show(period),
-                show(prepublish)
-            ));
-        }
-    }
-
-    let cert_subject = raw.cert_subject.unwrap_or_else(|| format!("CN={name}"));
-    if let Err(e) = parse_subject(&cert_subject) {
-        problems.push(format!("{}: {e}", key("cert_subject")));
-    }
-
-    if problems.len() > before {
-        return None;
-    }
-    let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as i64);
-    Some(KeysetConfig {
-        name: name.to_owned(),
-        alg,
-        rsa_bits,
-        timing: Timing {
-            rotation_period: rotation_period.map(|d| d.as_secs() as i64),
-            jwks_max_age: secs(jwks_max_age),
-            prepublish: secs(prepublish),
-            retire_grace: secs(retire_grace),
-        },
-        cert_subject,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::{Algorithm, RsaBits};
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
@@ -1149,7 +489,10 @@ mod tests {
         let bracketed = format!("[{SECRET}");
         let config = load("", &[("JWKSD_SERVER__ADMIN_TOKEN", &bracketed)]).unwrap();
         match config.server.admin_token {
-            AdminTokenSource::Inline(token) => assert_eq!(token.expose(), bracketed),
+            // Only the hash is kept: it is the hash of exactly what was given.
+            AdminTokenSource::Inline(sha256) => {
+                assert_eq!(sha256, values::sha256(bracketed.as_bytes()))
+            }
             other => panic!("{other:?}"),
         }
     }

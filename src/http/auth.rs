@@ -25,6 +25,12 @@ impl TokenHash {
         TokenHash(out)
     }
 
+    /// A digest computed elsewhere (the configuration keeps an inline admin token only as
+    /// its SHA-256).
+    pub fn from_sha256(digest: [u8; 32]) -> Self {
+        TokenHash(digest)
+    }
+
     /// Constant-time comparison.
     pub fn matches(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()

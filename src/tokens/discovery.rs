@@ -5,6 +5,7 @@
 //! anything is signed for it ([`super::upstream::check_discovered_endpoint`]), and the
 //! document is read only up to [`super::upstream::DISCOVERY_LIMIT`] bytes.
 
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use super::upstream::{bounded, check_discovered_endpoint, read_limited, DISCOVERY_LIMIT};
@@ -61,12 +62,13 @@ pub fn discovery_url(fhir_base_url: &str) -> String {
     )
 }
 
-/// Fetches and parses the SMART configuration of `fhir_base_url`.
+/// Fetches and parses the SMART configuration of `fhir_base_url` (parsed by the caller:
+/// the configuration when it loads, `doctor` from the admin API's answer).
 pub async fn discover(
     http: &reqwest::Client,
-    fhir_base_url: &str,
+    fhir_base_url: &Url,
 ) -> Result<SmartConfiguration, DiscoveryError> {
-    let url = discovery_url(fhir_base_url);
+    let url = discovery_url(fhir_base_url.as_str());
     let response = http
         .get(&url)
         .header("Accept", "application/json")

@@ -30,7 +30,7 @@ use serde_json::{Map, Value};
 
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
 use crate::audit::{AuditEvent, AuditWriter};
-use crate::config::ClientConfig;
+use crate::config::{ClientConfig, ConfigUrl};
 use crate::keyring::Keyring;
 use crate::rotation::UnixTime;
 use crate::Clock;
@@ -255,26 +255,34 @@ impl TokenService {
     /// The client's SMART configuration (cached for an hour).
     pub async fn smart_configuration(
         &self,
-        fhir_base_url: &str,
+        fhir_base_url: &ConfigUrl,
     ) -> Result<SmartConfiguration, DiscoveryError> {
         let now = (self.clock)();
-        if let Some((config, at)) = locked(&self.discovered).get(fhir_base_url) {
+        if let Some((config, at)) = locked(&self.discovered).get(fhir_base_url.as_str()) {
             if now - at < DISCOVERY_TTL {
                 return Ok(config.clone());
             }
         }
-        let config = discover(&self.http, fhir_base_url).await?;
-        locked(&self.discovered).insert(fhir_base_url.to_owned(), (config.clone(), now));
+        let config = discover(&self.http, fhir_base_url.url()).await?;
+        locked(&self.discovered).insert(fhir_base_url.as_str().to_owned(), (config.clone(), now));
         Ok(config)
     }
 
     /// The configured token endpoint, or the discovered one.
     pub async fn token_endpoint(&self, client: &ClientConfig) -> Result<String, TokenError> {
-        if let Some(endpoint) = &client.token_endpoint {
-            return Ok(endpoint.clone());
+        match (&client.token_endpoint, &client.fhir_base_url) {
+            (Some(endpoint), _) => Ok(endpoint.as_str().to_owned()),
+            (None, Some(base)) => Ok(self.smart_configuration(base).await?.token_endpoint),
+            // The configuration refuses a client with neither.
+            (None, None) => Err(DiscoveryError::Fetch {
+                url: String::new(),
+                reason: format!(
+                    "client {} has neither token_endpoint nor fhir_base_url",
+                    client.name
+                ),
+            }
+            .into()),
         }
-        let base = client.fhir_base_url.as_deref().unwrap_or_default();
-        Ok(self.smart_configuration(base).await?.token_endpoint)
     }
 
     /// The audience an assertion for `client` carries by default.

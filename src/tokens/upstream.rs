@@ -86,11 +86,6 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
-/// Whether a parsed `url` string is loopback (false when it does not parse).
-pub fn is_loopback_str(url: &str) -> bool {
-    Url::parse(url).is_ok_and(|u| is_loopback(&u))
-}
-
 /// Checks a token endpoint named by the SMART configuration of `fhir_base_url`: jwksd
 /// will post a fresh client assertion there. Returns why it is refused.
 ///
@@ -98,7 +93,7 @@ pub fn is_loopback_str(url: &str) -> bool {
 /// document is data from the network, so it may point at this host (any scheme) only when
 /// `fhir_base_url` is itself on this host. Otherwise a discovery document could make jwksd
 /// sign and send assertions to its own admin port or other local services.
-pub fn check_discovered_endpoint(fhir_base_url: &str, endpoint: &str) -> Result<Url, String> {
+pub fn check_discovered_endpoint(fhir_base_url: &Url, endpoint: &str) -> Result<Url, String> {
     let url = Url::parse(endpoint).map_err(|e| format!("it is not an absolute URL ({e})"))?;
     let loopback = is_loopback(&url);
     match url.scheme() {
@@ -116,7 +111,7 @@ pub fn check_discovered_endpoint(fhir_base_url: &str, endpoint: &str) -> Result<
     if !url.username().is_empty() || url.password().is_some() {
         return Err("it carries user credentials".to_owned());
     }
-    if loopback && !is_loopback_str(fhir_base_url) {
+    if loopback && !is_loopback(fhir_base_url) {
         return Err(format!(
             "it points at a loopback host ({}) while fhir_base_url is not on loopback; a discovery \
              document may not send assertions to this host's own services",
@@ -142,6 +137,15 @@ mod tests {
 
     const EHR: &str = "https://fhir.ehr.example/r4/ABC";
     const LOCAL: &str = "http://127.0.0.1:9000/fhir";
+
+    /// Whether `url` parses and is loopback.
+    fn is_loopback_str(url: &str) -> bool {
+        Url::parse(url).is_ok_and(|u| is_loopback(&u))
+    }
+
+    fn check_discovered_endpoint(fhir_base_url: &str, endpoint: &str) -> Result<Url, String> {
+        super::check_discovered_endpoint(&Url::parse(fhir_base_url).unwrap(), endpoint)
+    }
 
     #[test]
     fn loopback_hosts_in_every_spelling() {

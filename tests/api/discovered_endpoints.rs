@@ -85,6 +85,7 @@ async fn a_discovered_loopback_token_endpoint_is_refused_when_fhir_base_url_is_n
             .build()
             .unwrap();
         let base = format!("http://ehr.example:{}/fhir", server.addr.port());
+        let base = reqwest::Url::parse(&base).unwrap();
         let refused = jwksd::tokens::discovery::discover(&http, &base).await;
         let err = refused
             .err()
@@ -100,6 +101,7 @@ async fn a_discovered_loopback_token_endpoint_is_refused_when_fhir_base_url_is_n
         .build()
         .unwrap();
     let base = format!("http://ehr.example:{}/fhir", server.addr.port());
+    let base = reqwest::Url::parse(&base).unwrap();
     let config = jwksd::tokens::discovery::discover(&http, &base)
         .await
         .unwrap();

@@ -13,6 +13,7 @@ mod integrity;
 mod jwks;
 mod lifecycle;
 mod process;
+mod reload;
 mod secrecy;
 mod signing;
 mod startup;

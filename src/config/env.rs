@@ -1,0 +1,197 @@
+//! The environment overlay: `JWKSD_` variables laid over the TOML table before it is
+//! deserialised. A variable names a path with double underscores
+//! (`JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE`); one ending in `_FILE` reads the value from that
+//! file. Refused: a variable together with its `_FILE` form, an empty path segment, a
+//! value that looks like a TOML list but is not one. Variables without `__` are the CLI's
+//! (or a typo, which is warned about). This module also owns the rule that what a `_FILE`
+//! held never appears in a message.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::report;
+
+/// Environment variables that are the CLI's, not configuration paths.
+pub(super) const CLI_VARIABLES: &[&str] = &[
+    "CONFIG",
+    "SERVER",
+    "ADMIN_TOKEN",
+    "LOG",
+    "CALLER_TOKEN",
+    "INIT",
+];
+/// Keys that already name a file; a `_FILE` variable for them sets the path itself.
+pub(super) const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
+/// Keys whose values are secrets: never parsed, never shown.
+pub(super) const SECRET_KEYS: &[&str] = &["master_key", "admin_token", "token_sha256"];
+
+/// Where an environment variable put a value: for messages that say where it came from.
+pub(super) struct EnvSource {
+    /// The configuration path it set (`["server", "public_url"]`).
+    pub(super) path: Vec<String>,
+    pub(super) variable: String,
+    /// For a `_FILE` variable: the file and what it held (never shown).
+    pub(super) file: Option<(PathBuf, SecretString)>,
+}
+
+impl EnvSource {
+    /// `JWKSD_X`, or `JWKSD_X_FILE (file /run/x)`.
+    pub(super) fn origin(&self) -> String {
+        match &self.file {
+            None => self.variable.clone(),
+            Some((path, _)) => format!("{} (file {})", self.variable, path.display()),
+        }
+    }
+}
+
+/// Lays the `JWKSD_` variables of `env` over `table`; returns where each value came from.
+pub(super) fn overlay_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Vec<EnvSource> {
+    let mut sources = Vec::new();
+    let mut vars: Vec<_> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("JWKSD_"))
+        .collect();
+    vars.sort();
+    let names: HashSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
+    for (name, value) in vars {
+        if let Some(stem) = name.strip_suffix("_FILE") {
+            if names.contains(stem) {
+                problems.push(format!("{stem} and {name} are both set; keep one"));
+                continue;
+            }
+        }
+        let rest = &name["JWKSD_".len()..];
+        if !rest.contains("__") {
+            if !CLI_VARIABLES.contains(&rest) {
+                warnings.push(format!(
+                    "ignoring {name}: configuration variables name a path with double \
+                     underscores, like JWKSD_SERVER__PUBLIC_URL"
+                ));
+            }
+            continue;
+        }
+        let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            problems.push(format!("{name} has an empty path segment"));
+            continue;
+        }
+        let mut source = EnvSource {
+            path: Vec::new(),
+            variable: name.clone(),
+            file: None,
+        };
+        let mut value = value;
+        let last = path.len() - 1;
+        if path[last].ends_with("_file") && !PATH_KEYS.contains(&path[last].as_str()) {
+            // The error names the variable, the path and why (e.g. not UTF-8); never the
+            // content, which may be a secret.
+            match std::fs::read_to_string(&value) {
+                Ok(content) => {
+                    let file =
+                        PathBuf::from(std::mem::replace(&mut value, content.trim().to_owned()));
+                    source.file = Some((file, SecretString::from(value.as_str())));
+                    let stem_len = path[last].len() - "_file".len();
+                    path[last].truncate(stem_len);
+                }
+                Err(e) => {
+                    problems.push(format!(
+                        "{name}: cannot read {value}: {e}; name a readable UTF-8 text file"
+                    ));
+                    continue;
+                }
+            }
+        }
+        source.path = path.clone();
+        // Only lists are written as TOML; a secret is taken exactly as given, even if it
+        // happens to start with `[`.
+        let is_secret = SECRET_KEYS.contains(&path[path.len() - 1].as_str());
+        let parsed = if value.trim_start().starts_with('[') && !is_secret {
+            let text = format!("v = {value}");
+            match text.parse::<toml::Table>() {
+                Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value)),
+                Err(e) => {
+                    let at = e.span().map_or(String::new(), |span| {
+                        let (_, column) = report::position(&text, span.start);
+                        format!(" at column {}", column.saturating_sub("v = ".len()))
+                    });
+                    problems.push(format!(
+                        "{} looks like a list but is not valid TOML{at}: {}; write it like \
+                         [\"a\", \"b\"] (the value is not shown, it may hold a secret)",
+                        source.origin(),
+                        report::safe_message(e.message(), &value)
+                    ));
+                    continue;
+                }
+            }
+        } else {
+            toml::Value::String(value)
+        };
+        if let Err(e) = set_path(table, &path, parsed) {
+            problems.push(format!("{name}: {e}"));
+        }
+        sources.push(source);
+    }
+    sources
+}
+
+/// Replaces, in each message, what a `_FILE` variable's file held by a reference to the
+/// file; a message that still shares a run of characters with such content is replaced
+/// as a whole.
+pub(super) fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -> Vec<String> {
+    messages
+        .into_iter()
+        .map(|mut message| {
+            for source in sources {
+                let Some((path, content)) = &source.file else {
+                    continue;
+                };
+                let content = content.expose_secret();
+                if content.is_empty() {
+                    continue;
+                }
+                let reference = format!(
+                    "(the content of {}, from {})",
+                    path.display(),
+                    source.variable
+                );
+                let trimmed = content.trim_end_matches('/');
+                for shown in [format!("{content:?}"), format!("{trimmed:?}")] {
+                    message = message.replace(&shown, &reference);
+                }
+                if content.chars().count() >= 8 {
+                    message = message.replace(content, &reference);
+                }
+                if report::echoes(&message, content) {
+                    message = format!(
+                        "{}: the content is not a valid {} (not shown, it may be a secret)",
+                        source.origin(),
+                        source.path.join(".")
+                    );
+                }
+            }
+            message
+        })
+        .collect()
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty path")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{part}` is a value in the file, not a section"))?;
+    }
+    current.insert(last.clone(), value);
+    Ok(())
+}

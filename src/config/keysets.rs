@@ -1,0 +1,217 @@
+//! The `[keysets.*]` sections: each key set's algorithm and rotation timing, checked
+//! against what verifiers cache (a key is published before it signs, kept after it stops).
+//! The `default` key set always exists.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::values::{parse_duration, show, IntOrString};
+use crate::keys::cert::parse_subject;
+use crate::keys::{Algorithm, KeyFamily, RsaBits};
+use crate::rotation::Timing;
+
+/// The name of the key set served at `/.well-known/jwks.json`.
+pub const DEFAULT_KEYSET: &str = "default";
+
+/// Shortest `max-age` jwksd will send: a JWKS fetched on every request is an outage
+/// waiting to happen (Vault #11438).
+const MIN_JWKS_MAX_AGE: Duration = Duration::from_secs(60);
+/// An assertion lives at most 300 s; allow 60 s of clock skew on top.
+const MIN_RETIRE_GRACE: Duration = Duration::from_secs(360);
+
+/// One key set's policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeysetConfig {
+    pub name: String,
+    pub alg: Algorithm,
+    pub rsa_bits: RsaBits,
+    pub timing: Timing,
+    pub cert_subject: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyset {
+    alg: Option<String>,
+    rsa_bits: Option<IntOrString>,
+    rotation_period: Option<String>,
+    jwks_max_age: Option<String>,
+    prepublish: Option<String>,
+    retire_grace: Option<String>,
+    cert_subject: Option<String>,
+}
+
+/// Key set names appear in URLs and file names.
+pub fn is_valid_keyset_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
+}
+
+/// Validates every key set, adding `default` when it is missing.
+pub(super) fn validate(
+    raw_keysets: BTreeMap<String, RawKeyset>,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, KeysetConfig> {
+    // `default` always exists: it is what /.well-known/jwks.json serves, and a key set
+    // added by one environment variable must not silently unpublish it.
+    let mut raw_keysets = raw_keysets;
+    raw_keysets.entry(DEFAULT_KEYSET.into()).or_default();
+    let mut keysets = BTreeMap::new();
+    for (name, raw) in raw_keysets {
+        if !is_valid_keyset_name(&name) {
+            problems.push(format!(
+                "key set name {name:?} must be 1-63 characters of a-z, 0-9, '-' or '_', starting \
+                 with a letter or digit (it becomes part of a URL)"
+            ));
+            continue;
+        }
+        if let Some(keyset) = validate_keyset(&name, raw, problems, warnings) {
+            keysets.insert(name, keyset);
+        }
+    }
+    keysets
+}
+
+fn validate_keyset(
+    name: &str,
+    raw: RawKeyset,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<KeysetConfig> {
+    let before = problems.len();
+    let key = |field: &str| format!("keysets.{name}.{field}");
+
+    let alg = match raw.alg.as_deref().unwrap_or("RS384").parse::<Algorithm>() {
+        Ok(alg) => alg,
+        Err(e) => {
+            problems.push(format!("{}: {e}", key("alg")));
+            Algorithm::Rs384
+        }
+    };
+    let rsa_bits = match raw.rsa_bits {
+        None => RsaBits::B2048,
+        Some(value) => {
+            if matches!(alg.family(), KeyFamily::Ec(_)) {
+                warnings.push(format!(
+                    "{} is ignored: {alg} keys are EC keys",
+                    key("rsa_bits")
+                ));
+            }
+            let bits = match &value {
+                IntOrString::Int(i) => Some(*i),
+                IntOrString::Text(t) => t.trim().parse().ok(),
+            };
+            match bits
+                .and_then(|b| u64::try_from(b).ok())
+                .and_then(RsaBits::from_bits)
+            {
+                Some(bits) => bits,
+                None => {
+                    let shown = match value {
+                        IntOrString::Int(i) => i.to_string(),
+                        IntOrString::Text(t) => format!("{t:?}"),
+                    };
+                    problems.push(format!(
+                        "{} = {shown} is not allowed; use 2048, 3072 or 4096 (below 2048 is refused by \
+                         Epic and by NIST)",
+                        key("rsa_bits")
+                    ));
+                    RsaBits::B2048
+                }
+            }
+        }
+    };
+
+    let mut duration = |field: &str, default: &str| {
+        let text = match field {
+            "jwks_max_age" => raw.jwks_max_age.as_deref(),
+            "prepublish" => raw.prepublish.as_deref(),
+            _ => raw.retire_grace.as_deref(),
+        }
+        .unwrap_or(default);
+        parse_duration(&key(field), text, problems)
+    };
+    let jwks_max_age = duration("jwks_max_age", "1h");
+    let prepublish = duration("prepublish", "75m");
+    let retire_grace = duration("retire_grace", "24h");
+    let rotation_period = match raw.rotation_period.as_deref().map(str::trim) {
+        Some("off") => None,
+        Some(text) => parse_duration(&key("rotation_period"), text, problems),
+        None => Some(Duration::from_secs(90 * 86_400)),
+    };
+
+    if let Some(max_age) = jwks_max_age {
+        if max_age < MIN_JWKS_MAX_AGE {
+            problems.push(format!(
+                "{} = {} is below 60s; verifiers would refetch the JWKS constantly. Use at least \"60s\" \
+                 (minutes to an hour is usual)",
+                key("jwks_max_age"),
+                show(max_age)
+            ));
+        }
+        if let Some(prepublish) = prepublish {
+            if prepublish < max_age {
+                problems.push(format!(
+                    "{} = {} is shorter than jwks_max_age = {}: a verifier could still hold a cached \
+                     JWKS without the new key when it starts signing. Set prepublish to at least \
+                     jwks_max_age plus a margin (e.g. \"{}\")",
+                    key("prepublish"),
+                    show(prepublish),
+                    show(max_age),
+                    show(max_age + max_age / 4)
+                ));
+            }
+        }
+    }
+    if let Some(grace) = retire_grace {
+        if grace < MIN_RETIRE_GRACE {
+            problems.push(format!(
+                "{} = {} is too short: an assertion signed just before rotation lives up to 5 minutes, \
+                 plus clock skew. Use at least \"6m\" (\"24h\" is comfortable)",
+                key("retire_grace"),
+                show(grace)
+            ));
+        }
+    }
+    if let (Some(period), Some(prepublish)) = (rotation_period, prepublish) {
+        if period < prepublish {
+            problems.push(format!(
+                "{} = {} is shorter than prepublish = {}; a key could never be published long enough \
+                 before it signs. Lengthen rotation_period or use \"off\"",
+                key("rotation_period"),
+                show(period),
+                show(prepublish)
+            ));
+        }
+    }
+
+    let cert_subject = raw.cert_subject.unwrap_or_else(|| format!("CN={name}"));
+    if let Err(e) = parse_subject(&cert_subject) {
+        problems.push(format!("{}: {e}", key("cert_subject")));
+    }
+
+    if problems.len() > before {
+        return None;
+    }
+    let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as i64);
+    Some(KeysetConfig {
+        name: name.to_owned(),
+        alg,
+        rsa_bits,
+        timing: Timing {
+            rotation_period: rotation_period.map(|d| d.as_secs() as i64),
+            jwks_max_age: secs(jwks_max_age),
+            prepublish: secs(prepublish),
+            retire_grace: secs(retire_grace),
+        },
+        cert_subject,
+    })
+}

@@ -1,0 +1,458 @@
+//! The `[server]` section: listeners, the public URL, where the store, the master key and
+//! the admin token are, and the HTTP limits. None of it changes without a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::values::{has_http_scheme, parse_duration, sha256, ConfigUrl, IntOrString};
+
+/// Shortest admin token accepted from the configuration.
+const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// The validated `[server]` section.
+///
+/// `PartialEq` compares everything, the start-up options included; a reload asks
+/// [`ServerConfig::changed_keys`], which compares only what the configuration sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerConfig {
+    pub public_listen: String,
+    pub private_listen: String,
+    /// Base URL by which the EHR reaches the public listener, without a trailing slash.
+    pub public_url: Option<ConfigUrl>,
+    pub data_dir: PathBuf,
+    pub database: Database,
+    pub master_key: MasterKeySource,
+    pub admin_token: AdminTokenSource,
+    /// Create a new store even though the master key is external (`serve --init`).
+    pub initialize: bool,
+    /// Authenticate a store from before key rows carried MACs (`serve --upgrade-store`).
+    pub upgrade_store: bool,
+    /// Timeouts and connection caps of both listeners.
+    pub limits: HttpLimits,
+}
+
+/// How long a client may take and how many may be connected, per listener. These are what
+/// keep an unauthenticated client from holding the public listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time to send a connection's first request head, and idle time allowed between
+    /// keep-alive requests (private listener; the public one answers one request per
+    /// connection, because actix does not time the heads of later requests).
+    pub header_timeout: Duration,
+    /// Time to send a whole request body, from the end of the headers.
+    pub body_timeout: Duration,
+    /// Concurrent connections per listener; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Where the keys are stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Database {
+    Sqlite(PathBuf),
+}
+
+/// Where the master key comes from.
+#[derive(Clone, Debug)]
+pub enum MasterKeySource {
+    /// Given directly (`master_key`, usually through `JWKSD_SERVER__MASTER_KEY[_FILE]`);
+    /// exposed only where it is parsed into a key.
+    Inline(SecretString),
+    /// A file the operator named; it must exist.
+    File(PathBuf),
+    /// The development default `<data_dir>/master.key`, created on first start.
+    Development(PathBuf),
+}
+
+/// Two inline keys are compared in constant time, like any secret.
+impl PartialEq for MasterKeySource {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (MasterKeySource::Inline(a), MasterKeySource::Inline(b)) => a
+                .expose_secret()
+                .as_bytes()
+                .ct_eq(b.expose_secret().as_bytes())
+                .into(),
+            (MasterKeySource::File(a), MasterKeySource::File(b))
+            | (MasterKeySource::Development(a), MasterKeySource::Development(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for MasterKeySource {}
+
+/// Where the admin token comes from. A token given in the configuration is kept only as
+/// its SHA-256 (what the admin API compares against); one in a file is read by the server
+/// at start, and by the CLI through [`AdminTokenSource::read`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum AdminTokenSource {
+    /// SHA-256 of `server.admin_token` (trimmed).
+    Inline([u8; 32]),
+    File(PathBuf),
+    /// `<data_dir>/admin.token`, generated on first start.
+    Generated(PathBuf),
+}
+
+impl std::fmt::Debug for AdminTokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminTokenSource::Inline(_) => f.write_str("Inline([sha-256 elided])"),
+            AdminTokenSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            AdminTokenSource::Generated(path) => f.debug_tuple("Generated").field(path).finish(),
+        }
+    }
+}
+
+impl AdminTokenSource {
+    /// The file the token is read from; `None` when it is given inline.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            AdminTokenSource::Inline(_) => None,
+            AdminTokenSource::File(path) | AdminTokenSource::Generated(path) => Some(path),
+        }
+    }
+
+    /// The token as the server reads it (trimmed), for a client of the admin API: `Ok(None)`
+    /// when it is given inline, since only its hash is kept. A generated token that does not
+    /// exist yet (the server has not started once) is an error that says so.
+    pub fn read(&self) -> Result<Option<SecretString>, String> {
+        let Some(path) = self.file() else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let text = zeroize::Zeroizing::new(text);
+                Ok(Some(SecretString::from(text.trim())))
+            }
+            Err(e) => Err(format!(
+                "cannot read the admin token file {}: {e}",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// SHA-256 of the secrets `[server]` points at, as they are at the moment of reading. A
+/// reload compares them with those the service started with, so that a rotated admin token
+/// or master key is reported even when the file that holds it kept its name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretDigests {
+    /// `None`: the file could not be read.
+    admin_token: Option<[u8; 32]>,
+    master_key: Option<[u8; 32]>,
+}
+
+impl SecretDigests {
+    /// Which secrets differ (`server.admin_token`, `server.master_key`).
+    pub fn changed_keys(&self, now: &SecretDigests) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        if self.admin_token != now.admin_token {
+            changed.push("server.admin_token");
+        }
+        if self.master_key != now.master_key {
+            changed.push("server.master_key");
+        }
+        changed
+    }
+}
+
+impl ServerConfig {
+    /// The keys (`server.public_listen`, ...) whose values differ from `other`'s, for a
+    /// reload's "needs a restart" report. The start-up options (`initialize`,
+    /// `upgrade_store`) are the command line's, not the configuration's, and are not
+    /// compared: a reload after `serve --init` changes nothing.
+    pub fn changed_keys(&self, other: &ServerConfig) -> Vec<&'static str> {
+        // Destructured, so that a new field cannot be forgotten here.
+        let ServerConfig {
+            public_listen,
+            private_listen,
+            public_url,
+            data_dir,
+            database,
+            master_key,
+            admin_token,
+            initialize: _,
+            upgrade_store: _,
+            limits:
+                HttpLimits {
+                    header_timeout,
+                    body_timeout,
+                    max_connections,
+                },
+        } = self;
+        let mut changed = Vec::new();
+        let mut compare = |key: &'static str, same: bool| {
+            if !same {
+                changed.push(key);
+            }
+        };
+        compare(
+            "server.public_listen",
+            *public_listen == other.public_listen,
+        );
+        compare(
+            "server.private_listen",
+            *private_listen == other.private_listen,
+        );
+        compare("server.public_url", *public_url == other.public_url);
+        compare("server.data_dir", *data_dir == other.data_dir);
+        compare("server.database_url", *database == other.database);
+        compare("server.master_key", *master_key == other.master_key);
+        compare("server.admin_token", *admin_token == other.admin_token);
+        compare(
+            "server.header_timeout",
+            *header_timeout == other.limits.header_timeout,
+        );
+        compare(
+            "server.body_timeout",
+            *body_timeout == other.limits.body_timeout,
+        );
+        compare(
+            "server.max_connections",
+            *max_connections == other.limits.max_connections,
+        );
+        changed
+    }
+
+    /// Reads the secrets this configuration points at and digests them.
+    pub fn secret_digests(&self) -> SecretDigests {
+        let digest_file = |path: &Path| {
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|text| sha256(zeroize::Zeroizing::new(text).trim().as_bytes()))
+        };
+        let admin_token = match &self.admin_token {
+            AdminTokenSource::Inline(hash) => Some(*hash),
+            AdminTokenSource::File(path) | AdminTokenSource::Generated(path) => digest_file(path),
+        };
+        let master_key = match &self.master_key {
+            MasterKeySource::Inline(text) => Some(sha256(text.expose_secret().trim().as_bytes())),
+            MasterKeySource::File(path) | MasterKeySource::Development(path) => digest_file(path),
+        };
+        SecretDigests {
+            admin_token,
+            master_key,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    public_listen: Option<String>,
+    private_listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    master_key: Option<SecretString>,
+    master_key_file: Option<PathBuf>,
+    admin_token: Option<SecretString>,
+    admin_token_file: Option<PathBuf>,
+    header_timeout: Option<String>,
+    body_timeout: Option<String>,
+    max_connections: Option<IntOrString>,
+}
+
+/// Validates the `[server]` section; every problem is added to `problems`.
+pub(super) fn validate(
+    s: RawServer,
+    problems: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> ServerConfig {
+    let public_listen = s.public_listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let private_listen = s.private_listen.unwrap_or_else(|| "127.0.0.1:8081".into());
+    check_listen("public_listen", &public_listen, problems);
+    check_listen("private_listen", &private_listen, problems);
+    if public_listen == private_listen && !public_listen.ends_with(":0") {
+        problems.push(format!(
+            "server.public_listen and server.private_listen are both {public_listen}; the admin \
+             API must not share the public port, give them different ports"
+        ));
+    }
+
+    let public_url = match s
+        .public_url
+        .map(|u| u.trim().trim_end_matches('/').to_owned())
+    {
+        None => None,
+        Some(u) if u.is_empty() => None,
+        Some(u) => match ConfigUrl::parse(&u) {
+            Ok(url) if url.url().scheme() == "https" => Some(url),
+            Ok(url) if url.url().scheme() == "http" => {
+                if !url.is_loopback() {
+                    warnings.push(format!(
+                        "server.public_url = {u:?} is plain http; EHRs fetch JWKS URLs only over https"
+                    ));
+                }
+                Some(url)
+            }
+            // The scheme is right but the rest is not a URL: say so, not "use https".
+            Err(e) if has_http_scheme(&u) => {
+                problems.push(format!(
+                    "server.public_url = {u:?} is not a URL ({e}); write the address the EHR \
+                     fetches the JWKS from, like \"https://jwks.example.org\""
+                ));
+                None
+            }
+            _ => {
+                problems.push(format!(
+                    "server.public_url = {u:?} must start with https:// (the address the EHR fetches the JWKS from)"
+                ));
+                None
+            }
+        },
+    };
+
+    let data_dir = s.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+    let database_url = s.database_url.unwrap_or_default();
+    let database = if database_url.trim().is_empty() {
+        Database::Sqlite(data_dir.join("jwksd.db"))
+    } else if let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+    {
+        Database::Sqlite(PathBuf::from(path))
+    } else {
+        if database_url.starts_with("postgres") {
+            problems.push(
+                "server.database_url: this build of jwksd has only the embedded SQLite store; \
+                 leave database_url empty (PostgreSQL support is on the roadmap)"
+                    .into(),
+            );
+        } else {
+            problems.push(
+                "server.database_url must be empty (SQLite in data_dir) or sqlite://PATH".into(),
+            );
+        }
+        Database::Sqlite(data_dir.join("jwksd.db"))
+    };
+
+    let master_key = match (s.master_key, s.master_key_file) {
+        (Some(_), Some(_)) => {
+            problems
+                .push("server.master_key and server.master_key_file are both set; keep one".into());
+            MasterKeySource::Development(data_dir.join("master.key"))
+        }
+        (Some(text), None) => MasterKeySource::Inline(text),
+        (None, Some(path)) if !path.as_os_str().is_empty() => MasterKeySource::File(path),
+        (None, _) => MasterKeySource::Development(data_dir.join("master.key")),
+    };
+
+    let admin_token = match (s.admin_token, s.admin_token_file) {
+        (Some(_), Some(_)) => {
+            problems.push(
+                "server.admin_token and server.admin_token_file are both set; keep one".into(),
+            );
+            AdminTokenSource::Generated(data_dir.join("admin.token"))
+        }
+        (Some(token), None) if !token.expose_secret().is_empty() => {
+            let token = token.expose_secret().trim();
+            if token.len() < MIN_ADMIN_TOKEN_LEN {
+                problems.push(format!(
+                    "server.admin_token is {} characters; use at least {MIN_ADMIN_TOKEN_LEN} random \
+                     characters (`jwksd callers new-token` prints one)",
+                    token.len()
+                ));
+            }
+            // Only the hash is kept; the plaintext is wiped when `token`'s owner drops.
+            AdminTokenSource::Inline(sha256(token.as_bytes()))
+        }
+        (None, Some(path)) if !path.as_os_str().is_empty() => AdminTokenSource::File(path),
+        _ => AdminTokenSource::Generated(data_dir.join("admin.token")),
+    };
+
+    let limits = validate_limits(
+        &s.header_timeout,
+        &s.body_timeout,
+        &s.max_connections,
+        problems,
+    );
+
+    ServerConfig {
+        public_listen,
+        private_listen,
+        public_url,
+        data_dir,
+        database,
+        master_key,
+        admin_token,
+        initialize: false,
+        upgrade_store: false,
+        limits,
+    }
+}
+
+/// `server.header_timeout`, `server.body_timeout`, `server.max_connections`.
+fn validate_limits(
+    header_timeout: &Option<String>,
+    body_timeout: &Option<String>,
+    max_connections: &Option<IntOrString>,
+    problems: &mut Vec<String>,
+) -> HttpLimits {
+    let defaults = HttpLimits::default();
+    let mut timeout = |what: &str, text: &Option<String>, default: Duration| {
+        let Some(text) = text else { return default };
+        match parse_duration(what, text, problems) {
+            Some(d) if (Duration::from_millis(100)..=Duration::from_secs(300)).contains(&d) => d,
+            Some(_) => {
+                problems.push(format!("{what} = {text:?} must be between 100ms and 5m"));
+                default
+            }
+            None => default,
+        }
+    };
+    let header_timeout = timeout(
+        "server.header_timeout",
+        header_timeout,
+        defaults.header_timeout,
+    );
+    let body_timeout = timeout("server.body_timeout", body_timeout, defaults.body_timeout);
+    let max_connections = match max_connections {
+        None => defaults.max_connections,
+        Some(value) => {
+            let parsed = match value {
+                IntOrString::Int(n) => Some(*n),
+                IntOrString::Text(t) => t.trim().parse().ok(),
+            };
+            match parsed {
+                Some(n) if (8..=65_536).contains(&n) => n as usize,
+                _ => {
+                    problems.push(
+                        "server.max_connections must be a whole number from 8 to 65536".into(),
+                    );
+                    defaults.max_connections
+                }
+            }
+        }
+    };
+    HttpLimits {
+        header_timeout,
+        body_timeout,
+        max_connections,
+    }
+}
+
+fn check_listen(what: &str, addr: &str, problems: &mut Vec<String>) {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        problems.push(format!(
+            "server.{what} = {addr:?} is not HOST:PORT; for example \"127.0.0.1:8080\" or \"0.0.0.0:8080\""
+        ));
+    }
+}
