@@ -9,9 +9,9 @@
 //! the snapshot of what it committed.
 //!
 //! This module holds the [`Keyring`] and its public operations; the parts are below it:
-//! [`integrity`] (the checks a store must pass before any of its keys is used),
-//! [`snapshot`] (the published snapshot and its JWKS rendering) and [`apply`] (steps into
-//! store changes, key generation, sealing and unsealing).
+//! `integrity` (the checks a store must pass before any of its keys is used), `snapshot`
+//! (the published snapshot and its JWKS rendering) and `apply` (steps into store changes,
+//! key generation, sealing and unsealing).
 
 mod apply;
 mod integrity;
@@ -84,7 +84,7 @@ impl Keyring {
     /// servable state (first start: a current and a next key).
     ///
     /// Refuses with [`Error::Integrity`] when the store was sealed under another master key,
-    /// a key row or the audit trail was altered (see [`integrity`]), or a key set's stored
+    /// a key row or the audit trail was altered (see `integrity`), or a key set's stored
     /// keys use another algorithm than its configuration.
     ///
     /// `fresh` says the store was created by this start. A store that existed before must
