@@ -20,7 +20,6 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
 
-use crate::audit::AuditWriter;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{AdminTokenSource, Config, Database, MasterKeySource, SecretDigests};
@@ -32,6 +31,7 @@ use crate::ratelimit::RateLimiter;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tokens::TokenService;
+use crate::trail::AuditWriter;
 
 /// Why jwksd would not start. Each message names the file or setting and the fix.
 #[derive(Debug, thiserror::Error)]

@@ -3,14 +3,16 @@
 //!
 //! jwksd alone chooses every header member and claim: the caller names a client, and at
 //! most an audience from that client's list and a shorter lifetime. There is no way to add
-//! a claim or a header, so the signing API is not a general signing oracle.
+//! a claim or a header, so the signing API is not a general signing oracle. The audit
+//! record of an issued assertion is built here too ([`issued_event`]).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
 
-use crate::keyring::Signer;
-use crate::keys::KeyError;
+use crate::audit::{event, AuditEvent};
+use crate::config::ClientConfig;
+use crate::keys::{KeyError, Signer};
 use crate::rotation::UnixTime;
 
 /// RFC 7523 §2.2.
@@ -100,6 +102,30 @@ pub fn sign(
         issued_at,
         expires_at,
     })
+}
+
+/// The audit record of an issued assertion: who asked, for which client, with which key.
+/// Built here rather than in [`crate::audit`], so that the chain knows nothing of assertions.
+pub fn issued_event(
+    caller: &str,
+    client: &ClientConfig,
+    signed: &SignedAssertion,
+    audience: &str,
+    time: UnixTime,
+    detail: Option<String>,
+) -> AuditEvent {
+    AuditEvent {
+        time,
+        event: event::ASSERTION_ISSUED.into(),
+        caller: Some(caller.to_owned()),
+        client_id: Some(client.client_id.clone()),
+        keyset: Some(client.keyset.clone()),
+        kid: Some(signed.kid.clone()),
+        jti: Some(signed.jti.clone()),
+        audience: Some(audience.to_owned()),
+        expires_at: Some(signed.expires_at),
+        detail,
+    }
 }
 
 #[cfg(test)]

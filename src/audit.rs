@@ -1,19 +1,17 @@
-//! The audit trail: every assertion issued and every key event, hash-chained.
+//! Audit records and their hash chain: what a record holds, how it is hashed, and how a
+//! sequence of records is verified. Pure: nothing here reads or writes a store.
 //!
 //! Each record's `hash` is SHA-256 over the previous record's hash and the record's own
 //! fields, so editing, deleting or reordering any record breaks the chain at that point;
-//! [`verify`] names the first record where it breaks. Records are appended by the store in
-//! the same transaction as the change they describe (key events), or by the
-//! [`AuditWriter`], which batches concurrent assertion records into one commit (group
-//! commit): a signing request waits for its record to be durable, but many requests share
-//! one disk sync.
+//! [`verify`] names the first record where it breaks. Storing records (the store, in the
+//! same transaction as the key change they describe) and verifying the trail a store holds
+//! against its sealed head are above this module, in [`crate::store`] and
+//! [`crate::trail`].
 
 use aws_lc_rs::digest;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::rotation::UnixTime;
-use crate::store::{Store, StoreError};
 
 /// The hash that precedes the first record.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -43,31 +41,6 @@ pub struct AuditEvent {
     pub expires_at: Option<UnixTime>,
     /// Free-form facts (forced, reason, ...), as JSON text.
     pub detail: Option<String>,
-}
-
-impl AuditEvent {
-    /// The record of an issued assertion: who asked, for which client, with which key.
-    pub fn assertion_issued(
-        caller: &str,
-        client: &crate::config::ClientConfig,
-        signed: &crate::assertion::SignedAssertion,
-        audience: &str,
-        time: UnixTime,
-        detail: Option<String>,
-    ) -> Self {
-        AuditEvent {
-            time,
-            event: event::ASSERTION_ISSUED.into(),
-            caller: Some(caller.to_owned()),
-            client_id: Some(client.client_id.clone()),
-            keyset: Some(client.keyset.clone()),
-            kid: Some(signed.kid.clone()),
-            jti: Some(signed.jti.clone()),
-            audience: Some(audience.to_owned()),
-            expires_at: Some(signed.expires_at),
-            detail,
-        }
-    }
 }
 
 /// A record in the chain.
@@ -131,6 +104,16 @@ impl Default for Verifier {
 }
 
 impl Verifier {
+    /// The sequence number of the last record checked (0 before the first).
+    pub fn last_seq(&self) -> i64 {
+        self.prev_seq
+    }
+
+    /// The hash of the last record checked ([`GENESIS_HASH`] before the first).
+    pub fn last_hash(&self) -> &str {
+        &self.prev_hash
+    }
+
     /// Checks the next record in sequence order.
     pub fn check(&mut self, record: &AuditRecord) -> Result<(), ChainBreak> {
         let fail = |reason: String| {
@@ -170,70 +153,6 @@ pub fn verify(records: &[AuditRecord]) -> Result<u64, ChainBreak> {
     Ok(verifier.checked)
 }
 
-/// Verifies the trail in a store, a page at a time, and that it ends exactly at the head
-/// the store sealed (so deleting the newest records is detected, with or without the head).
-/// The head is read after the records, and records appended meanwhile by a running jwksd
-/// are verified too before the two are compared. A seal that fails its MAC is a
-/// [`StoreError::Tampered`].
-pub async fn verify_store(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
-    let mut verifier = Verifier::default();
-    loop {
-        if let Err(broken) = verify_pages(store, &mut verifier).await? {
-            return Ok(Err(broken));
-        }
-        let head = store.audit_head().await?;
-        let (seq, hash) = head.map_or((0, GENESIS_HASH.to_owned()), |h| (h.seq, h.hash));
-        let appended_meanwhile = seq > verifier.prev_seq
-            && !store
-                .audit_page(&AuditFilter::default(), verifier.prev_seq, 1)
-                .await?
-                .is_empty();
-        if appended_meanwhile {
-            continue;
-        }
-        if verifier.prev_seq != seq || verifier.prev_hash != hash {
-            return Ok(Err(ChainBreak {
-                seq: verifier.prev_seq + 1,
-                reason: format!(
-                    "the trail ends at record {} but its recorded head is record {seq}: the \
-                     newest records were deleted or replaced, or records were added outside jwksd",
-                    verifier.prev_seq
-                ),
-            }));
-        }
-        return Ok(Ok(verifier.checked));
-    }
-}
-
-/// Verifies the chain alone, without a sealed head: for a store written before the seal
-/// existed, where deleting the newest records cannot be detected.
-pub async fn verify_chain_only(store: &dyn Store) -> Result<Result<u64, ChainBreak>, StoreError> {
-    let mut verifier = Verifier::default();
-    Ok(verify_pages(store, &mut verifier)
-        .await?
-        .map(|()| verifier.checked))
-}
-
-/// Feeds every record after the verifier's last one to it, a page at a time.
-async fn verify_pages(
-    store: &dyn Store,
-    verifier: &mut Verifier,
-) -> Result<Result<(), ChainBreak>, StoreError> {
-    loop {
-        let page = store
-            .audit_page(&AuditFilter::default(), verifier.prev_seq, 5000)
-            .await?;
-        if page.is_empty() {
-            return Ok(Ok(()));
-        }
-        for record in &page {
-            if let Err(e) = verifier.check(record) {
-                return Ok(Err(e));
-            }
-        }
-    }
-}
-
 /// Filters of `GET /admin/v1/audit`.
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
@@ -242,69 +161,6 @@ pub struct AuditFilter {
     pub caller: Option<String>,
     pub kid: Option<String>,
     pub event: Option<String>,
-}
-
-/// Appending failed; the caller must not hand out what the record describes.
-#[derive(Debug, thiserror::Error)]
-#[error("the audit record could not be made durable: {0}")]
-pub struct AuditUnavailable(pub String);
-
-type Pending = (AuditEvent, oneshot::Sender<Result<i64, AuditUnavailable>>);
-
-/// Group commit: concurrent appends share one transaction and one disk sync.
-#[derive(Clone, Debug)]
-pub struct AuditWriter {
-    queue: mpsc::Sender<Pending>,
-}
-
-/// Most records one commit carries.
-const MAX_BATCH: usize = 512;
-
-impl AuditWriter {
-    /// Starts the writer task on the current runtime.
-    pub fn start(store: std::sync::Arc<dyn Store>) -> Self {
-        let (queue, mut inbox) = mpsc::channel::<Pending>(4096);
-        tokio::spawn(async move {
-            let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-            while let Some(first) = inbox.recv().await {
-                batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match inbox.try_recv() {
-                        Ok(more) => batch.push(more),
-                        Err(_) => break,
-                    }
-                }
-                let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
-                let result = store.append_audit(&events).await;
-                match result {
-                    Ok(seqs) => {
-                        for ((_, reply), seq) in batch.drain(..).zip(seqs) {
-                            let _ = reply.send(Ok(seq));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, records = batch.len(), "audit append failed");
-                        for (_, reply) in batch.drain(..) {
-                            let _ = reply.send(Err(AuditUnavailable(e.to_string())));
-                        }
-                    }
-                }
-            }
-        });
-        AuditWriter { queue }
-    }
-
-    /// Appends `event` and returns its sequence number once it is durable.
-    pub async fn append(&self, event: AuditEvent) -> Result<i64, AuditUnavailable> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send((event, reply))
-            .await
-            .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| AuditUnavailable("the audit writer has stopped".into()))?
-    }
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let store =
                 crate::store::sqlite::SqliteStore::open(path, false, Some(master.clone())).await?;
             if crate::keyring::is_legacy_store(&store, &master).await? == Some(true) {
-                let outcome = crate::audit::verify_chain_only(&store).await;
+                let outcome = crate::trail::verify_chain_only(&store).await;
                 crate::store::Store::close(&store).await?;
                 return match outcome? {
                     Ok(count) => {
@@ -323,7 +323,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     Err(broken) => bail!("audit trail broken: {broken}"),
                 };
             }
-            let outcome = crate::audit::verify_store(&store).await;
+            let outcome = crate::trail::verify_store(&store).await;
             let keys = crate::store::Store::load_keys(&store).await;
             crate::store::Store::close(&store).await?;
             let count = match outcome.context("the store's seal failed verification")? {

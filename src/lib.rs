@@ -9,11 +9,13 @@
 //! - [`config`]: layered configuration (defaults, TOML, `JWKSD_` environment), validated once.
 //! - [`keys`]: key material (aws-lc-rs), JWKs and thumbprints, certificates, sealing at rest.
 //! - [`rotation`]: the lifecycle as pure functions of (keys, now, policy).
+//! - [`audit`]: audit records and their hash chain, pure (no store).
 //! - [`store`]: the storage trait and its SQLite backend; the only code that speaks SQL.
+//! - [`trail`]: the durable audit trail over a store: group-commit writer, verification
+//!   against the sealed head.
 //! - [`assertion`]: RFC 7523 client assertions: claims and compact JWS.
-//! - [`audit`]: the hash-chained audit trail and its group-commit writer.
-//! - [`keyring`]: the in-memory snapshot readers use, and the one writer that applies
-//!   lifecycle decisions to the store.
+//! - [`keyring`]: start-up integrity checks, the in-memory snapshot readers use, and the
+//!   one writer that applies lifecycle decisions to the store.
 //! - [`ratelimit`]: per-caller token buckets.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
 //! - [`register`]: the vendor registration kit behind `jwksd register`.
@@ -43,6 +45,7 @@ pub mod register;
 pub mod rotation;
 pub mod store;
 pub mod tokens;
+pub mod trail;
 
 /// The wall clock in whole seconds since the Unix epoch. Only the edges (HTTP handlers, the
 /// scheduler loop) read it; the lifecycle logic takes `now` as a parameter.

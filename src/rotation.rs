@@ -8,8 +8,10 @@
 //! ```
 //!
 //! Nothing here reads a clock, a store or a key: [`plan`] says what must happen now and
-//! when to look again; [`check_rotation`] and [`plan_revocation`] decide operator requests.
-//! The keyring applies the answers; the background loop only calls [`plan`] on a timer.
+//! when to look again; [`check_rotation`] and [`plan_revocation`] decide operator requests,
+//! and [`forced`] says whether the steps they return make a key sign before every verifier
+//! can have seen it (and what to warn the operator). The keyring applies the answers; the
+//! background loop only calls [`plan`] on a timer.
 
 use std::fmt;
 use std::str::FromStr;
@@ -249,6 +251,65 @@ pub fn check_rotation(
     ])
 }
 
+/// The key `steps` promote and the one they retire, if they promote one.
+pub fn promotion(steps: &[Step]) -> Option<(&str, Option<&str>)> {
+    steps.iter().find_map(|s| match s {
+        Step::Promote { next, retire } => Some((next.as_str(), retire.as_deref())),
+        _ => None,
+    })
+}
+
+/// A key made to sign before `prepublish` has passed since it was published: verifiers that
+/// cached the JWKS before it appeared reject its assertions until their cache expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forced {
+    /// The promoted successor had been published for only `published_for` seconds.
+    Early { published_for: i64 },
+    /// No published successor existed, so a key made now signs at once.
+    Unpublished,
+}
+
+impl Forced {
+    /// What the operator is told when `kid` signs this way.
+    pub fn warning(&self, kid: &str, timing: &Timing) -> String {
+        match self {
+            Forced::Early { published_for } => format!(
+                "{kid} was published only {published_for}s ago (prepublish is {}s): verifiers \
+                 that cached the JWKS before it appeared will reject its assertions until their \
+                 cache expires (up to {}s)",
+                timing.prepublish, timing.jwks_max_age
+            ),
+            Forced::Unpublished => format!(
+                "no published successor existed, so the new key {kid} signs at once; verifiers \
+                 will reject its assertions until they refetch the JWKS (up to {}s)",
+                timing.jwks_max_age
+            ),
+        }
+    }
+}
+
+/// Whether applying `steps`, decided from `keys` at `now`, makes a key sign before its
+/// prepublish has passed: a promotion of a successor younger than `prepublish`, or a fresh
+/// current key. `None` when the steps respect the prepublish wait.
+pub fn forced(
+    keys: &[KeyRecord],
+    steps: &[Step],
+    now: UnixTime,
+    timing: &Timing,
+) -> Option<Forced> {
+    if let Some((promoted, _)) = promotion(steps) {
+        // The steps were decided from `keys`, so the promoted key is among them.
+        let published_for = keys
+            .iter()
+            .find(|k| k.kid == promoted)
+            .map_or(0, |k| now - k.published_at);
+        return (published_for < timing.prepublish).then_some(Forced::Early { published_for });
+    }
+    steps
+        .contains(&Step::CreateCurrent)
+        .then_some(Forced::Unpublished)
+}
+
 /// Why a revocation request was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevocationRefused {
@@ -460,6 +521,68 @@ mod tests {
         );
         let gone = [key("x", KeyState::Revoked, 0)];
         assert!(plan_revocation(&gone, "x").is_err());
+    }
+
+    #[test]
+    fn a_rotation_is_forced_only_while_the_successor_is_younger_than_prepublish() {
+        let keys = [
+            key("a", KeyState::Current, 0),
+            key("b", KeyState::Next, 1000),
+        ];
+        let early = check_rotation(&keys, 1000 + 60, &timing(), true).unwrap();
+        assert_eq!(promotion(&early), Some(("b", Some("a"))));
+        assert_eq!(
+            forced(&keys, &early, 1000 + 60, &timing()),
+            Some(Forced::Early { published_for: 60 })
+        );
+        let due = check_rotation(&keys, 1000 + 75 * 60, &timing(), false).unwrap();
+        assert_eq!(forced(&keys, &due, 1000 + 75 * 60, &timing()), None);
+    }
+
+    #[test]
+    fn a_revocation_is_forced_when_it_promotes_early_or_makes_a_key_that_signs_at_once() {
+        let now = 1000 + 60;
+        let young = [
+            key("a", KeyState::Current, 0),
+            key("b", KeyState::Next, 1000),
+        ];
+        let steps = plan_revocation(&young, "a").unwrap();
+        assert_eq!(promotion(&steps), Some(("b", None)));
+        assert_eq!(
+            forced(&young, &steps, now, &timing()),
+            Some(Forced::Early { published_for: 60 })
+        );
+        let old = [key("a", KeyState::Current, 0), key("b", KeyState::Next, 0)];
+        let steps = plan_revocation(&old, "a").unwrap();
+        assert_eq!(forced(&old, &steps, 100 * D, &timing()), None);
+
+        let alone = [key("a", KeyState::Current, 0)];
+        let steps = plan_revocation(&alone, "a").unwrap();
+        assert_eq!(promotion(&steps), None);
+        assert_eq!(
+            forced(&alone, &steps, now, &timing()),
+            Some(Forced::Unpublished)
+        );
+
+        // Revoking the successor or a retired key promotes nothing.
+        let steps = plan_revocation(&young, "b").unwrap();
+        assert_eq!(forced(&young, &steps, now, &timing()), None);
+    }
+
+    #[test]
+    fn the_warnings_name_the_key_the_wait_and_the_cache_lifetime() {
+        let t = timing();
+        assert_eq!(
+            Forced::Early { published_for: 60 }.warning("kid-b", &t),
+            "kid-b was published only 60s ago (prepublish is 4500s): verifiers that cached the \
+             JWKS before it appeared will reject its assertions until their cache expires (up to \
+             3600s)"
+        );
+        assert_eq!(
+            Forced::Unpublished.warning("kid-c", &t),
+            "no published successor existed, so the new key kid-c signs at once; verifiers will \
+             reject its assertions until they refetch the JWKS (up to 3600s)"
+        );
     }
 
     #[test]

@@ -18,11 +18,11 @@ use std::sync::{Arc, RwLock};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use crate::audit::AuditWriter;
 use crate::config::Access;
 use crate::keyring::Keyring;
 use crate::ratelimit::RateLimiter;
 use crate::tokens::TokenService;
+use crate::trail::AuditWriter;
 use auth::TokenHash;
 use problem::Problem;
 

@@ -15,7 +15,6 @@ use super::auth::CallerAuth;
 use super::problem::Problem;
 use super::State;
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
-use crate::audit::AuditEvent;
 use crate::config::{
     Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
@@ -204,7 +203,7 @@ async fn create_assertion(
     // Fail closed: the assertion leaves only once its record is durable.
     state
         .audit
-        .append(AuditEvent::assertion_issued(
+        .append(assertion::issued_event(
             &caller.name,
             client,
             &signed,

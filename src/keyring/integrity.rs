@@ -11,8 +11,9 @@
 //! - no configured key set lost its published keys, and none changed its algorithm;
 //! - each key set has at most one current and one next key.
 //!
-//! Per-row checks (public half hashes to the kid, the private half opens and matches) run
-//! every time a snapshot is built.
+//! Per-row checks (public half hashes to the kid, the private half is present exactly while
+//! the key signs) run every time a snapshot is built; that the private half opens and
+//! matches is checked there too, where it is unsealed (`apply::unseal`).
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,7 @@ use crate::error::Error;
 use crate::keys::{MasterKey, PublicJwk};
 use crate::rotation::KeyState;
 use crate::store::{Store, StoredKey};
+use crate::trail;
 
 const MASTER_CHECK_META: &str = "master_key_check";
 const MASTER_CHECK_AAD: &[u8] = b"jwksd/master-key-check/v1";
@@ -117,7 +119,7 @@ pub(super) async fn check_store(
     configs: &BTreeMap<String, KeysetConfig>,
     stored: &[StoredKey],
 ) -> Result<(), Error> {
-    match audit::verify_store(store).await? {
+    match trail::verify_store(store).await? {
         Ok(_) => {}
         Err(broken) => {
             return Err(Error::Integrity(format!(
@@ -192,6 +194,27 @@ pub(super) fn check_keyset_states(keyset: &str, keys: &[&StoredKey]) -> Result<(
                  Restore the store from a backup"
             )));
         }
+    }
+    Ok(())
+}
+
+/// A key holds its private half exactly while it signs or will sign (next, current): the
+/// half is erased in the transaction that retires or revokes the key.
+pub(super) fn check_private_half(key: &StoredKey) -> Result<(), Error> {
+    let signs = matches!(key.record.state, KeyState::Next | KeyState::Current);
+    if !signs && key.sealed_private.is_some() {
+        return Err(Error::Integrity(format!(
+            "key {} is {} but the store holds its private half, which was erased when it \
+             stopped signing; restore the store from a backup",
+            key.record.kid, key.record.state
+        )));
+    }
+    if signs && key.sealed_private.is_none() {
+        return Err(Error::Integrity(format!(
+            "key {} is {} but its private half is missing from the store; restore the store \
+             from a backup",
+            key.record.kid, key.record.state
+        )));
     }
     Ok(())
 }

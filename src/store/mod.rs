@@ -286,3 +286,23 @@ pub(crate) fn parse_alg(text: &str) -> Result<Algorithm, StoreError> {
     text.parse()
         .map_err(|e: crate::keys::alg::UnknownAlgorithm| StoreError::Corrupt(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seal_reads_back_as_written_and_nothing_else_parses() {
+        let seal = StoreSeal {
+            head: AuditHead {
+                seq: 42,
+                hash: "ab".repeat(32),
+            },
+            keys_digest: "cd".repeat(32),
+        };
+        assert_eq!(StoreSeal::from_bytes(&seal.to_bytes()), Some(seal));
+        for bad in ["", "42", "42 ab", "x ab cd", "42 ab cd extra", "42  ab cd"] {
+            assert_eq!(StoreSeal::from_bytes(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}

@@ -29,10 +29,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
-use crate::audit::{AuditEvent, AuditWriter};
 use crate::config::{ClientConfig, ConfigUrl};
 use crate::keyring::Keyring;
 use crate::rotation::UnixTime;
+use crate::trail::AuditWriter;
 use crate::Clock;
 use cache::SlotCache;
 use classify::{classify, FailureClass};
@@ -442,7 +442,7 @@ impl TokenService {
             )
             .map_err(|_| TokenError::NoKey(client.keyset.clone()))?;
             ctx.audit
-                .append(AuditEvent::assertion_issued(
+                .append(assertion::issued_event(
                     ctx.caller,
                     client,
                     &signed,

@@ -209,7 +209,7 @@ async fn after_a_full_disk_signing_recovers_without_a_restart() {
     assert_eq!(app.rotate("default", true).await.status(), 200);
     assert_eq!(app.kid_in_state("default", "current").await, Some(next));
     assert_eq!(sign(&app).await.status(), 200);
-    let chain = jwksd::audit::verify_store(app.keyring.store().as_ref())
+    let chain = jwksd::trail::verify_store(app.keyring.store().as_ref())
         .await
         .unwrap();
     assert!(chain.is_ok(), "{chain:?}");

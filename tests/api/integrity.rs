@@ -11,7 +11,7 @@ use jwksd::audit::{AuditEvent, AuditFilter, AuditRecord};
 use jwksd::keyring::Keyring;
 use jwksd::keys::{Algorithm, KeyMaterial, MasterKey, RsaBits};
 use jwksd::store::sqlite::SqliteStore;
-use jwksd::store::{AuditHead, Change, Store, StoreError, StoreFuture, StoredKey};
+use jwksd::store::{AuditHead, Change, Store, StoreError, StoreFuture, StoreSeal, StoredKey};
 
 use crate::helpers::{spawn_app_unscheduled, spawn_app_with, test_config, EC_DEFAULT};
 use crate::startup::{initialise, refusal, tamper};
@@ -168,7 +168,8 @@ async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
         dir.path(),
         &[
             "DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)",
-            "DELETE FROM meta WHERE name LIKE 'audit_head%'",
+            // The head is recorded in the store's seal.
+            "DELETE FROM meta WHERE name LIKE 'store_seal%'",
         ],
     )
     .await;
@@ -193,12 +194,7 @@ async fn a_rewritten_seal_refuses_to_start() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let digest = String::from_utf8(seal)
-        .unwrap()
-        .split(' ')
-        .nth(2)
-        .unwrap()
-        .to_owned();
+    let seal = StoreSeal::from_bytes(&seal).unwrap();
     sqlx::query("DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)")
         .execute(&pool)
         .await
@@ -208,8 +204,12 @@ async fn a_rewritten_seal_refuses_to_start() {
             .fetch_one(&pool)
             .await
             .unwrap();
+    let rewritten = StoreSeal {
+        head: AuditHead { seq, hash },
+        keys_digest: seal.keys_digest,
+    };
     sqlx::query("UPDATE meta SET value = ? WHERE name = 'store_seal'")
-        .bind(format!("{seq} {hash} {digest}").into_bytes())
+        .bind(rewritten.to_bytes())
         .execute(&pool)
         .await
         .unwrap();
