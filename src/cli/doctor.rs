@@ -4,16 +4,19 @@
 //! It asks the running service (admin API) for the client, its key set and an uncached
 //! token request, and fetches the public JWKS URL and the SMART discovery document itself,
 //! from this host, the way the EHR would. Every answer is read only up to a limit
-//! ([`crate::tokens::upstream`]).
+//! ([`crate::tokens::upstream`]). What each EHR accepts comes from [`crate::vendor`].
 
 use std::time::{Duration, Instant};
 
+use anyhow::bail;
 use serde::Serialize;
 use serde_json::Value;
 
+use super::client::{pretty, Client};
+use super::AdminArgs;
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::discovery::{discovery_url, SmartConfiguration};
-use crate::tokens::upstream::{read_limited, ADMIN_ANSWER_LIMIT, JWKS_LIMIT};
+use crate::tokens::upstream::{read_limited, JWKS_LIMIT};
 
 /// A check's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,97 +56,26 @@ fn check(
     }
 }
 
-/// What a vendor accepts, inferred from the token endpoint's or FHIR server's host.
-pub fn vendor_algorithms(url: &str) -> (&'static str, &'static [&'static str]) {
-    let url = url.to_ascii_lowercase();
-    if url.contains("eclinicalworks") {
-        ("eClinicalWorks", &["RS384"])
-    } else if url.contains("epic") {
-        ("Epic", &["RS384", "ES256", "ES384"])
-    } else if url.contains("cerner") || url.contains("oracle") {
-        ("Oracle Health", &["RS384", "ES384"])
-    } else if url.contains("athena") {
-        ("athenahealth", &["RS384"])
+/// `jwksd doctor`: runs the checks, prints them, and fails when one failed.
+pub async fn run(args: &AdminArgs, client: &str) -> anyhow::Result<()> {
+    let api = args.client()?;
+    let outbound = crate::tokens::outbound_client()?;
+    let checks = diagnose(&api, &outbound, client).await?;
+    if args.json {
+        println!("{}", pretty(&checks)?);
     } else {
-        ("a SMART server", &["RS384", "ES384"])
+        print(&checks);
     }
-}
-
-/// Where the admin API is and how to authenticate.
-pub struct AdminApi {
-    pub base: String,
-    pub token: String,
-    pub http: reqwest::Client,
-}
-
-impl AdminApi {
-    /// `segments` follow `/admin/v1/`; see [`crate::admin_url::admin_url`].
-    async fn call(&self, method: reqwest::Method, segments: &[&str]) -> anyhow::Result<Value> {
-        let url = crate::admin_url::admin_url(&self.base, segments)?;
-        let path = url.path().to_owned();
-        let response = self
-            .http
-            .request(method, url.clone())
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach jwksd's admin API at {url}: {}",
-                    describe_reqwest_error(&e)
-                )
-            })?;
-        let status = response.status();
-        let body = read_limited(response, ADMIN_ANSWER_LIMIT)
-            .await
-            .map_err(|e| anyhow::anyhow!("jwksd's answer to {path}: {e}"))?;
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if !status.is_success() {
-            anyhow::bail!(
-                "jwksd answered {status} for {path}: {}",
-                body["detail"].as_str().unwrap_or("(no detail)")
-            );
-        }
-        Ok(body)
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
     }
-
-    pub async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, segments).await
-    }
-
-    pub async fn post(&self, segments: &[&str]) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, segments).await
-    }
-
-    /// The client named `name` (by section name or client_id) and its key set.
-    pub async fn client_and_keyset(&self, name: &str) -> anyhow::Result<(Value, Value)> {
-        let clients = self.get(&["clients"]).await?;
-        let client = clients["clients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == name || c["client_id"] == name)
-            .cloned()
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "jwksd has no client named {name:?} (see [clients.*] in its configuration)"
-                )
-            })?;
-        let keysets = self.get(&["keysets"]).await?;
-        let keyset = keysets["keysets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|k| k["name"] == client["keyset"])
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("the client's key set is not served"))?;
-        Ok((client, keyset))
-    }
+    Ok(())
 }
 
 /// Runs every check for `client_name`.
 pub async fn diagnose(
-    admin: &AdminApi,
+    admin: &Client,
     outbound: &reqwest::Client,
     client_name: &str,
 ) -> anyhow::Result<Vec<Check>> {
@@ -175,7 +107,8 @@ pub async fn diagnose(
         .or(client["fhir_base_url"].as_str())
         .unwrap_or_default()
         .to_owned();
-    let (vendor, algorithms) = vendor_algorithms(&endpoint_hint);
+    let vendor = crate::vendor::Vendor::recognise(&endpoint_hint);
+    let (vendor, algorithms) = (vendor.name(), vendor.algorithms());
     checks.push(if algorithms.contains(&alg.as_str()) {
         check(
             "algorithm",
@@ -323,7 +256,7 @@ pub async fn diagnose(
 
     // 5. A real token request (not cached, token not shown), and the clock from its Date.
     let name = client["name"].as_str().unwrap_or(client_name);
-    let answer = admin.post(&["clients", name, "token-check"]).await?;
+    let answer: Value = admin.token_check(name).await?;
     if let Some(skew) = answer["diagnosis"]["clock_skew_seconds"].as_i64() {
         checks.push(if skew.abs() <= 30 {
             check(
@@ -565,31 +498,5 @@ pub fn print(checks: &[Check]) {
         if let (Some(fix), Verdict::Fail | Verdict::Warn | Verdict::Skip) = (&c.fix, c.verdict) {
             println!("       {:<22} fix: {fix}", "");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vendors_are_recognised_from_their_urls() {
-        assert_eq!(
-            vendor_algorithms("https://oauthserver.eclinicalworks.com/oauth/oauth2/token").1,
-            ["RS384"]
-        );
-        assert!(
-            vendor_algorithms("https://fhir.epic.com/interconnect-fhir-oauth/oauth2/token")
-                .1
-                .contains(&"ES384")
-        );
-        assert_eq!(
-            vendor_algorithms("https://authorization.cerner.com/tenants/x/token").0,
-            "Oracle Health"
-        );
-        assert_eq!(
-            vendor_algorithms("http://127.0.0.1:9/token").0,
-            "a SMART server"
-        );
     }
 }

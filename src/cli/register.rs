@@ -1,70 +1,31 @@
 //! `jwksd register`: everything a vendor's portal asks for, for one client, with the
-//! vendor's own pitfalls spelled out.
+//! vendor's own pitfalls (from [`crate::vendor`]) spelled out.
 
 use std::path::Path;
 
 use base64::Engine;
+use serde_json::Value;
 
-use crate::doctor::AdminApi;
+use super::client::Client;
+use super::AdminArgs;
 use crate::keys::cert::to_pem;
+use crate::vendor::Vendor;
 
-/// EHR vendors with specific registration steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Vendor {
-    Eclinicalworks,
-    Epic,
-    Oracle,
-    Athena,
-    Generic,
-}
-
-impl Vendor {
-    fn title(self) -> &'static str {
-        match self {
-            Vendor::Eclinicalworks => "eClinicalWorks",
-            Vendor::Epic => "Epic",
-            Vendor::Oracle => "Oracle Health (Cerner)",
-            Vendor::Athena => "athenahealth",
-            Vendor::Generic => "a SMART Backend Services server",
-        }
+/// `jwksd register`: prints the kit and, with `out`, writes its files there.
+pub async fn run(
+    args: &AdminArgs,
+    client: &str,
+    vendor: Vendor,
+    out: Option<&Path>,
+) -> anyhow::Result<()> {
+    let api = args.client()?;
+    let kit = kit(&api, client, vendor).await?;
+    print!("{}", kit.text);
+    if let Some(dir) = out {
+        write(&kit, dir)?;
+        eprintln!("wrote {} files to {}", kit.files.len(), dir.display());
     }
-
-    fn algorithms(self) -> &'static [&'static str] {
-        match self {
-            Vendor::Eclinicalworks | Vendor::Athena => &["RS384"],
-            Vendor::Epic => &["RS384", "ES256", "ES384"],
-            Vendor::Oracle | Vendor::Generic => &["RS384", "ES384"],
-        }
-    }
-
-    fn notes(self) -> &'static [&'static str] {
-        match self {
-            Vendor::Eclinicalworks => &[
-                "Register the JWKS URL in the eClinicalWorks developer portal, then ask eClinicalWorks support to allow-list it: until they do, every token request fails with 401 invalid_client.",
-                "eClinicalWorks accepts RS384 only.",
-                "The practice code is a path segment of the FHIR base URL (https://fhir4.eclinicalworks.com/fhir/r4/<practice>), not a token parameter.",
-                "Backend tokens last 300 s and about 250 calls a minute per practice count against the limit, /token included: let services use POST /v1/tokens (cached) instead of asking per FHIR call.",
-            ],
-            Vendor::Epic => &[
-                "Epic wants separate key pairs for non-production and production: give each its own jwksd key set (e.g. epic-nonprod, epic-prod) and register each client with its own JWKS URL.",
-                "A hosted JWKS URL is mandatory for backend apps from 2026-02-23.",
-                "Epic does not follow redirects: register the final URL.",
-                "RSA keys must be at least 2048 bits; Epic accepts RS384, ES256 and ES384.",
-            ],
-            Vendor::Oracle => &[
-                "Register the JWKS URL in the system-account console. If it only accepts an uploaded key set, upload jwks.json, which holds the current and the next key (and any retired key still in its grace).",
-                "With an uploaded key set, every rotation needs a new upload: run `jwksd register` again after each rotation and upload jwks.json within prepublish, before the next key signs.",
-                "Token endpoints are per tenant: the token endpoint below must be the tenant's.",
-            ],
-            Vendor::Athena => &[
-                "Register the JWKS URL (or import jwks.json) for the app.",
-                "Tokens last one hour and production allows about 50 token requests a minute: let services use POST /v1/tokens (cached).",
-            ],
-            Vendor::Generic => &[
-                "Register the JWKS URL as the client's jwks_uri, token_endpoint_auth_method private_key_jwt, with the algorithm above.",
-            ],
-        }
-    }
+    Ok(())
 }
 
 /// The registration kit: the text to print and the files to write.
@@ -74,10 +35,10 @@ pub struct Kit {
 }
 
 /// Gathers the kit for `client_name` from the running service.
-pub async fn kit(admin: &AdminApi, client_name: &str, vendor: Vendor) -> anyhow::Result<Kit> {
+pub async fn kit(admin: &Client, client_name: &str, vendor: Vendor) -> anyhow::Result<Kit> {
     let (client, keyset) = admin.client_and_keyset(client_name).await?;
     let keyset_name = keyset["name"].as_str().unwrap_or("default");
-    let jwks = admin.get(&["keysets", keyset_name, "jwks"]).await?;
+    let jwks: Value = admin.admin_get(&["keysets", keyset_name, "jwks"]).await?;
     let alg = keyset["alg"].as_str().unwrap_or_default();
     let mut text = String::new();
     let mut line = |s: String| {
@@ -115,7 +76,7 @@ pub async fn kit(admin: &AdminApi, client_name: &str, vendor: Vendor) -> anyhow:
         "scopes:          {}",
         client["scope"].as_str().unwrap_or("(none configured)")
     ));
-    if !vendor.algorithms().contains(&alg) {
+    if !vendor.accepts(alg) {
         line(format!(
             "WARNING:         {} accepts {}, not {alg}: create a key set with an accepted alg for this client",
             vendor.title(),
@@ -158,7 +119,7 @@ pub async fn kit(admin: &AdminApi, client_name: &str, vendor: Vendor) -> anyhow:
         }
     }
     line(format!("Notes for {}:", vendor.title()));
-    for note in vendor.notes() {
+    for note in vendor.registration_notes() {
         line(format!("- {note}"));
     }
     files.push((
