@@ -16,6 +16,8 @@
 //!   lifecycle decisions to the store.
 //! - [`ratelimit`]: per-caller token buckets.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
+//! - [`api`]: the wire types of every route (requests, answers, problem+json), shared by the
+//!   handlers, the command-line clients and the tests.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
 //! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
@@ -27,6 +29,7 @@
 //!   beside it. The only user of `anyhow` besides `main`.
 //! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
 
+pub mod api;
 pub mod app;
 pub mod assertion;
 pub mod audit;
