@@ -18,8 +18,11 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
+use crate::api::{
+    ClientInfo, ClientList, Jwks, KeyList, KeysetInfo, KeysetList, Problem, Revocation,
+    RevokeRequest, RotateRequest, Rotation, TokenCheck, TokenRequest, TokenResponse,
+};
 use crate::config::{AdminTokenSource, Config};
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::upstream::{read_limited, ADMIN_ANSWER_LIMIT};
@@ -262,14 +265,14 @@ impl Client {
     }
 
     /// `GET /admin/v1/{segments...}`.
-    pub async fn admin_get<T: DeserializeOwned>(&self, segments: &[&str]) -> anyhow::Result<T> {
+    async fn admin_get<T: DeserializeOwned>(&self, segments: &[&str]) -> anyhow::Result<T> {
         let url = api_url(&self.base, &admin_path(segments), &[])?;
         self.send(reqwest::Method::GET, url, None, REQUEST_TIMEOUT)
             .await
     }
 
     /// `POST /admin/v1/{segments...}?{query}` with an optional JSON body.
-    pub async fn admin_post<T: DeserializeOwned, B: Serialize>(
+    async fn admin_post<T: DeserializeOwned, B: Serialize>(
         &self,
         segments: &[&str],
         query: &[(&str, &str)],
@@ -281,31 +284,69 @@ impl Client {
             .await
     }
 
+    /// `GET /admin/v1/keysets`.
+    pub async fn keysets(&self) -> anyhow::Result<KeysetList> {
+        self.admin_get(&["keysets"]).await
+    }
+
+    /// `GET /admin/v1/keysets/{keyset}/keys`.
+    pub async fn keys(&self, keyset: &str) -> anyhow::Result<KeyList> {
+        self.admin_get(&["keysets", keyset, "keys"]).await
+    }
+
+    /// `GET /admin/v1/keysets/{keyset}/jwks`: the key set's JWKS as published.
+    pub async fn jwks(&self, keyset: &str) -> anyhow::Result<Jwks> {
+        self.admin_get(&["keysets", keyset, "jwks"]).await
+    }
+
+    /// `POST /admin/v1/keysets/{keyset}/rotate[?force=true]`.
+    pub async fn rotate(&self, keyset: &str, force: bool) -> anyhow::Result<Rotation> {
+        let query: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
+        self.admin_post(
+            &["keysets", keyset, "rotate"],
+            query,
+            None::<&RotateRequest>,
+        )
+        .await
+    }
+
+    /// `POST /admin/v1/keys/{kid}/revoke`, with a body only when there is a reason.
+    pub async fn revoke(&self, kid: &str, reason: Option<String>) -> anyhow::Result<Revocation> {
+        let body = reason.map(|reason| RevokeRequest {
+            reason: Some(reason),
+        });
+        self.admin_post(&["keys", kid, "revoke"], &[], body.as_ref())
+            .await
+    }
+
+    /// `GET /admin/v1/clients`.
+    pub async fn clients(&self) -> anyhow::Result<ClientList> {
+        self.admin_get(&["clients"]).await
+    }
+
     /// The client named `name` (by section name or client_id) and its key set.
-    pub async fn client_and_keyset(&self, name: &str) -> anyhow::Result<(Value, Value)> {
-        let clients: Value = self.admin_get(&["clients"]).await?;
-        let client = clients["clients"]
-            .as_array()
+    pub async fn client_and_keyset(&self, name: &str) -> anyhow::Result<(ClientInfo, KeysetInfo)> {
+        let client = self
+            .clients()
+            .await?
+            .clients
             .into_iter()
-            .flatten()
-            .find(|c| c["name"] == name || c["client_id"] == name)
-            .cloned()
+            .find(|c| c.name == name || c.client_id == name)
             .ok_or_else(|| {
                 anyhow!("jwksd has no client named {name:?} (see [clients.*] in its configuration)")
             })?;
-        let keysets: Value = self.admin_get(&["keysets"]).await?;
-        let keyset = keysets["keysets"]
-            .as_array()
+        let keyset = self
+            .keysets()
+            .await?
+            .keysets
             .into_iter()
-            .flatten()
-            .find(|k| k["name"] == client["keyset"])
-            .cloned()
+            .find(|k| k.name == client.keyset)
             .ok_or_else(|| anyhow!("the client's key set is not served"))?;
         Ok((client, keyset))
     }
 
     /// `POST /admin/v1/clients/{client}/token-check`: a real, uncached token request.
-    pub async fn token_check<T: DeserializeOwned>(&self, client: &str) -> anyhow::Result<T> {
+    pub async fn token_check(&self, client: &str) -> anyhow::Result<TokenCheck> {
         let url = api_url(
             &self.base,
             &admin_path(&["clients", client, "token-check"]),
@@ -316,9 +357,9 @@ impl Client {
     }
 
     /// `POST /v1/tokens` as a caller.
-    pub async fn token<T: DeserializeOwned, B: Serialize>(&self, body: &B) -> anyhow::Result<T> {
+    pub async fn token(&self, request: &TokenRequest) -> anyhow::Result<TokenResponse> {
         let url = api_url(&self.base, &["v1", "tokens"], &[])?;
-        let body = serde_json::to_vec(body)?;
+        let body = serde_json::to_vec(request)?;
         self.send(
             reqwest::Method::POST,
             url,
@@ -336,31 +377,26 @@ fn admin_path<'a>(segments: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// The one reading of a refusal: jwksd answers `application/problem+json` (RFC 9457), with
-/// `fix`, the token endpoint's OAuth error and an error id among its extension members.
+/// the fix, the token endpoint's OAuth error and an error id among its extension members.
 /// Anything else (a proxy's page) is named by its status alone.
 fn refusal(what: &str, status: reqwest::StatusCode, body: &[u8]) -> anyhow::Error {
-    let problem: Option<Value> = serde_json::from_slice(body).ok();
-    let member = |key: &str| {
-        problem
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
+    let Ok(problem) = serde_json::from_slice::<Problem>(body) else {
+        return anyhow!("jwksd refused {what} ({status}): (no detail)");
     };
-    let mut message = format!(
-        "jwksd refused {what} ({status}): {}",
-        member("detail").unwrap_or("(no detail)")
-    );
-    if let Some(fix) = member("fix") {
-        message.push_str(&format!("\n  fix: {fix}"));
+    let mut message = format!("jwksd refused {what} ({status}): {}", problem.detail);
+    if let Some(upstream) = &problem.upstream {
+        message.push_str(&format!("\n  fix: {}", upstream.fix));
+        if let Some(error) = &upstream.error {
+            message.push_str(&format!(
+                "\n  upstream: {error} {}",
+                upstream.error_description.as_deref().unwrap_or("")
+            ));
+        }
     }
-    if let Some(error) = member("error") {
-        message.push_str(&format!(
-            "\n  upstream: {error} {}",
-            member("error_description").unwrap_or("")
-        ));
+    if let Some(seconds) = problem.retry_after {
+        message.push_str(&format!("\n  retry after: {seconds}s"));
     }
-    if let Some(id) = member("error_id") {
+    if let Some(id) = &problem.error_id {
         message.push_str(&format!("\n  error id: {id} (find it in jwksd's log)"));
     }
     anyhow!(message)
@@ -412,9 +448,10 @@ fn check_segment(segment: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serialises `value` for `--json` output.
+/// An answer of jwksd as `--json` prints it: pretty, members in alphabetical order (as the
+/// CLI has always printed them, whatever order the wire types declare).
 pub fn pretty<T: Serialize>(value: &T) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(value)?)
+    Ok(serde_json::to_string_pretty(&serde_json::to_value(value)?)?)
 }
 
 #[cfg(test)]
@@ -475,8 +512,12 @@ mod tests {
     #[test]
     fn a_refusal_reads_the_problem_and_its_extensions() {
         let body = br#"{"type":"urn:jwksd:problem:upstream-refused","title":"Bad Gateway",
-            "status":502,"detail":"the token endpoint refused","fix":"register the key",
-            "error":"invalid_client","error_description":"bad signature","error_id":"e-1"}"#;
+            "status":502,"detail":"the token endpoint refused","classification":"other",
+            "fix":"register the key","upstream_status":401,"error":"invalid_client",
+            "error_description":"bad signature","error_uri":null,"error_id":"e-1",
+            "diagnosis":{"token_endpoint":"https://ehr.example/token","kid":null,
+            "kid_published_for_seconds":null,"audience":"https://ehr.example/token",
+            "scope":"","attempts":1,"clock_skew_seconds":null}}"#;
         let text = refusal("POST /v1/tokens", reqwest::StatusCode::BAD_GATEWAY, body).to_string();
         assert!(
             text.starts_with(

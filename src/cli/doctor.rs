@@ -9,11 +9,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
-use super::client::{pretty, Client};
+use super::client::Client;
 use super::AdminArgs;
+use crate::api::{FailureClass, TokenCheck};
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::discovery::{discovery_url, SmartConfiguration};
 use crate::tokens::upstream::{read_limited, JWKS_LIMIT};
@@ -38,7 +38,12 @@ pub struct Check {
     pub fix: Option<String>,
     /// The token request's failure class, on the token check.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub classification: Option<String>,
+    pub classification: Option<FailureClass>,
+}
+
+/// A number from jwksd's answer as the report has always shown it: `null` when absent.
+fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
 
 fn check(
@@ -62,7 +67,7 @@ pub async fn run(args: &AdminArgs, client: &str) -> anyhow::Result<()> {
     let outbound = crate::tokens::outbound_client()?;
     let checks = diagnose(&api, &outbound, client).await?;
     if args.json {
-        println!("{}", pretty(&checks)?);
+        println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         print(&checks);
     }
@@ -81,15 +86,12 @@ pub async fn diagnose(
 ) -> anyhow::Result<Vec<Check>> {
     let (client, keyset) = admin.client_and_keyset(client_name).await?;
     let mut checks = Vec::new();
-    let alg = keyset["alg"].as_str().unwrap_or_default().to_owned();
-    let current = keyset["current_kid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let next = keyset["next_kid"].as_str().unwrap_or_default().to_owned();
+    let alg = keyset.alg.clone();
+    let current = keyset.current_kid.clone().unwrap_or_default();
+    let next = keyset.next_kid.clone().unwrap_or_default();
 
     // 1. The public JWKS URL, fetched like an EHR would.
-    let jwks_url = client["jwks_url"].as_str().unwrap_or_default().to_owned();
+    let jwks_url = client.jwks_url.clone();
     if !jwks_url.contains("://") {
         checks.push(check(
             "jwks_url",
@@ -102,12 +104,12 @@ pub async fn diagnose(
     }
 
     // 2. The algorithm against what the vendor accepts.
-    let endpoint_hint = client["token_endpoint"]
-        .as_str()
-        .or(client["fhir_base_url"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let vendor = crate::vendor::Vendor::recognise(&endpoint_hint);
+    let endpoint_hint = client
+        .token_endpoint
+        .as_deref()
+        .or(client.fhir_base_url.as_deref())
+        .unwrap_or_default();
+    let vendor = crate::vendor::Vendor::recognise(endpoint_hint);
     let (vendor, algorithms) = (vendor.name(), vendor.algorithms());
     checks.push(if algorithms.contains(&alg.as_str()) {
         check(
@@ -129,9 +131,9 @@ pub async fn diagnose(
     });
 
     // 3. Discovery, and the token endpoint and audience against it.
-    let configured_endpoint = client["token_endpoint"].as_str().map(str::to_owned);
+    let configured_endpoint = client.token_endpoint.clone();
     let mut discovered_endpoint = None;
-    match client["fhir_base_url"].as_str() {
+    match client.fhir_base_url.as_deref() {
         None => checks.push(check(
             "discovery",
             Verdict::Skip,
@@ -220,9 +222,10 @@ pub async fn diagnose(
             )
         });
     }
-    let audience = client["audiences"][0]
-        .as_str()
-        .map(str::to_owned)
+    let audience = client
+        .audiences
+        .first()
+        .cloned()
         .unwrap_or(endpoint.clone());
     checks.push(if audience == endpoint {
         check("audience", Verdict::Ok, format!("aud is exactly the token endpoint {endpoint}"), None)
@@ -236,7 +239,7 @@ pub async fn diagnose(
     });
 
     // 4. Scopes.
-    let scope = client["scope"].as_str().unwrap_or_default();
+    let scope = client.scope.as_deref().unwrap_or_default();
     let not_system: Vec<&str> = scope
         .split_whitespace()
         .filter(|s| !s.starts_with("system/"))
@@ -255,9 +258,8 @@ pub async fn diagnose(
     });
 
     // 5. A real token request (not cached, token not shown), and the clock from its Date.
-    let name = client["name"].as_str().unwrap_or(client_name);
-    let answer: Value = admin.token_check(name).await?;
-    if let Some(skew) = answer["diagnosis"]["clock_skew_seconds"].as_i64() {
+    let answer = admin.token_check(&client.name).await?;
+    if let Some(skew) = answer.diagnosis().clock_skew_seconds {
         checks.push(if skew.abs() <= 30 {
             check(
                 "clock",
@@ -274,37 +276,37 @@ pub async fn diagnose(
             )
         });
     }
-    if answer["ok"] == true {
-        checks.push(check(
+    match answer {
+        TokenCheck::Passed(passed) => checks.push(check(
             "token_request",
             Verdict::Ok,
             format!(
                 "the EHR issued a {} token for {:?}, valid {}s",
-                answer["token_type"].as_str().unwrap_or("?"),
-                answer["scope"].as_str().unwrap_or(""),
-                answer["expires_in"]
+                passed.token_type.as_deref().unwrap_or("?"),
+                passed.scope.as_deref().unwrap_or(""),
+                or_null(passed.expires_in)
             ),
             None,
-        ));
-    } else {
-        let mut failed = check(
-            "token_request",
-            Verdict::Fail,
-            format!(
-                "{} (HTTP {}, error {}, {})",
-                answer["explanation"]
-                    .as_str()
-                    .unwrap_or("the token request failed"),
-                answer["upstream_status"],
-                answer["error"].as_str().unwrap_or("-"),
-                answer["error_description"]
-                    .as_str()
-                    .unwrap_or("no description")
-            ),
-            answer["fix"].as_str(),
-        );
-        failed.classification = answer["classification"].as_str().map(str::to_owned);
-        checks.push(failed);
+        )),
+        TokenCheck::Failed(failed) => {
+            let mut shown = check(
+                "token_request",
+                Verdict::Fail,
+                format!(
+                    "{} (HTTP {}, error {}, {})",
+                    failed.explanation,
+                    or_null(failed.upstream_status),
+                    failed.error.as_deref().unwrap_or("-"),
+                    failed
+                        .error_description
+                        .as_deref()
+                        .unwrap_or("no description")
+                ),
+                Some(&failed.fix),
+            );
+            shown.classification = Some(failed.classification);
+            checks.push(shown);
+        }
     }
     Ok(checks)
 }
@@ -313,6 +315,20 @@ async fn fetch_discovery(http: &reqwest::Client, base: &str) -> Result<SmartConf
     crate::tokens::discovery::discover(http, base)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The kids of what answers at the public JWKS URL. Read loosely on purpose (not as
+/// [`crate::api::Jwks`]): this is whatever the EHR would get there, perhaps a stale copy
+/// or a proxy's document, and the check is only whether the live kids are in it.
+#[derive(Default, Deserialize)]
+struct ServedKids {
+    #[serde(default)]
+    keys: Vec<ServedKid>,
+}
+
+#[derive(Default, Deserialize)]
+struct ServedKid {
+    kid: Option<String>,
 }
 
 async fn check_jwks_url(
@@ -438,7 +454,7 @@ async fn check_jwks_url(
         },
     );
     let body = match read_limited(response, JWKS_LIMIT).await {
-        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        Ok(bytes) => serde_json::from_slice::<ServedKids>(&bytes).unwrap_or_default(),
         Err(e) => {
             checks.push(check(
                 "jwks_kids",
@@ -451,12 +467,7 @@ async fn check_jwks_url(
             return checks;
         }
     };
-    let kids: Vec<&str> = body["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| k["kid"].as_str())
-        .collect();
+    let kids: Vec<&str> = body.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
     let missing: Vec<&str> = [current, next]
         .into_iter()
         .filter(|k| !k.is_empty() && !kids.contains(k))
@@ -482,6 +493,14 @@ async fn check_jwks_url(
     checks
 }
 
+/// A failure class's name on the wire (`kid_not_yet_seen`).
+fn class_name(class: FailureClass) -> String {
+    serde_json::to_string(&class)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
 /// Prints the report for a person.
 pub fn print(checks: &[Check]) {
     for c in checks {
@@ -491,7 +510,7 @@ pub fn print(checks: &[Check]) {
             Verdict::Fail => "FAIL",
             Verdict::Skip => "skip",
         };
-        match &c.classification {
+        match c.classification.map(class_name) {
             Some(class) => println!("[{tag}] {:<22} {} [{class}]", c.check, c.detail),
             None => println!("[{tag}] {:<22} {}", c.check, c.detail),
         }

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use super::client::{http_client, local_address};
+use crate::api::Health;
 use crate::config::Config;
+use crate::tokens::upstream::read_limited;
+
+/// A health answer is `{"status": "ready"}`; anything much longer is not one.
+const HEALTH_ANSWER_LIMIT: usize = 4096;
 
 /// Probes `url`, by default `/readyz` on the configured public listener.
 pub async fn healthcheck(url: Option<String>, config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -24,9 +29,15 @@ pub async fn healthcheck(url: Option<String>, config: Option<PathBuf>) -> anyhow
         .send()
         .await
         .with_context(|| format!("{url} did not answer"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        bail!("{url} answered {}", response.status())
+    let status = response.status();
+    if !status.is_success() {
+        bail!("{url} answered {status}");
     }
+    // A 200 from something else at that address (a proxy's page) is not jwksd being ready.
+    let body = read_limited(response, HEALTH_ANSWER_LIMIT)
+        .await
+        .with_context(|| format!("{url} answered {status}, but its body could not be read"))?;
+    serde_json::from_slice::<Health>(&body)
+        .with_context(|| format!("{url} answered {status}, but not with jwksd's health answer"))?;
+    Ok(())
 }

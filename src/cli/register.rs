@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use base64::Engine;
-use serde_json::Value;
 
-use super::client::Client;
+use super::client::{pretty, Client};
 use super::AdminArgs;
+use crate::api::Jwks;
 use crate::keys::cert::to_pem;
 use crate::vendor::Vendor;
 
@@ -37,9 +37,8 @@ pub struct Kit {
 /// Gathers the kit for `client_name` from the running service.
 pub async fn kit(admin: &Client, client_name: &str, vendor: Vendor) -> anyhow::Result<Kit> {
     let (client, keyset) = admin.client_and_keyset(client_name).await?;
-    let keyset_name = keyset["name"].as_str().unwrap_or("default");
-    let jwks: Value = admin.admin_get(&["keysets", keyset_name, "jwks"]).await?;
-    let alg = keyset["alg"].as_str().unwrap_or_default();
+    let jwks = admin.jwks(&keyset.name).await?;
+    let alg = keyset.alg.as_str();
     let mut text = String::new();
     let mut line = |s: String| {
         text.push_str(&s);
@@ -48,19 +47,16 @@ pub async fn kit(admin: &Client, client_name: &str, vendor: Vendor) -> anyhow::R
     line(format!(
         "Registration for {} — client {}",
         vendor.title(),
-        client["name"].as_str().unwrap_or("")
+        client.name
     ));
     line(String::new());
-    let jwks_url = client["jwks_url"].as_str().unwrap_or_default();
+    let jwks_url = &client.jwks_url;
     if jwks_url.contains("://") {
         line(format!("JWKS URL:        {jwks_url}"));
     } else {
         line(format!("JWKS URL:        https://<server.public_url>{jwks_url}   (set server.public_url to get the full URL)"));
     }
-    line(format!(
-        "client_id:       {}",
-        client["client_id"].as_str().unwrap_or("")
-    ));
+    line(format!("client_id:       {}", client.client_id));
     line(format!("algorithm:       {alg}"));
     line(
         "auth method:     private_key_jwt (client_credentials, RFC 7523 client assertion)"
@@ -68,13 +64,14 @@ pub async fn kit(admin: &Client, client_name: &str, vendor: Vendor) -> anyhow::R
     );
     line(format!(
         "token endpoint:  {}",
-        client["token_endpoint"]
-            .as_str()
+        client
+            .token_endpoint
+            .as_deref()
             .unwrap_or("(discovered from fhir_base_url)")
     ));
     line(format!(
         "scopes:          {}",
-        client["scope"].as_str().unwrap_or("(none configured)")
+        client.scope.as_deref().unwrap_or("(none configured)")
     ));
     if !vendor.accepts(alg) {
         line(format!(
@@ -87,33 +84,26 @@ pub async fn kit(admin: &Client, client_name: &str, vendor: Vendor) -> anyhow::R
 
     let mut files = Vec::new();
     let mut published = Vec::new();
-    for (role, kid) in [
-        ("current", &keyset["current_kid"]),
-        ("next", &keyset["next_kid"]),
-    ] {
-        let Some(kid) = kid.as_str() else { continue };
-        let Some(jwk) = jwks["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|k| k["kid"] == kid)
-        else {
+    for (role, kid) in [("current", &keyset.current_kid), ("next", &keyset.next_kid)] {
+        let Some(kid) = kid.as_deref() else { continue };
+        let Some(jwk) = jwks.keys.iter().find(|k| k.kid == kid) else {
             continue;
         };
-        let der = jwk["x5c"][0]
-            .as_str()
+        let der = jwk
+            .x5c
+            .first()
             .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
             .unwrap_or_default();
         let pem = to_pem(&der);
         line(format!("{role} key {kid}"));
-        line(format!("JWK:\n{}", serde_json::to_string_pretty(jwk)?));
+        line(format!("JWK:\n{}", pretty(jwk)?));
         line(format!("certificate (PEM):\n{pem}"));
         files.push((format!("{kid}.pem"), pem));
         published.push(jwk.clone());
     }
     // An uploaded key set must also keep retired keys until their grace ends, or the
     // assertions they signed stop verifying early.
-    for jwk in jwks["keys"].as_array().into_iter().flatten() {
+    for jwk in &jwks.keys {
         if !published.contains(jwk) {
             published.push(jwk.clone());
         }
@@ -124,7 +114,7 @@ pub async fn kit(admin: &Client, client_name: &str, vendor: Vendor) -> anyhow::R
     }
     files.push((
         "jwks.json".into(),
-        serde_json::to_string_pretty(&serde_json::json!({ "keys": published }))? + "\n",
+        pretty(&Jwks { keys: published })? + "\n",
     ));
     files.push(("README.txt".into(), text.clone()));
     Ok(Kit { text, files })

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use serde_json::Value;
 
 use super::client::{pretty, Client, Target};
+use crate::api::TokenRequest;
 
 /// Prints the access token (or, with `json`, the whole answer).
 pub async fn token(
@@ -26,15 +26,16 @@ pub async fn token(
         admin_token_file: None,
     };
     let jwksd = Client::caller(&target, caller_token.trim().to_owned())?;
-    let mut body = serde_json::json!({ "client_id": client });
-    if let Some(scope) = scope {
-        body["scope"] = Value::String(scope);
-    }
-    let answer: Value = jwksd.token(&body).await?;
+    let answer = jwksd
+        .token(&TokenRequest {
+            client_id: client.to_owned(),
+            scope,
+        })
+        .await?;
     if json {
         println!("{}", pretty(&answer)?);
     } else {
-        println!("{}", answer["access_token"].as_str().unwrap_or_default());
+        println!("{}", answer.access_token);
     }
     Ok(())
 }
