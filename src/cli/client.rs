@@ -64,14 +64,11 @@ impl Target {
     }
 
     /// The private listener's base URL: `--server`, else `server.private_listen`.
-    fn server_url(&self, config: Option<&Config>) -> anyhow::Result<String> {
+    fn server_url(&self, config: &mut Lazy<'_>) -> anyhow::Result<String> {
         if let Some(server) = self.server.as_deref().filter(|s| !s.trim().is_empty()) {
             return Ok(server_url(server.trim()));
         }
-        let Some(config) = config else {
-            unreachable!("the configuration is loaded when --server is not given")
-        };
-        let listen = &config.server.private_listen;
+        let listen = &config.get()?.server.private_listen;
         if listen.ends_with(":0") {
             bail!(
                 "server.private_listen is {listen}: the port is chosen when jwksd starts, so the \
@@ -83,28 +80,42 @@ impl Target {
 
     /// The admin token: `JWKSD_ADMIN_TOKEN`, else `--admin-token-file`, else the
     /// configuration's.
-    fn admin_token(&self, config: Option<&Config>) -> anyhow::Result<String> {
+    fn admin_token(&self, config: &mut Lazy<'_>) -> anyhow::Result<String> {
         if let Some(token) = env_token("JWKSD_ADMIN_TOKEN") {
             return Ok(token);
         }
         if let Some(path) = &self.admin_token_file {
             return read_token_file(path, "--admin-token-file");
         }
-        let Some(config) = config else {
-            unreachable!("the configuration is loaded when no token is given")
-        };
-        match &config.server.admin_token {
+        match &config.get()?.server.admin_token {
             AdminTokenSource::Inline(secret) => Ok(secret.expose().trim().to_owned()),
             AdminTokenSource::File(path) => read_token_file(path, "server.admin_token_file"),
             AdminTokenSource::Generated(path) => read_token_file(path, "generated"),
         }
     }
+}
 
-    fn needs_config(&self, admin: bool) -> bool {
-        let no_server = self.server.as_deref().is_none_or(|s| s.trim().is_empty());
-        let no_token =
-            admin && env_token("JWKSD_ADMIN_TOKEN").is_none() && self.admin_token_file.is_none();
-        no_server || no_token
+/// The server's configuration, loaded only when the command line leaves a value to it: a
+/// client given `--server` and a token works even where no configuration is valid.
+struct Lazy<'a> {
+    target: &'a Target,
+    loaded: Option<Config>,
+}
+
+impl<'a> Lazy<'a> {
+    fn new(target: &'a Target) -> Self {
+        Lazy {
+            target,
+            loaded: None,
+        }
+    }
+
+    fn get(&mut self) -> anyhow::Result<&Config> {
+        let config = match self.loaded.take() {
+            Some(config) => config,
+            None => self.target.load_config()?,
+        };
+        Ok(self.loaded.insert(config))
     }
 }
 
@@ -194,24 +205,15 @@ pub struct Client {
 impl Client {
     /// A client of the admin API, for `target`.
     pub fn admin(target: &Target) -> anyhow::Result<Client> {
-        let config = if target.needs_config(true) {
-            Some(target.load_config()?)
-        } else {
-            None
-        };
-        let base = target.server_url(config.as_ref())?;
-        let token = target.admin_token(config.as_ref())?;
+        let mut config = Lazy::new(target);
+        let base = target.server_url(&mut config)?;
+        let token = target.admin_token(&mut config)?;
         Client::new(base, token)
     }
 
     /// A client of the caller API (`/v1/...`), with a caller's token.
     pub fn caller(target: &Target, token: String) -> anyhow::Result<Client> {
-        let config = if target.needs_config(false) {
-            Some(target.load_config()?)
-        } else {
-            None
-        };
-        let base = target.server_url(config.as_ref())?;
+        let base = target.server_url(&mut Lazy::new(target))?;
         Client::new(base, token)
     }
 
