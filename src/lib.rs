@@ -18,34 +18,36 @@
 //!   one writer that applies lifecycle decisions to the store.
 //! - [`ratelimit`]: per-caller token buckets.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
-//! - [`register`]: the vendor registration kit behind `jwksd register`.
+//! - [`api`]: the wire types of every route (requests, answers, problem+json), shared by the
+//!   handlers, the command-line clients and the tests.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
 //! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
 //!   summarised instead of logged one by one.
-//! - [`cli`]: the command line, including the admin client commands.
-//! - [`admin_url`]: admin API URLs for the CLI, `doctor` and `register`, one encoded segment per argument.
-//! - [`doctor`]: the checks behind `jwksd doctor`.
+//! - [`vendor`]: what jwksd knows about each EHR (hosts, algorithms, pitfalls), for
+//!   `doctor`, `register` and the classification of failed token requests.
+//! - [`cli`]: the command line and the client code: one admin client that follows the
+//!   server's configuration, and `keys`, `token`, `doctor`, `register`, `healthcheck`
+//!   beside it. The only user of `anyhow` besides `main`.
 //! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
 
-pub mod admin_url;
+pub mod api;
 pub mod app;
 pub mod assertion;
 pub mod audit;
 pub mod cli;
 pub mod config;
-pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod keyring;
 pub mod keys;
 pub mod logging;
 pub mod ratelimit;
-pub mod register;
 pub mod rotation;
 pub mod store;
 pub mod tokens;
 pub mod trail;
+pub mod vendor;
 
 /// The wall clock in whole seconds since the Unix epoch. Only the edges (HTTP handlers, the
 /// scheduler loop) read it; the lifecycle logic takes `now` as a parameter.

@@ -4,7 +4,8 @@
 //! Vendors answer almost every authentication problem with `invalid_client` (HTTP 400 or
 //! 401), so the class is inferred from the status, the OAuth `error`, the vendor's
 //! `error_description`, and what jwksd knows itself: how long the signing kid has been
-//! published. Pure functions, tested with invented answers.
+//! published. The vendors' wording and error codes come from [`crate::vendor`]. Pure
+//! functions, tested with invented answers.
 
 use serde::Serialize;
 
@@ -76,19 +77,6 @@ impl FailureClass {
     }
 }
 
-/// Descriptions vendors use for an unknown client.
-const UNKNOWN_CLIENT_HINTS: &[&str] = &[
-    "unknown client",
-    "client not found",
-    "no such client",
-    "invalid client_id",
-    "invalid client id",
-    "client id not found",
-    "client_id not found",
-    "client does not exist",
-    "unregistered client",
-];
-
 /// How long after publication a kid may still be missing from an EHR's cached JWKS:
 /// the JWKS `max-age` plus five minutes of slack for clocks and fetch schedules.
 pub fn still_propagating(kid_published_for: i64, jwks_max_age: i64) -> bool {
@@ -107,12 +95,7 @@ pub fn classify(
         return FailureClass::Unreachable;
     };
     let error = error.unwrap_or_default();
-    if status == 429
-        || matches!(
-            error,
-            "rate_limit_exceeded" | "slow_down" | "too_many_requests"
-        )
-    {
+    if status == 429 || crate::vendor::RATE_LIMIT_ERRORS.contains(&error) {
         return FailureClass::RateLimited;
     }
     if status >= 500 || matches!(error, "server_error" | "temporarily_unavailable") {
@@ -122,11 +105,7 @@ pub fn classify(
         return FailureClass::InvalidScope;
     }
     if matches!(error, "invalid_client" | "unauthorized_client") || status == 401 {
-        let description = description.unwrap_or_default().to_ascii_lowercase();
-        if UNKNOWN_CLIENT_HINTS
-            .iter()
-            .any(|hint| description.contains(hint))
-        {
+        if crate::vendor::says_unknown_client(description.unwrap_or_default()) {
             return FailureClass::UnknownClient;
         }
         if kid_published_for.is_some_and(|age| still_propagating(age, jwks_max_age)) {

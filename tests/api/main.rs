@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod cli_config;
 mod discovered_endpoints;
 mod faults;
 mod hardening;

@@ -4,16 +4,19 @@
 //! It asks the running service (admin API) for the client, its key set and an uncached
 //! token request, and fetches the public JWKS URL and the SMART discovery document itself,
 //! from this host, the way the EHR would. Every answer is read only up to a limit
-//! ([`crate::tokens::upstream`]).
+//! ([`crate::tokens::upstream`]). What each EHR accepts comes from [`crate::vendor`].
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::Value;
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
 
+use super::client::Client;
+use super::AdminArgs;
+use crate::api::{FailureClass, TokenCheck};
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::discovery::{discovery_url, SmartConfiguration};
-use crate::tokens::upstream::{read_limited, ADMIN_ANSWER_LIMIT, JWKS_LIMIT};
+use crate::tokens::upstream::{read_limited, JWKS_LIMIT};
 
 /// A check's outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -35,7 +38,12 @@ pub struct Check {
     pub fix: Option<String>,
     /// The token request's failure class, on the token check.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub classification: Option<String>,
+    pub classification: Option<FailureClass>,
+}
+
+/// A number from jwksd's answer as the report has always shown it: `null` when absent.
+fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "null".to_owned(), |v| v.to_string())
 }
 
 fn check(
@@ -53,111 +61,37 @@ fn check(
     }
 }
 
-/// What a vendor accepts, inferred from the token endpoint's or FHIR server's host.
-pub fn vendor_algorithms(url: &str) -> (&'static str, &'static [&'static str]) {
-    let url = url.to_ascii_lowercase();
-    if url.contains("eclinicalworks") {
-        ("eClinicalWorks", &["RS384"])
-    } else if url.contains("epic") {
-        ("Epic", &["RS384", "ES256", "ES384"])
-    } else if url.contains("cerner") || url.contains("oracle") {
-        ("Oracle Health", &["RS384", "ES384"])
-    } else if url.contains("athena") {
-        ("athenahealth", &["RS384"])
+/// `jwksd doctor`: runs the checks, prints them, and fails when one failed.
+pub async fn run(args: &AdminArgs, client: &str) -> anyhow::Result<()> {
+    let api = args.client()?;
+    let outbound = crate::tokens::outbound_client()?;
+    let checks = diagnose(&api, &outbound, client).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
-        ("a SMART server", &["RS384", "ES384"])
+        print(&checks);
     }
-}
-
-/// Where the admin API is and how to authenticate.
-pub struct AdminApi {
-    pub base: String,
-    pub token: String,
-    pub http: reqwest::Client,
-}
-
-impl AdminApi {
-    /// `segments` follow `/admin/v1/`; see [`crate::admin_url::admin_url`].
-    async fn call(&self, method: reqwest::Method, segments: &[&str]) -> anyhow::Result<Value> {
-        let url = crate::admin_url::admin_url(&self.base, segments)?;
-        let path = url.path().to_owned();
-        let response = self
-            .http
-            .request(method, url.clone())
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot reach jwksd's admin API at {url}: {}",
-                    describe_reqwest_error(&e)
-                )
-            })?;
-        let status = response.status();
-        let body = read_limited(response, ADMIN_ANSWER_LIMIT)
-            .await
-            .map_err(|e| anyhow::anyhow!("jwksd's answer to {path}: {e}"))?;
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if !status.is_success() {
-            anyhow::bail!(
-                "jwksd answered {status} for {path}: {}",
-                body["detail"].as_str().unwrap_or("(no detail)")
-            );
-        }
-        Ok(body)
+    let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
+    if failed > 0 {
+        bail!("{failed} check(s) failed");
     }
-
-    pub async fn get(&self, segments: &[&str]) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, segments).await
-    }
-
-    pub async fn post(&self, segments: &[&str]) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, segments).await
-    }
-
-    /// The client named `name` (by section name or client_id) and its key set.
-    pub async fn client_and_keyset(&self, name: &str) -> anyhow::Result<(Value, Value)> {
-        let clients = self.get(&["clients"]).await?;
-        let client = clients["clients"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|c| c["name"] == name || c["client_id"] == name)
-            .cloned()
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "jwksd has no client named {name:?} (see [clients.*] in its configuration)"
-                )
-            })?;
-        let keysets = self.get(&["keysets"]).await?;
-        let keyset = keysets["keysets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|k| k["name"] == client["keyset"])
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("the client's key set is not served"))?;
-        Ok((client, keyset))
-    }
+    Ok(())
 }
 
 /// Runs every check for `client_name`.
 pub async fn diagnose(
-    admin: &AdminApi,
+    admin: &Client,
     outbound: &reqwest::Client,
     client_name: &str,
 ) -> anyhow::Result<Vec<Check>> {
     let (client, keyset) = admin.client_and_keyset(client_name).await?;
     let mut checks = Vec::new();
-    let alg = keyset["alg"].as_str().unwrap_or_default().to_owned();
-    let current = keyset["current_kid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let next = keyset["next_kid"].as_str().unwrap_or_default().to_owned();
+    let alg = keyset.alg.clone();
+    let current = keyset.current_kid.clone().unwrap_or_default();
+    let next = keyset.next_kid.clone().unwrap_or_default();
 
     // 1. The public JWKS URL, fetched like an EHR would.
-    let jwks_url = client["jwks_url"].as_str().unwrap_or_default().to_owned();
+    let jwks_url = client.jwks_url.clone();
     if !jwks_url.contains("://") {
         checks.push(check(
             "jwks_url",
@@ -170,12 +104,13 @@ pub async fn diagnose(
     }
 
     // 2. The algorithm against what the vendor accepts.
-    let endpoint_hint = client["token_endpoint"]
-        .as_str()
-        .or(client["fhir_base_url"].as_str())
-        .unwrap_or_default()
-        .to_owned();
-    let (vendor, algorithms) = vendor_algorithms(&endpoint_hint);
+    let endpoint_hint = client
+        .token_endpoint
+        .as_deref()
+        .or(client.fhir_base_url.as_deref())
+        .unwrap_or_default();
+    let vendor = crate::vendor::Vendor::recognise(endpoint_hint);
+    let (vendor, algorithms) = (vendor.name(), vendor.algorithms());
     checks.push(if algorithms.contains(&alg.as_str()) {
         check(
             "algorithm",
@@ -196,9 +131,9 @@ pub async fn diagnose(
     });
 
     // 3. Discovery, and the token endpoint and audience against it.
-    let configured_endpoint = client["token_endpoint"].as_str().map(str::to_owned);
+    let configured_endpoint = client.token_endpoint.clone();
     let mut discovered_endpoint = None;
-    match client["fhir_base_url"].as_str() {
+    match client.fhir_base_url.as_deref() {
         None => checks.push(check(
             "discovery",
             Verdict::Skip,
@@ -287,9 +222,10 @@ pub async fn diagnose(
             )
         });
     }
-    let audience = client["audiences"][0]
-        .as_str()
-        .map(str::to_owned)
+    let audience = client
+        .audiences
+        .first()
+        .cloned()
         .unwrap_or(endpoint.clone());
     checks.push(if audience == endpoint {
         check("audience", Verdict::Ok, format!("aud is exactly the token endpoint {endpoint}"), None)
@@ -303,7 +239,7 @@ pub async fn diagnose(
     });
 
     // 4. Scopes.
-    let scope = client["scope"].as_str().unwrap_or_default();
+    let scope = client.scope.as_deref().unwrap_or_default();
     let not_system: Vec<&str> = scope
         .split_whitespace()
         .filter(|s| !s.starts_with("system/"))
@@ -322,9 +258,8 @@ pub async fn diagnose(
     });
 
     // 5. A real token request (not cached, token not shown), and the clock from its Date.
-    let name = client["name"].as_str().unwrap_or(client_name);
-    let answer = admin.post(&["clients", name, "token-check"]).await?;
-    if let Some(skew) = answer["diagnosis"]["clock_skew_seconds"].as_i64() {
+    let answer = admin.token_check(&client.name).await?;
+    if let Some(skew) = answer.diagnosis().clock_skew_seconds {
         checks.push(if skew.abs() <= 30 {
             check(
                 "clock",
@@ -341,37 +276,37 @@ pub async fn diagnose(
             )
         });
     }
-    if answer["ok"] == true {
-        checks.push(check(
+    match answer {
+        TokenCheck::Passed(passed) => checks.push(check(
             "token_request",
             Verdict::Ok,
             format!(
                 "the EHR issued a {} token for {:?}, valid {}s",
-                answer["token_type"].as_str().unwrap_or("?"),
-                answer["scope"].as_str().unwrap_or(""),
-                answer["expires_in"]
+                passed.token_type.as_deref().unwrap_or("?"),
+                passed.scope.as_deref().unwrap_or(""),
+                or_null(passed.expires_in)
             ),
             None,
-        ));
-    } else {
-        let mut failed = check(
-            "token_request",
-            Verdict::Fail,
-            format!(
-                "{} (HTTP {}, error {}, {})",
-                answer["explanation"]
-                    .as_str()
-                    .unwrap_or("the token request failed"),
-                answer["upstream_status"],
-                answer["error"].as_str().unwrap_or("-"),
-                answer["error_description"]
-                    .as_str()
-                    .unwrap_or("no description")
-            ),
-            answer["fix"].as_str(),
-        );
-        failed.classification = answer["classification"].as_str().map(str::to_owned);
-        checks.push(failed);
+        )),
+        TokenCheck::Failed(failed) => {
+            let mut shown = check(
+                "token_request",
+                Verdict::Fail,
+                format!(
+                    "{} (HTTP {}, error {}, {})",
+                    failed.explanation,
+                    or_null(failed.upstream_status),
+                    failed.error.as_deref().unwrap_or("-"),
+                    failed
+                        .error_description
+                        .as_deref()
+                        .unwrap_or("no description")
+                ),
+                Some(&failed.fix),
+            );
+            shown.classification = Some(failed.classification);
+            checks.push(shown);
+        }
     }
     Ok(checks)
 }
@@ -382,6 +317,20 @@ async fn fetch_discovery(http: &reqwest::Client, base: &str) -> Result<SmartConf
     crate::tokens::discovery::discover(http, &base)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The kids of what answers at the public JWKS URL. Read loosely on purpose (not as
+/// [`crate::api::Jwks`]): this is whatever the EHR would get there, perhaps a stale copy
+/// or a proxy's document, and the check is only whether the live kids are in it.
+#[derive(Default, Deserialize)]
+struct ServedKids {
+    #[serde(default)]
+    keys: Vec<ServedKid>,
+}
+
+#[derive(Default, Deserialize)]
+struct ServedKid {
+    kid: Option<String>,
 }
 
 async fn check_jwks_url(
@@ -507,7 +456,7 @@ async fn check_jwks_url(
         },
     );
     let body = match read_limited(response, JWKS_LIMIT).await {
-        Ok(bytes) => serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        Ok(bytes) => serde_json::from_slice::<ServedKids>(&bytes).unwrap_or_default(),
         Err(e) => {
             checks.push(check(
                 "jwks_kids",
@@ -520,12 +469,7 @@ async fn check_jwks_url(
             return checks;
         }
     };
-    let kids: Vec<&str> = body["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|k| k["kid"].as_str())
-        .collect();
+    let kids: Vec<&str> = body.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
     let missing: Vec<&str> = [current, next]
         .into_iter()
         .filter(|k| !k.is_empty() && !kids.contains(k))
@@ -551,6 +495,14 @@ async fn check_jwks_url(
     checks
 }
 
+/// A failure class's name on the wire (`kid_not_yet_seen`).
+fn class_name(class: FailureClass) -> String {
+    serde_json::to_string(&class)
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned()
+}
+
 /// Prints the report for a person.
 pub fn print(checks: &[Check]) {
     for c in checks {
@@ -560,38 +512,12 @@ pub fn print(checks: &[Check]) {
             Verdict::Fail => "FAIL",
             Verdict::Skip => "skip",
         };
-        match &c.classification {
+        match c.classification.map(class_name) {
             Some(class) => println!("[{tag}] {:<22} {} [{class}]", c.check, c.detail),
             None => println!("[{tag}] {:<22} {}", c.check, c.detail),
         }
         if let (Some(fix), Verdict::Fail | Verdict::Warn | Verdict::Skip) = (&c.fix, c.verdict) {
             println!("       {:<22} fix: {fix}", "");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vendors_are_recognised_from_their_urls() {
-        assert_eq!(
-            vendor_algorithms("https://oauthserver.eclinicalworks.com/oauth/oauth2/token").1,
-            ["RS384"]
-        );
-        assert!(
-            vendor_algorithms("https://fhir.epic.com/interconnect-fhir-oauth/oauth2/token")
-                .1
-                .contains(&"ES384")
-        );
-        assert_eq!(
-            vendor_algorithms("https://authorization.cerner.com/tenants/x/token").0,
-            "Oracle Health"
-        );
-        assert_eq!(
-            vendor_algorithms("http://127.0.0.1:9/token").0,
-            "a SMART server"
-        );
     }
 }

@@ -1,0 +1,214 @@
+//! `POST /v1/tokens` (private listener, callers), the admin's token check
+//! (`POST /admin/v1/clients/{client}/token-check`), and what both say about a token
+//! request: its [`Diagnosis`] and, when it failed, its [`FailureClass`].
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What a caller asks for: a token for one of the clients it may use.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// The client's `client_id`, or the name of its `[clients.NAME]` section.
+    pub client_id: String,
+    /// Space-separated scopes; default: the client's `scope`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1), passed through: the members jwksd reads
+/// are typed, every other member the endpoint sent is kept in `other`, unchanged. When the
+/// answer comes from the cache, `expires_in` counts down.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Any other member, and a member above whose value is not of the type shown (a
+    /// vendor's `"expires_in": "3600"`), exactly as the endpoint sent it.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+impl TokenResponse {
+    /// Types the members of a token endpoint's JSON object; `None` without a string
+    /// `access_token`. Nothing is lost: a member of an unexpected type stays in `other`.
+    pub fn from_object(mut object: Map<String, Value>) -> Option<Self> {
+        let access_token = match object.remove("access_token") {
+            Some(Value::String(token)) => token,
+            _ => return None,
+        };
+        let mut take_string = |key: &str| match object.get(key) {
+            Some(Value::String(_)) => match object.remove(key) {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            },
+            _ => None,
+        };
+        let token_type = take_string("token_type");
+        let scope = take_string("scope");
+        let expires_in = match object.get("expires_in").and_then(Value::as_i64) {
+            Some(seconds) => {
+                object.remove("expires_in");
+                Some(seconds)
+            }
+            None => None,
+        };
+        Some(TokenResponse {
+            access_token,
+            token_type,
+            expires_in,
+            scope,
+            other: object,
+        })
+    }
+}
+
+/// The body of a token check (never a token: only whether one was obtained). A check that
+/// reached the token endpoint answers 200 either way; anything else is a problem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenCheck {
+    /// `"ok": false`. Listed first: its `classification` is required, so a passed check
+    /// never decodes as a failed one.
+    Failed(TokenCheckFailed),
+    /// `"ok": true`.
+    Passed(TokenCheckPassed),
+}
+
+impl TokenCheck {
+    pub fn ok(&self) -> bool {
+        matches!(self, TokenCheck::Passed(_))
+    }
+
+    pub fn diagnosis(&self) -> &Diagnosis {
+        match self {
+            TokenCheck::Failed(f) => &f.diagnosis,
+            TokenCheck::Passed(p) => &p.diagnosis,
+        }
+    }
+}
+
+/// The token endpoint issued a token (not shown).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheckPassed {
+    /// Always `true`.
+    pub ok: bool,
+    pub token_type: Option<String>,
+    pub expires_in: Option<i64>,
+    pub scope: Option<String>,
+    pub diagnosis: Diagnosis,
+}
+
+/// The token endpoint refused, or could not be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCheckFailed {
+    /// Always `false`.
+    pub ok: bool,
+    pub classification: FailureClass,
+    /// One sentence saying what went wrong.
+    pub explanation: String,
+    /// What the operator should do.
+    pub fix: String,
+    /// `None` when no HTTP answer came.
+    pub upstream_status: Option<u16>,
+    /// The OAuth error members of the answer (RFC 6749 §5.2).
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub error_uri: Option<String>,
+    pub diagnosis: Diagnosis,
+}
+
+/// What jwksd knows about a token request, for the caller and the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub token_endpoint: String,
+    pub kid: Option<String>,
+    /// How long the signing kid had been published when the request was made.
+    pub kid_published_for_seconds: Option<i64>,
+    pub audience: String,
+    pub scope: String,
+    pub attempts: u32,
+    /// Upstream `Date` minus local time, when the answer had a `Date` header.
+    pub clock_skew_seconds: Option<i64>,
+}
+
+/// The usual reasons a backend token request fails (see `tokens::classify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The EHR does not know this client_id.
+    UnknownClient,
+    /// The client is known but the key (or the JWKS URL) is not registered or allow-listed.
+    KeyNotRegistered,
+    /// The signing kid is so new that the EHR may still hold a cached JWKS without it.
+    KidNotYetSeen,
+    /// The scope asked for is not granted to this client.
+    InvalidScope,
+    /// The EHR's rate limit was hit.
+    RateLimited,
+    /// The EHR failed (5xx).
+    ServerError,
+    /// The token endpoint could not be reached or did not answer in time.
+    Unreachable,
+    /// Anything else; the upstream error says more.
+    Other,
+}
+
+/// Body of a token check: optionally a scope other than the client's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCheckRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_answer_keeps_every_member_it_does_not_type() {
+        let sent = serde_json::json!({
+            "access_token": "t", "token_type": "Bearer", "expires_in": "3600",
+            "scope": "system/Patient.read", "patient": 7
+        });
+        let Value::Object(object) = sent.clone() else {
+            unreachable!()
+        };
+        let typed = TokenResponse::from_object(object).unwrap();
+        assert_eq!(typed.expires_in, None, "a string expires_in stays as sent");
+        assert_eq!(serde_json::to_value(&typed).unwrap(), sent);
+        assert!(TokenResponse::from_object(Map::new()).is_none());
+    }
+
+    #[test]
+    fn a_passed_check_never_decodes_as_a_failed_one() {
+        let passed = TokenCheck::Passed(TokenCheckPassed {
+            ok: true,
+            token_type: Some("Bearer".into()),
+            expires_in: Some(300),
+            scope: None,
+            diagnosis: Diagnosis::default(),
+        });
+        let failed = TokenCheck::Failed(TokenCheckFailed {
+            ok: false,
+            classification: FailureClass::KidNotYetSeen,
+            explanation: "e".into(),
+            fix: "f".into(),
+            upstream_status: Some(401),
+            error: Some("invalid_client".into()),
+            error_description: None,
+            error_uri: None,
+            diagnosis: Diagnosis::default(),
+        });
+        for check in [passed, failed] {
+            let text = serde_json::to_string(&check).unwrap();
+            assert_eq!(serde_json::from_str::<TokenCheck>(&text).unwrap(), check);
+        }
+    }
+}

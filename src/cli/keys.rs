@@ -1,0 +1,70 @@
+//! `jwksd keys list|rotate|revoke`: the admin API's key operations, printed as a table or
+//! (`--json`) as the answer itself.
+
+use super::client::pretty;
+use super::{AdminArgs, KeysCommand};
+
+/// A time or name that may be absent, as the table shows it.
+fn or_dash(value: Option<&str>) -> &str {
+    value.unwrap_or("-")
+}
+
+/// Runs one `keys` subcommand.
+pub async fn run(args: &AdminArgs, command: KeysCommand) -> anyhow::Result<()> {
+    let client = args.client()?;
+    match command {
+        KeysCommand::List { keyset } => {
+            let answer = client.keys(&keyset).await?;
+            if args.json {
+                println!("{}", pretty(&answer)?);
+                return Ok(());
+            }
+            println!(
+                "{:<44} {:<8} {:<6} {:<21} {:<21} {:<21}",
+                "KID", "STATE", "ALG", "PUBLISHED", "ACTIVATED", "LEAVES JWKS"
+            );
+            for key in &answer.keys {
+                println!(
+                    "{:<44} {:<8} {:<6} {:<21} {:<21} {:<21}",
+                    key.kid,
+                    key.state.as_str(),
+                    key.alg,
+                    or_dash(key.published_at.as_deref()),
+                    or_dash(key.activated_at.as_deref()),
+                    or_dash(key.remove_at.as_deref()),
+                );
+            }
+        }
+        KeysCommand::Rotate { keyset, force } => {
+            let answer = client.rotate(&keyset, force).await?;
+            if args.json {
+                println!("{}", pretty(&answer)?);
+                return Ok(());
+            }
+            println!("now signing:   {}", answer.promoted);
+            println!("retired:       {}", or_dash(answer.retired.as_deref()));
+            println!("new next key:  {}", or_dash(answer.new_next.as_deref()));
+            warn(answer.warning.as_deref());
+        }
+        KeysCommand::Revoke { kid, reason } => {
+            let answer = client.revoke(&kid, reason).await?;
+            if args.json {
+                println!("{}", pretty(&answer)?);
+                return Ok(());
+            }
+            println!("revoked:       {}", answer.revoked);
+            if let Some(promoted) = &answer.promoted {
+                println!("now signing:   {promoted}");
+            }
+            println!("new next key:  {}", or_dash(answer.new_next.as_deref()));
+            warn(answer.warning.as_deref());
+        }
+    }
+    Ok(())
+}
+
+fn warn(warning: Option<&str>) {
+    if let Some(warning) = warning {
+        eprintln!("warning: {warning}");
+    }
+}

@@ -1,0 +1,238 @@
+//! The command line: the clap definitions (their doc comments are the `--help` text) and
+//! the dispatch to one module per command. `serve`, `check-config`, `backup` and
+//! `audit verify` work on the configuration and the store directly; `keys`, `token`,
+//! `doctor` and `register` are clients of a running service through [`client`];
+//! `healthcheck` is the container probe.
+//!
+//! This tree is the only part of the library that uses `anyhow`: its errors end up printed
+//! for a person by `main`, cause chain included.
+
+pub mod audit;
+pub mod backup;
+pub mod callers;
+pub mod client;
+pub mod doctor;
+pub mod healthcheck;
+pub mod keys;
+pub mod register;
+pub mod serve;
+pub mod token;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jwksd",
+    version,
+    about = "Keeps, rotates and publishes the signing keys of SMART on FHIR backend integrations"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service: the public JWKS listener and the private admin listener.
+    Serve {
+        /// TOML configuration file; without one, built-in defaults and JWKSD_ variables apply.
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Create a new key store on this first start although the master key is external
+        /// (never needed with the development master key in data_dir).
+        #[arg(long, env = "JWKSD_INIT")]
+        init: bool,
+        /// Authenticate a store written by a jwksd from before key rows carried MACs (once,
+        /// after checking `jwksd keys list` and `jwksd audit verify` show what you expect).
+        #[arg(long, env = "JWKSD_UPGRADE_STORE")]
+        upgrade_store: bool,
+    },
+    /// Validate the configuration and print what it resolves to, without starting.
+    CheckConfig {
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Write a consistent copy of the key store to FILE (safe while jwksd runs). The copy
+    /// holds only sealed private keys; back up the master key separately.
+    Backup {
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where to write the copy; must not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Exit 0 when the service answers ready (for container health probes).
+    Healthcheck {
+        /// Readiness URL to probe (default: /readyz on the configured public listener).
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Inspect, rotate and revoke keys of a running service.
+    Keys {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Get an access token for a client from the running service (prints the token).
+    Token {
+        /// The client (section name or client_id).
+        #[arg(long)]
+        client: String,
+        /// Scopes to ask for (default: the client's configured scope).
+        #[arg(long)]
+        scope: Option<String>,
+        /// Base URL of the private listener (default: server.private_listen of the
+        /// configuration, http://127.0.0.1:8081 without one).
+        #[arg(long, env = "JWKSD_SERVER")]
+        server: Option<String>,
+        /// The service's configuration file, for the private listener's address.
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the whole token response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a client's whole path as the EHR sees it, and explain each failure.
+    Doctor {
+        #[arg(long)]
+        client: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Print (and with --out, write) what the vendor's portal asks for.
+    Register {
+        #[arg(long)]
+        client: String,
+        #[arg(long, value_enum, default_value = "generic")]
+        vendor: crate::vendor::Vendor,
+        /// Directory to write jwks.json, one PEM per key and a README for the ticket.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Manage the bearer tokens of calling services.
+    Callers {
+        #[command(subcommand)]
+        command: CallersCommand,
+    },
+}
+
+/// How an admin command finds the service. Without `--server` and a token, both follow the
+/// service's own configuration (see [`client`]).
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Base URL of the private (admin) listener (default: server.private_listen of the
+    /// configuration, http://127.0.0.1:8081 without one).
+    #[arg(long, env = "JWKSD_SERVER", global = true)]
+    server: Option<String>,
+    /// The service's configuration file: the admin URL and token follow it.
+    #[arg(long, env = "JWKSD_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// File holding the admin token, when JWKSD_ADMIN_TOKEN is not set (default: where the
+    /// configuration puts it: server.admin_token_file or <data_dir>/admin.token).
+    #[arg(long, global = true)]
+    admin_token_file: Option<PathBuf>,
+    /// Print the raw JSON answer.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl AdminArgs {
+    /// The admin client these arguments name.
+    pub fn client(&self) -> anyhow::Result<client::Client> {
+        client::Client::admin(&client::Target {
+            server: self.server.clone(),
+            config: self.config.clone(),
+            admin_token_file: self.admin_token_file.clone(),
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// List the keys of a key set, newest first.
+    List {
+        #[arg(long, default_value = "default")]
+        keyset: String,
+    },
+    /// Promote the published next key; refused while it is younger than `prepublish`.
+    Rotate {
+        #[arg(long, default_value = "default")]
+        keyset: String,
+        /// Rotate even if the next key was published too recently (verifiers with a cached
+        /// JWKS may reject new assertions until their cache expires).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take a key out of the JWKS at once; it never signs again.
+    Revoke {
+        kid: String,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain of the store's audit trail; names the first bad record.
+    Verify {
+        #[arg(long, env = "JWKSD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CallersCommand {
+    /// Print a fresh 256-bit token and the SHA-256 to put in the configuration.
+    NewToken,
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            init,
+            upgrade_store,
+        } => serve::serve(config, init, upgrade_store).await,
+        Command::CheckConfig { config } => serve::check_config(config),
+        Command::Backup { config, out } => backup::backup(config, &out).await,
+        Command::Healthcheck { url, config } => healthcheck::healthcheck(url, config).await,
+        Command::Keys { admin, command } => keys::run(&admin, command).await,
+        Command::Token {
+            client,
+            scope,
+            server,
+            config,
+            json,
+        } => token::token(&client, scope, server, config, json).await,
+        Command::Doctor { client, admin } => doctor::run(&admin, &client).await,
+        Command::Register {
+            client,
+            vendor,
+            out,
+            admin,
+        } => register::run(&admin, &client, vendor, out.as_deref()).await,
+        Command::Audit {
+            command: AuditCommand::Verify { config },
+        } => audit::verify(config).await,
+        Command::Callers {
+            command: CallersCommand::NewToken,
+        } => {
+            callers::new_token();
+            Ok(())
+        }
+    }
+}
