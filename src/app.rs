@@ -25,6 +25,7 @@ use crate::http::{self, auth::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
 use crate::ratelimit::RateLimiter;
+use crate::signing::SigningService;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tokens::TokenService;
@@ -136,7 +137,7 @@ impl Application {
             admin_token: admin_hash,
             public_url: server.public_url.clone().unwrap_or_default(),
             access: RwLock::new(Arc::new(config.access.clone())),
-            audit,
+            signing: Arc::new(SigningService::new(keyring.clone(), audit)),
             limiter: RateLimiter::default(),
             tokens: tokens.clone(),
             metrics: Default::default(),

@@ -1,7 +1,10 @@
-//! Bearer-token authentication as a type in the handler signature.
+//! Who is asking, and for which client: bearer-token authentication as a type in the
+//! handler signature ([`AdminAuth`], [`CallerAuth`], which also admits a caller by its
+//! rate), and which caller may act for which client ([`permitted_client`]).
 //!
 //! Tokens are kept only as SHA-256 digests and compared in constant time, so neither the
-//! process memory nor a timing side channel gives a token away.
+//! process memory nor a timing side channel gives a token away. Refusals are
+//! [`AuthError`]s; `problem` maps them to HTTP.
 
 use std::future::{ready, Ready};
 
@@ -10,9 +13,34 @@ use actix_web::{web, FromRequest, HttpRequest};
 use aws_lc_rs::digest;
 use subtle::ConstantTimeEq;
 
-use super::problem::Problem;
 use super::State;
 use crate::config::CallerConfig;
+// The rule belongs to the signing service, which applies it to every assertion; the token
+// handler applies the same rule before a token request.
+pub use crate::signing::{permitted_client, AccessError};
+
+/// A request refused before its handler ran.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("send the admin token as Authorization: Bearer <token> (see server.admin_token)")]
+    NoAdminToken,
+    #[error("the admin token is not valid")]
+    BadAdminToken,
+    #[error("send the caller token as Authorization: Bearer <token>")]
+    NoCallerToken,
+    #[error("the caller token is not valid")]
+    BadCallerToken,
+    /// Over the caller's rate; `retry_after` in seconds.
+    #[error("caller {caller} may make {per_minute} requests per minute")]
+    RateLimited {
+        caller: String,
+        per_minute: u32,
+        retry_after: u64,
+    },
+    /// The route was mounted without the shared state (a wiring bug).
+    #[error("the request reached a handler without the service state")]
+    NoState,
+}
 
 /// SHA-256 of a bearer token.
 #[derive(Clone, Copy)]
@@ -52,19 +80,17 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 pub struct AdminAuth;
 
 impl FromRequest for AdminAuth {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Error = AuthError;
+    type Future = Ready<Result<Self, AuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<State>>() else {
-            return ready(Err(Problem::internal()));
+            return ready(Err(AuthError::NoState));
         };
         let result = match bearer(req) {
-            None => Err(Problem::unauthorized(
-                "send the admin token as Authorization: Bearer <token> (see server.admin_token)",
-            )),
+            None => Err(AuthError::NoAdminToken),
             Some(token) if state.admin_token.matches(&TokenHash::of(token)) => Ok(AdminAuth),
-            Some(_) => Err(Problem::unauthorized("the admin token is not valid")),
+            Some(_) => Err(AuthError::BadAdminToken),
         };
         ready(result)
     }
@@ -75,17 +101,15 @@ impl FromRequest for AdminAuth {
 pub struct CallerAuth(pub CallerConfig);
 
 impl FromRequest for CallerAuth {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Error = AuthError;
+    type Future = Ready<Result<Self, AuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<State>>() else {
-            return ready(Err(Problem::internal()));
+            return ready(Err(AuthError::NoState));
         };
         let Some(token) = bearer(req) else {
-            return ready(Err(Problem::unauthorized(
-                "send the caller token as Authorization: Bearer <token>",
-            )));
+            return ready(Err(AuthError::NoCallerToken));
         };
         let presented = TokenHash::of(token);
         let access = state.access();
@@ -97,7 +121,7 @@ impl FromRequest for CallerAuth {
             }
         }
         let Some(caller) = found else {
-            return ready(Err(Problem::unauthorized("the caller token is not valid")));
+            return ready(Err(AuthError::BadCallerToken));
         };
         // Every caller request counts against the caller's rate, refused or not.
         let admitted = state
@@ -107,7 +131,11 @@ impl FromRequest for CallerAuth {
                 caller.rate_limit_per_minute,
                 std::time::Instant::now(),
             )
-            .map_err(|retry_after| super::signing::rate_limited(&caller, retry_after));
+            .map_err(|retry_after| AuthError::RateLimited {
+                caller: caller.name.clone(),
+                per_minute: caller.rate_limit_per_minute,
+                retry_after,
+            });
         ready(admitted.map(|()| CallerAuth(caller)))
     }
 }

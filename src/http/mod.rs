@@ -1,11 +1,18 @@
 //! The HTTP layer: two listeners, their route tables, and the shared request state.
 //!
 //! The public listener serves only public things (JWKS, certificates, health) and is safe
-//! to expose to EHRs; the private listener carries the admin API (and later signing and
-//! tokens) and must stay internal. Handlers know actix and the keyring, never SQL.
+//! to expose to EHRs; the private listener carries signing, tokens, the admin API and
+//! metrics, and must stay internal. Handlers know actix, the services and the keyring's
+//! snapshot, never SQL; they speak the wire types of [`crate::api`].
+//!
+//! Handler modules ([`admin`], [`signing`], [`tokens`], [`public`], [`metrics`]) never
+//! import one another: what they share is here ([`State`], [`Metrics`], health), in
+//! [`auth`] (who is asking, for which client), [`body`] (JSON bodies), [`limits`] (body
+//! size and deadline) and [`problem`] (every refusal, mapped once).
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
@@ -13,18 +20,19 @@ pub mod public;
 pub mod signing;
 pub mod tokens;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use crate::audit::AuditWriter;
+use crate::api::Health;
 use crate::config::Access;
 use crate::keyring::Keyring;
 use crate::ratelimit::RateLimiter;
+use crate::signing::SigningService;
 use crate::tokens::TokenService;
 use auth::TokenHash;
-use problem::Problem;
+use problem::{Problem, Unready};
 
 /// What every handler can reach.
 pub struct State {
@@ -35,10 +43,28 @@ pub struct State {
     pub public_url: String,
     /// Clients and callers; replaced whole on reload.
     pub access: RwLock<Arc<Access>>,
-    pub audit: AuditWriter,
+    /// Signs and records every assertion, for callers and for token requests.
+    pub signing: Arc<SigningService>,
     pub limiter: RateLimiter,
     pub tokens: Arc<TokenService>,
-    pub metrics: metrics::Metrics,
+    pub metrics: Metrics,
+}
+
+/// Request counters, bumped by the handlers and read by `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub jwks_served: AtomicU64,
+    pub jwks_not_modified: AtomicU64,
+    pub assertions_issued: AtomicU64,
+    pub tokens_from_cache: AtomicU64,
+    pub tokens_fetched: AtomicU64,
+    pub token_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl State {
@@ -96,29 +122,17 @@ pub fn health_routes(cfg: &mut web::ServiceConfig) {
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "status": "ok" }))
+        .json(Health::ok())
 }
 
 async fn readyz(state: web::Data<State>) -> Result<HttpResponse, Problem> {
     if let Err(e) = state.keyring.store().ping().await {
-        tracing::error!(error = %e, "readiness: the store cannot commit");
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Not Ready",
-            "the key store cannot commit a write (unreachable, or the disk is full)",
-        )
-        .with_retry_after(problem::STORAGE_RETRY_AFTER));
+        return Err(Unready::Store(e).into());
     }
     if !state.keyring.is_ready() {
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Not Ready",
-            "a key set has no signing key yet",
-        ));
+        return Err(Unready::NoSigningKey.into());
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "status": "ready" })))
+        .json(Health::ready()))
 }
