@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::auth::AdminAuth;
 use super::body::optional_json;
 use super::problem::Problem;
-use super::State;
+use super::state::State;
 use crate::api::{
     AuditEntry, AuditPage, AuditQuery, ClientInfo, ClientList, KeyInfo, KeyList, KeysetInfo,
     KeysetList, Revocation, RevokeRequest, RotateQuery, RotateRequest, Rotation, TokenCheck,

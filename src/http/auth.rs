@@ -10,10 +10,10 @@ use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use aws_lc_rs::digest;
-use subtle::ConstantTimeEq;
 
-use super::State;
+// Kept beside the state that holds the admin token's; named here too, where it is used.
+use super::state::State;
+pub use super::state::TokenHash;
 use crate::config::CallerConfig;
 // The rule belongs to the signing service, which applies it to every assertion; the token
 // handler applies the same rule before a token request.
@@ -40,29 +40,6 @@ pub enum AuthError {
     /// The route was mounted without the shared state (a wiring bug).
     #[error("the request reached a handler without the service state")]
     NoState,
-}
-
-/// SHA-256 of a bearer token.
-#[derive(Clone, Copy)]
-pub struct TokenHash([u8; 32]);
-
-impl TokenHash {
-    pub fn of(token: &str) -> Self {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-        TokenHash(out)
-    }
-
-    /// Constant-time comparison.
-    pub fn matches(&self, other: &TokenHash) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl std::fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHash([elided])")
-    }
 }
 
 /// The bearer token of a request, if it has a well-formed `Authorization: Bearer` header.
@@ -116,7 +93,7 @@ impl FromRequest for CallerAuth {
         // Compare against every caller, without stopping at a match.
         let mut found = None;
         for caller in access.callers.values() {
-            if presented.matches(&TokenHash(caller.token_sha256)) {
+            if presented.matches(&TokenHash::from_sha256(caller.token_sha256)) {
                 found = Some(caller.clone());
             }
         }

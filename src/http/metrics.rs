@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, HttpResponse};
 
-use super::State;
+use super::state::State;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").get(metrics));

@@ -178,8 +178,8 @@ pub struct Problem {
     pub retry_after: Option<i64>,
     /// Set on internal failures: the id logged with the cause.
     pub error_id: Option<String>,
-    /// Set when a token endpoint refused.
-    pub upstream: Option<api::UpstreamFailure>,
+    /// Set when a token endpoint refused (boxed: it is large, and most problems have none).
+    pub upstream: Option<Box<api::UpstreamFailure>>,
 }
 
 impl Problem {
@@ -235,7 +235,7 @@ impl Problem {
             detail: self.detail.clone(),
             retry_after: self.retry_after,
             error_id: self.error_id.clone(),
-            upstream: self.upstream.clone(),
+            upstream: self.upstream.as_deref().cloned(),
         }
     }
 
@@ -454,7 +454,7 @@ impl From<TokenError> for Problem {
                     kind,
                     format!("the token endpoint refused: {}", class.explanation()),
                 );
-                problem.upstream = Some(api::UpstreamFailure {
+                problem.upstream = Some(Box::new(api::UpstreamFailure {
                     classification: class,
                     fix: class.fix().to_owned(),
                     upstream_status: status,
@@ -462,7 +462,7 @@ impl From<TokenError> for Problem {
                     error_description,
                     error_uri,
                     diagnosis: *diagnosis,
-                });
+                }));
                 match retry_after {
                     Some(seconds) => problem.with_retry_after(seconds as i64),
                     None => problem,

@@ -7,8 +7,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::problem::Problem;
-use super::Metrics;
-use super::State;
+use super::state::{Metrics, State};
 use crate::config::{is_valid_keyset_name, DEFAULT_KEYSET};
 use crate::keyring::PublishedJwks;
 

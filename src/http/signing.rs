@@ -14,7 +14,7 @@ use super::auth::CallerAuth;
 use super::body::parse_json_body;
 
 use super::problem::Problem;
-use super::{Metrics, State};
+use super::state::{Metrics, State};
 use crate::api::{AssertionRequest, AssertionResponse};
 use crate::assertion::CLIENT_ASSERTION_TYPE;
 

@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::auth::{permitted_client, CallerAuth};
 use super::body::parse_json_body;
 use super::problem::Problem;
-use super::{Metrics, State};
+use super::state::{Metrics, State};
 use crate::api::TokenRequest;
 use crate::tokens::{resolve_scope, TokenContext};
 
