@@ -72,3 +72,123 @@ async fn readyz(state: web::Data<state::State>) -> Result<HttpResponse, Problem>
         .insert_header(("Cache-Control", "no-store"))
         .json(Health::ready()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, RwLock};
+
+    use actix_web::middleware::ErrorHandlers;
+    use actix_web::{test, web, App};
+
+    use super::state::{State, TokenHash};
+    use crate::api;
+    use crate::audit::AuditWriter;
+    use crate::keyring::Keyring;
+    use crate::keys::MasterKey;
+    use crate::signing::SigningService;
+    use crate::store::sqlite::SqliteStore;
+    use crate::tokens::{outbound_client, TokenService};
+
+    const CALLER_TOKEN: &str = "caller-token-for-the-no-key-test";
+
+    /// Through configuration a client's key set always runs with a signing key (reloads
+    /// refuse a client of a key set that does not run, and the keyring brings every key set
+    /// to a signing key before serving), so the keyring here runs without the client's key
+    /// set.
+    #[actix_web::test]
+    async fn assertions_and_tokens_answer_no_signing_key_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("jwksd.toml");
+        let hash = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            CALLER_TOKEN.as_bytes(),
+        ));
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"
+[keysets.default]
+alg = "ES256"
+
+[clients.ecw]
+client_id = "ecw-client-id"
+keyset = "default"
+token_endpoint = "http://127.0.0.1:9/token"
+
+[callers.billing]
+token_sha256 = "{hash}"
+clients = ["ecw"]
+"#
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(Some(&config_path), Vec::new()).unwrap();
+        let master = Arc::new(MasterKey::generate().0);
+        let store = SqliteStore::open(&dir.path().join("jwksd.db"), true, Some(master.clone()))
+            .await
+            .unwrap();
+        let keyring = Arc::new(
+            Keyring::open(
+                Arc::new(store),
+                master,
+                BTreeMap::new(),
+                true,
+                false,
+                crate::unix_now(),
+            )
+            .await
+            .unwrap(),
+        );
+        let audit = AuditWriter::start(keyring.store().clone());
+        let state = web::Data::new(State {
+            keyring: keyring.clone(),
+            admin_token: TokenHash::of("admin"),
+            public_url: String::new(),
+            access: RwLock::new(Arc::new(config.access.clone())),
+            signing: Arc::new(SigningService::new(keyring, audit)),
+            limiter: Default::default(),
+            tokens: Arc::new(TokenService::new(
+                outbound_client().unwrap(),
+                crate::system_clock(),
+            )),
+            metrics: Default::default(),
+        });
+        let app = test::init_service(
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(super::problem::ensure_problem))
+                .app_data(state)
+                .configure(super::common)
+                .configure(super::signing::routes)
+                .configure(super::tokens::routes),
+        )
+        .await;
+        let mut answers = Vec::new();
+        for path in ["/v1/assertions", "/v1/tokens"] {
+            let request = test::TestRequest::post()
+                .uri(path)
+                .insert_header(("Authorization", format!("Bearer {CALLER_TOKEN}")))
+                .set_json(serde_json::json!({ "client_id": "ecw" }))
+                .to_request();
+            let response = test::call_service(&app, request).await;
+            let status = response.status().as_u16();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+            let body: api::Problem = test::read_body_json(response).await;
+            answers.push((status, retry_after, content_type, body));
+        }
+        let (status, retry_after, content_type, problem) = &answers[0];
+        assert_eq!(*status, 503);
+        assert_eq!(retry_after.as_deref(), Some("5"));
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        assert_eq!(problem.slug(), "no-current-key");
+        assert_eq!(problem.retry_after, Some(5));
+        assert_eq!(problem.detail, "key set default has no usable key yet");
+        assert_eq!(answers[0], answers[1], "one answer on both paths");
+    }
+}
