@@ -28,6 +28,7 @@ use crate::http::{self, auth::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
 use crate::ratelimit::RateLimiter;
+use crate::signing::SigningService;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tokens::TokenService;
@@ -185,7 +186,7 @@ impl Application {
                 .as_ref()
                 .map_or_else(String::new, |url| url.as_str().to_owned()),
             access: RwLock::new(Arc::new(config.access.clone())),
-            audit,
+            signing: Arc::new(SigningService::new(keyring.clone(), audit)),
             limiter: RateLimiter::default(),
             tokens: tokens.clone(),
             metrics: Default::default(),

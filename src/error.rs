@@ -37,9 +37,6 @@ pub enum Error {
     /// The key is already out of the JWKS.
     #[error("key {kid} is already {state}; only published keys can be revoked")]
     NotRevocable { kid: String, state: KeyState },
-    /// No key of the key set can sign right now.
-    #[error("key set {0:?} has no current key")]
-    NoCurrentKey(String),
     /// The stored keys failed an integrity check: the wrong master key, or an edited row.
     #[error("{0}")]
     Integrity(String),

@@ -17,6 +17,9 @@
 //! - [`keyring`]: start-up integrity checks, the in-memory snapshot readers use, and the
 //!   one writer that applies lifecycle decisions to the store.
 //! - [`ratelimit`]: per-caller token buckets.
+//! - [`signing`]: the signing service: the rules of an assertion (who may sign for which
+//!   client, audience, lifetime, which key) and its audit record before the answer; used by
+//!   `POST /v1/assertions` and the token exchange alike.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
 //! - [`api`]: the wire types of every route (requests, answers, problem+json), shared by the
 //!   handlers, the command-line clients and the tests.
@@ -44,6 +47,7 @@ pub mod keys;
 pub mod logging;
 pub mod ratelimit;
 pub mod rotation;
+pub mod signing;
 pub mod store;
 pub mod tokens;
 pub mod trail;

@@ -1,19 +1,27 @@
-//! The admin API on the private listener: list key sets and keys, rotate, revoke.
+//! The admin API on the private listener: key sets and keys, rotate, revoke, clients, the
+//! audit trail, a key set's JWKS, and the uncached token check behind `jwksd doctor`.
 //!
 //! Every handler takes an [`AdminAuth`], so an unauthenticated request never reaches one.
 //! Mutations answer only after the store has committed (SQLite `synchronous=FULL`).
 
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::auth::AdminAuth;
+use super::body::optional_json;
 use super::problem::Problem;
-use super::State;
+use super::state::State;
+use crate::api::{
+    AuditEntry, AuditPage, AuditQuery, ClientInfo, ClientList, KeyInfo, KeyList, KeysetInfo,
+    KeysetList, Revocation, RevokeRequest, RotateQuery, RotateRequest, Rotation, TokenCheck,
+    TokenCheckFailed, TokenCheckPassed, TokenCheckRequest,
+};
 use crate::config::is_valid_keyset_name;
-use crate::keyring::{KeysetView, Snapshot};
+use crate::keyring::{KeysetView, RevocationOutcome, RotationOutcome, Snapshot};
 use crate::rotation::{KeyRecord, KeyState, UnixTime};
+use crate::tokens::{TokenContext, TokenError};
 
 /// Largest body the admin API reads (its bodies are a few optional flags).
 const BODY_LIMIT: usize = 4096;
@@ -28,9 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/keysets/{keyset}/jwks").get(keyset_jwks))
             .service(web::resource("/clients").get(list_clients))
             .service(web::resource("/audit").get(audit))
-            .service(
-                web::resource("/clients/{client}/token-check").post(super::tokens::token_check),
-            ),
+            .service(web::resource("/clients/{client}/token-check").post(token_check)),
     );
 }
 
@@ -39,42 +45,33 @@ fn rfc3339(t: Option<UnixTime>) -> Option<String> {
         .and_then(|t| t.format(&Rfc3339).ok())
 }
 
-/// A key as the admin API shows it.
-#[derive(Serialize)]
-struct KeyView {
-    kid: String,
-    keyset: String,
-    alg: &'static str,
-    state: &'static str,
-    created_at: Option<String>,
-    published_at: Option<String>,
-    activated_at: Option<String>,
-    retired_at: Option<String>,
-    remove_at: Option<String>,
-    revoked_at: Option<String>,
-    /// Path of the certificate on the public listener, while the key is published.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    certificate_url: Option<String>,
+fn api_state(state: KeyState) -> crate::api::KeyState {
+    match state {
+        KeyState::Next => crate::api::KeyState::Next,
+        KeyState::Current => crate::api::KeyState::Current,
+        KeyState::Retired => crate::api::KeyState::Retired,
+        KeyState::Removed => crate::api::KeyState::Removed,
+        KeyState::Revoked => crate::api::KeyState::Revoked,
+    }
 }
 
-impl KeyView {
-    fn new(r: &KeyRecord, public_base: &str) -> Self {
-        KeyView {
-            kid: r.kid.clone(),
-            keyset: r.keyset.clone(),
-            alg: r.alg.as_str(),
-            state: r.state.as_str(),
-            created_at: rfc3339(Some(r.created_at)),
-            published_at: rfc3339(Some(r.published_at)),
-            activated_at: rfc3339(r.activated_at),
-            retired_at: rfc3339(r.retired_at),
-            remove_at: rfc3339(r.remove_at),
-            revoked_at: rfc3339(r.revoked_at),
-            certificate_url: r
-                .state
-                .is_published()
-                .then(|| format!("{public_base}/certs/{}.pem", r.kid)),
-        }
+/// A key as the admin API shows it.
+fn key_info(r: &KeyRecord, public_base: &str) -> KeyInfo {
+    KeyInfo {
+        kid: r.kid.clone(),
+        keyset: r.keyset.clone(),
+        alg: r.alg.as_str().to_owned(),
+        state: api_state(r.state),
+        created_at: rfc3339(Some(r.created_at)),
+        published_at: rfc3339(Some(r.published_at)),
+        activated_at: rfc3339(r.activated_at),
+        retired_at: rfc3339(r.retired_at),
+        remove_at: rfc3339(r.remove_at),
+        revoked_at: rfc3339(r.revoked_at),
+        certificate_url: r
+            .state
+            .is_published()
+            .then(|| format!("{public_base}/certs/{}.pem", r.kid)),
     }
 }
 
@@ -98,7 +95,7 @@ fn keyset_view<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a KeysetView,
 async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
     let snapshot = state.keyring.snapshot();
     let base = state.public_base();
-    let keysets: Vec<_> = snapshot
+    let keysets = snapshot
         .keysets
         .values()
         .map(|view| {
@@ -110,22 +107,23 @@ async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
                     .map(|r| r.kid.clone())
                     .next_back()
             };
-            serde_json::json!({
-                "name": c.name,
-                "alg": c.alg.as_str(),
-                "rsa_bits": matches!(c.alg.family(), crate::keys::KeyFamily::Rsa).then(|| c.rsa_bits.bits()),
-                "rotation_period_seconds": c.timing.rotation_period,
-                "jwks_max_age_seconds": c.timing.jwks_max_age,
-                "prepublish_seconds": c.timing.prepublish,
-                "retire_grace_seconds": c.timing.retire_grace,
-                "cert_subject": c.cert_subject,
-                "jwks_url": format!("{base}/jwks/{}.json", c.name),
-                "current_kid": of_state(KeyState::Current),
-                "next_kid": of_state(KeyState::Next),
-            })
+            KeysetInfo {
+                name: c.name.clone(),
+                alg: c.alg.as_str().to_owned(),
+                rsa_bits: matches!(c.alg.family(), crate::keys::KeyFamily::Rsa)
+                    .then(|| c.rsa_bits.bits()),
+                rotation_period_seconds: c.timing.rotation_period,
+                jwks_max_age_seconds: c.timing.jwks_max_age,
+                prepublish_seconds: c.timing.prepublish,
+                retire_grace_seconds: c.timing.retire_grace,
+                cert_subject: c.cert_subject.clone(),
+                jwks_url: format!("{base}/jwks/{}.json", c.name),
+                current_kid: of_state(KeyState::Current),
+                next_kid: of_state(KeyState::Next),
+            }
         })
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "keysets": keysets }))
+    HttpResponse::Ok().json(KeysetList { keysets })
 }
 
 async fn list_keys(
@@ -136,55 +134,42 @@ async fn list_keys(
     let snapshot = state.keyring.snapshot();
     let view = keyset_view(&snapshot, &keyset)?;
     let base = state.public_base();
-    let keys: Vec<_> = view
+    let keys = view
         .records
         .iter()
         .rev()
-        .map(|r| KeyView::new(r, &base))
+        .map(|r| key_info(r, &base))
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "keys": keys })))
+    Ok(HttpResponse::Ok().json(KeyList { keys }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateQuery {
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RevokeBody {
-    /// Why; recorded in the audit trail (first 500 characters).
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// Reads an optional JSON body: empty is fine, anything else is read like every JSON body
-/// (415, 400, 422; see `signing::parse_json_body`).
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+/// Largest body the admin API reads (its bodies are a few optional flags).
+fn admin_body<T: serde::de::DeserializeOwned + Default>(
     req: &HttpRequest,
     body: &[u8],
 ) -> Result<T, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
+    Ok(optional_json(req, body, "admin", BODY_LIMIT)?)
+}
+
+fn rotation(o: RotationOutcome) -> Rotation {
+    Rotation {
+        keyset: o.keyset,
+        promoted: o.promoted,
+        retired: o.retired,
+        new_next: o.new_next,
+        forced: o.forced,
+        warning: o.warning,
     }
-    if body.len() > BODY_LIMIT {
-        return Err(Problem::new(
-            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Payload Too Large",
-            format!("admin request bodies are at most {BODY_LIMIT} bytes"),
-        ));
+}
+
+fn revocation(o: RevocationOutcome) -> Revocation {
+    Revocation {
+        keyset: o.keyset,
+        revoked: o.revoked,
+        promoted: o.promoted,
+        new_next: o.new_next,
+        warning: o.warning,
     }
-    super::signing::parse_json_body(req, body)
 }
 
 async fn rotate(
@@ -196,7 +181,7 @@ async fn rotate(
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
     let name = valid_keyset(&keyset)?;
-    let body: RotateBody = optional_json(&req, &body)?;
+    let body: RotateRequest = admin_body(&req, &body)?;
     let force = query.force || body.force;
     let keyring = state.keyring.clone();
     let name = name.to_owned();
@@ -206,7 +191,7 @@ async fn rotate(
         tokio::spawn(async move { keyring.rotate(&name, force, crate::unix_now()).await })
             .await
             .map_err(|e| crate::error::Error::Task(e.to_string()))??;
-    Ok(HttpResponse::Ok().json(outcome))
+    Ok(HttpResponse::Ok().json(rotation(outcome)))
 }
 
 async fn revoke(
@@ -216,7 +201,7 @@ async fn revoke(
     kid: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
-    let body: RevokeBody = optional_json(&req, &body)?;
+    let body: RevokeRequest = admin_body(&req, &body)?;
     if kid.len() > 64 {
         return Err(Problem::from(crate::error::Error::UnknownKid(
             "(too long)".into(),
@@ -233,19 +218,7 @@ async fn revoke(
     })
     .await
     .map_err(|e| crate::error::Error::Task(e.to_string()))??;
-    Ok(HttpResponse::Ok().json(outcome))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditQuery {
-    since: Option<String>,
-    client: Option<String>,
-    caller: Option<String>,
-    kid: Option<String>,
-    event: Option<String>,
-    cursor: Option<String>,
-    limit: Option<u32>,
+    Ok(HttpResponse::Ok().json(revocation(outcome)))
 }
 
 /// Most records one page returns.
@@ -303,33 +276,37 @@ async fn audit(
         .keyring
         .store()
         .audit_page(&filter, after, limit)
-        .await
-        .map_err(|e| Problem::from(crate::error::Error::Store(e)))?;
+        .await?;
     let next_cursor = (records.len() as u32 == limit)
         .then(|| records.last().map(|r| r.seq.to_string()))
         .flatten();
-    let records: Vec<_> = records
+    let records = records
         .iter()
         .map(|r| {
             let e = &r.event;
-            serde_json::json!({
-                "seq": r.seq,
-                "time": rfc3339(Some(e.time)),
-                "event": e.event,
-                "caller": e.caller,
-                "client_id": e.client_id,
-                "keyset": e.keyset,
-                "kid": e.kid,
-                "jti": e.jti,
-                "audience": e.audience,
-                "expires_at": rfc3339(e.expires_at),
-                "detail": e.detail.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
-                "hash": r.hash,
-            })
+            AuditEntry {
+                seq: r.seq,
+                time: rfc3339(Some(e.time)),
+                event: e.event.clone(),
+                caller: e.caller.clone(),
+                client_id: e.client_id.clone(),
+                keyset: e.keyset.clone(),
+                kid: e.kid.clone(),
+                jti: e.jti.clone(),
+                audience: e.audience.clone(),
+                expires_at: rfc3339(e.expires_at),
+                detail: e
+                    .detail
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str(d).ok()),
+                hash: r.hash.clone(),
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({ "records": records, "next_cursor": next_cursor })))
+    Ok(HttpResponse::Ok().json(AuditPage {
+        records,
+        next_cursor,
+    }))
 }
 
 /// The key set's JWKS as published, for tools that run beside jwksd (`jwksd register`).
@@ -349,22 +326,76 @@ async fn keyset_jwks(
 async fn list_clients(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
     let access = state.access();
     let base = state.public_base();
-    let clients: Vec<_> = access
+    let clients = access
         .clients
         .values()
-        .map(|c| {
-            serde_json::json!({
-                "name": c.name,
-                "client_id": c.client_id,
-                "keyset": c.keyset,
-                "token_endpoint": c.token_endpoint,
-                "audiences": c.audiences,
-                "fhir_base_url": c.fhir_base_url,
-                "scope": c.scope,
-                "assertion_lifetime_seconds": c.assertion_lifetime,
-                "jwks_url": format!("{base}/jwks/{}.json", c.keyset),
-            })
+        .map(|c| ClientInfo {
+            name: c.name.clone(),
+            client_id: c.client_id.clone(),
+            keyset: c.keyset.clone(),
+            token_endpoint: c.token_endpoint.as_ref().map(|u| u.as_str().to_owned()),
+            audiences: c.audiences.clone(),
+            fhir_base_url: c.fhir_base_url.as_ref().map(|u| u.as_str().to_owned()),
+            scope: c.scope.clone(),
+            assertion_lifetime_seconds: c.assertion_lifetime,
+            jwks_url: format!("{base}/jwks/{}.json", c.keyset),
         })
         .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "clients": clients }))
+    HttpResponse::Ok().json(ClientList { clients })
+}
+
+/// A real, uncached token request whose token is not returned: only whether it worked,
+/// and if not, the classified failure.
+async fn token_check(
+    _: AdminAuth,
+    req: HttpRequest,
+    state: web::Data<State>,
+    client: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let request: TokenCheckRequest = admin_body(&req, &body)?;
+    let access = state.access();
+    let client = access
+        .client(&client)
+        .ok_or_else(|| Problem::not_found("no client by that name is configured"))?;
+    let scope = request
+        .scope
+        .or_else(|| client.scope.clone())
+        .unwrap_or_default();
+    let ctx = TokenContext {
+        signing: &state.signing,
+        caller: "admin",
+    };
+    let check = match state.tokens.fresh_token(&ctx, client, &scope).await {
+        Ok(answer) => TokenCheck::Passed(TokenCheckPassed {
+            ok: true,
+            token_type: answer.body.token_type,
+            expires_in: answer.body.expires_in,
+            scope: answer.body.scope,
+            diagnosis: answer.diagnosis,
+        }),
+        Err(TokenError::Upstream {
+            class,
+            status,
+            error,
+            error_description,
+            error_uri,
+            diagnosis,
+            ..
+        }) => TokenCheck::Failed(TokenCheckFailed {
+            ok: false,
+            classification: class,
+            explanation: class.explanation().to_owned(),
+            fix: class.fix().to_owned(),
+            upstream_status: status,
+            error,
+            error_description,
+            error_uri,
+            diagnosis: *diagnosis,
+        }),
+        Err(other) => return Err(other.into()),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(check))
 }

@@ -1,46 +1,45 @@
-//! Bearer-token authentication as a type in the handler signature.
+//! Who is asking, and for which client: bearer-token authentication as a type in the
+//! handler signature ([`AdminAuth`], [`CallerAuth`], which also admits a caller by its
+//! rate), and which caller may act for which client ([`permitted_client`]).
 //!
 //! Tokens are kept only as SHA-256 digests and compared in constant time, so neither the
-//! process memory nor a timing side channel gives a token away.
+//! process memory nor a timing side channel gives a token away. Refusals are
+//! [`AuthError`]s; `problem` maps them to HTTP.
 
 use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
-use aws_lc_rs::digest;
-use subtle::ConstantTimeEq;
 
-use super::problem::Problem;
-use super::State;
+// Kept beside the state that holds the admin token's; named here too, where it is used.
+use super::state::State;
+pub use super::state::TokenHash;
 use crate::config::CallerConfig;
+// The rule belongs to the signing service, which applies it to every assertion; the token
+// handler applies the same rule before a token request.
+pub use crate::signing::{permitted_client, AccessError};
 
-/// SHA-256 of a bearer token.
-#[derive(Clone, Copy)]
-pub struct TokenHash([u8; 32]);
-
-impl TokenHash {
-    pub fn of(token: &str) -> Self {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-        TokenHash(out)
-    }
-
-    /// A digest computed elsewhere (the configuration keeps an inline admin token only as
-    /// its SHA-256).
-    pub fn from_sha256(digest: [u8; 32]) -> Self {
-        TokenHash(digest)
-    }
-
-    /// Constant-time comparison.
-    pub fn matches(&self, other: &TokenHash) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
-
-impl std::fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHash([elided])")
-    }
+/// A request refused before its handler ran.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("send the admin token as Authorization: Bearer <token> (see server.admin_token)")]
+    NoAdminToken,
+    #[error("the admin token is not valid")]
+    BadAdminToken,
+    #[error("send the caller token as Authorization: Bearer <token>")]
+    NoCallerToken,
+    #[error("the caller token is not valid")]
+    BadCallerToken,
+    /// Over the caller's rate; `retry_after` in seconds.
+    #[error("caller {caller} may make {per_minute} requests per minute")]
+    RateLimited {
+        caller: String,
+        per_minute: u32,
+        retry_after: u64,
+    },
+    /// The route was mounted without the shared state (a wiring bug).
+    #[error("the request reached a handler without the service state")]
+    NoState,
 }
 
 /// The bearer token of a request, if it has a well-formed `Authorization: Bearer` header.
@@ -58,19 +57,17 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 pub struct AdminAuth;
 
 impl FromRequest for AdminAuth {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Error = AuthError;
+    type Future = Ready<Result<Self, AuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<State>>() else {
-            return ready(Err(Problem::internal()));
+            return ready(Err(AuthError::NoState));
         };
         let result = match bearer(req) {
-            None => Err(Problem::unauthorized(
-                "send the admin token as Authorization: Bearer <token> (see server.admin_token)",
-            )),
+            None => Err(AuthError::NoAdminToken),
             Some(token) if state.admin_token.matches(&TokenHash::of(token)) => Ok(AdminAuth),
-            Some(_) => Err(Problem::unauthorized("the admin token is not valid")),
+            Some(_) => Err(AuthError::BadAdminToken),
         };
         ready(result)
     }
@@ -81,29 +78,27 @@ impl FromRequest for AdminAuth {
 pub struct CallerAuth(pub CallerConfig);
 
 impl FromRequest for CallerAuth {
-    type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Error = AuthError;
+    type Future = Ready<Result<Self, AuthError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<State>>() else {
-            return ready(Err(Problem::internal()));
+            return ready(Err(AuthError::NoState));
         };
         let Some(token) = bearer(req) else {
-            return ready(Err(Problem::unauthorized(
-                "send the caller token as Authorization: Bearer <token>",
-            )));
+            return ready(Err(AuthError::NoCallerToken));
         };
         let presented = TokenHash::of(token);
         let access = state.access();
         // Compare against every caller, without stopping at a match.
         let mut found = None;
         for caller in access.callers.values() {
-            if presented.matches(&TokenHash(caller.token_sha256)) {
+            if presented.matches(&TokenHash::from_sha256(caller.token_sha256)) {
                 found = Some(caller.clone());
             }
         }
         let Some(caller) = found else {
-            return ready(Err(Problem::unauthorized("the caller token is not valid")));
+            return ready(Err(AuthError::BadCallerToken));
         };
         // Every caller request counts against the caller's rate, refused or not.
         let admitted = state
@@ -113,7 +108,11 @@ impl FromRequest for CallerAuth {
                 caller.rate_limit_per_minute,
                 std::time::Instant::now(),
             )
-            .map_err(|retry_after| super::signing::rate_limited(&caller, retry_after));
+            .map_err(|retry_after| AuthError::RateLimited {
+                caller: caller.name.clone(),
+                per_minute: caller.rate_limit_per_minute,
+                retry_after,
+            });
         ready(admitted.map(|()| CallerAuth(caller)))
     }
 }

@@ -18,13 +18,23 @@ use std::time::Duration;
 
 use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, ResponseError};
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
 
-use super::problem::Problem;
+/// A body refused before the handler ran. `problem` maps it to HTTP (and implements
+/// `ResponseError` for it, so this module needs nothing from there).
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    #[error("the request body is larger than this endpoint accepts ({max_bytes} bytes)")]
+    TooLarge { max_bytes: usize },
+    #[error("the request body could not be read (malformed chunked encoding?)")]
+    Broken,
+    #[error("the request body did not arrive within {}", humantime::format_duration(*.deadline))]
+    Timeout { deadline: Duration },
+}
 
 /// How much body a listener accepts, and how long it waits for it.
 #[derive(Clone, Debug)]
@@ -82,9 +92,9 @@ pub async fn guard_body<B: MessageBody + Unpin + 'static>(
     if declared == Declared::None {
         return Ok(passed(next.call(req).await?, None));
     }
-    let refuse = |req: ServiceRequest, payload: Payload, problem: Problem| {
+    let refuse = |req: ServiceRequest, payload: Payload, refusal: LimitError| {
         let (http, _) = req.into_parts();
-        let mut response = problem.error_response();
+        let mut response = refusal.error_response();
         response
             .head_mut()
             .set_connection_type(actix_web::http::ConnectionType::Close);
@@ -102,7 +112,7 @@ pub async fn guard_body<B: MessageBody + Unpin + 'static>(
     };
     if let Declared::Length(length) = declared {
         if length > max_bytes as u64 {
-            return refuse(req, payload, too_large(max_bytes));
+            return refuse(req, payload, LimitError::TooLarge { max_bytes });
         }
     }
     match tokio::time::timeout(policy.deadline, read_body(&mut payload, max_bytes)).await {
@@ -110,26 +120,14 @@ pub async fn guard_body<B: MessageBody + Unpin + 'static>(
             req.set_payload(Payload::from(body.freeze()));
             Ok(passed(next.call(req).await?, None))
         }
-        Ok(Err(BodyError::TooLarge)) => refuse(req, payload, too_large(max_bytes)),
-        Ok(Err(BodyError::Broken)) => refuse(
-            req,
-            payload,
-            Problem::bad_request(
-                "the request body could not be read (malformed chunked encoding?)",
-            ),
-        ),
+        Ok(Err(BodyError::TooLarge)) => refuse(req, payload, LimitError::TooLarge { max_bytes }),
+        Ok(Err(BodyError::Broken)) => refuse(req, payload, LimitError::Broken),
         Err(_elapsed) => refuse(
             req,
             payload,
-            Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body-timeout",
-                "Request Timeout",
-                format!(
-                    "the request body did not arrive within {}",
-                    humantime::format_duration(policy.deadline)
-                ),
-            ),
+            LimitError::Timeout {
+                deadline: policy.deadline,
+            },
         ),
     }
 }
@@ -154,15 +152,6 @@ fn declared_length(req: &ServiceRequest) -> Declared {
         None | Some(0) => Declared::None,
         Some(n) => Declared::Length(n),
     }
-}
-
-fn too_large(max_bytes: usize) -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
-        "Payload Too Large",
-        format!("the request body is larger than this endpoint accepts ({max_bytes} bytes)"),
-    )
 }
 
 enum BodyError {

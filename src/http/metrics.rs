@@ -1,29 +1,13 @@
 //! `GET /metrics` on the private listener: Prometheus text format (exposition format
-//! 0.0.4), counters kept in atomics, key counts read from the snapshot at scrape time.
+//! 0.0.4): the counters the handlers bump (`State::metrics`), key counts read from the
+//! snapshot at scrape time.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{web, HttpResponse};
 
-use super::State;
-
-/// Request counters, bumped by the handlers.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub jwks_served: AtomicU64,
-    pub jwks_not_modified: AtomicU64,
-    pub assertions_issued: AtomicU64,
-    pub tokens_from_cache: AtomicU64,
-    pub tokens_fetched: AtomicU64,
-    pub token_failures: AtomicU64,
-}
-
-impl Metrics {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
+use super::state::State;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").get(metrics));

@@ -1,69 +1,31 @@
 //! The HTTP layer: two listeners, their route tables, and the shared request state.
 //!
 //! The public listener serves only public things (JWKS, certificates, health) and is safe
-//! to expose to EHRs; the private listener carries the admin API (and later signing and
-//! tokens) and must stay internal. Handlers know actix and the keyring, never SQL.
+//! to expose to EHRs; the private listener carries signing, tokens, the admin API and
+//! metrics, and must stay internal. Handlers know actix, the services and the keyring's
+//! snapshot, never SQL; they speak the wire types of [`crate::api`].
+//!
+//! Handler modules ([`admin`], [`signing`], [`tokens`], [`public`], [`metrics`]) never
+//! import one another: what they share is in [`state`] (what every handler can
+//! reach, the request counters), [`auth`] (who is asking, for which client), [`body`] (JSON bodies), [`limits`] (body
+//! size and deadline) and [`problem`] (every refusal, mapped once).
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod public;
 pub mod signing;
+pub mod state;
 pub mod tokens;
 
-use std::sync::{Arc, RwLock};
-
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use crate::config::Access;
-use crate::keyring::Keyring;
-use crate::ratelimit::RateLimiter;
-use crate::tokens::TokenService;
-use crate::trail::AuditWriter;
-use auth::TokenHash;
-use problem::Problem;
-
-/// What every handler can reach.
-pub struct State {
-    pub keyring: Arc<Keyring>,
-    pub admin_token: TokenHash,
-    /// `server.public_url`, without a trailing slash; empty when unset (paths are then
-    /// shown relative to the public listener).
-    pub public_url: String,
-    /// Clients and callers; replaced whole on reload.
-    pub access: RwLock<Arc<Access>>,
-    pub audit: AuditWriter,
-    pub limiter: RateLimiter,
-    pub tokens: Arc<TokenService>,
-    pub metrics: metrics::Metrics,
-}
-
-impl State {
-    /// The clients and callers in force now.
-    pub fn access(&self) -> Arc<Access> {
-        match self.access.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Puts a new set of clients and callers in force.
-    pub fn set_access(&self, access: Access) {
-        let access = Arc::new(access);
-        match self.access.write() {
-            Ok(mut guard) => *guard = access,
-            Err(poisoned) => *poisoned.into_inner() = access,
-        }
-    }
-
-    /// Base for public URLs in admin answers.
-    pub fn public_base(&self) -> String {
-        self.public_url.clone()
-    }
-}
+use crate::api::Health;
+use problem::{Problem, Unready};
+pub use state::State;
 
 /// The largest request body any route accepts (signing and token requests are far smaller).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -96,29 +58,137 @@ pub fn health_routes(cfg: &mut web::ServiceConfig) {
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "status": "ok" }))
+        .json(Health::ok())
 }
 
-async fn readyz(state: web::Data<State>) -> Result<HttpResponse, Problem> {
+async fn readyz(state: web::Data<state::State>) -> Result<HttpResponse, Problem> {
     if let Err(e) = state.keyring.store().ping().await {
-        tracing::error!(error = %e, "readiness: the store cannot commit");
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Not Ready",
-            "the key store cannot commit a write (unreachable, or the disk is full)",
-        )
-        .with_retry_after(problem::STORAGE_RETRY_AFTER));
+        return Err(Unready::Store(e).into());
     }
     if !state.keyring.is_ready() {
-        return Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not-ready",
-            "Not Ready",
-            "a key set has no signing key yet",
-        ));
+        return Err(Unready::NoSigningKey.into());
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "status": "ready" })))
+        .json(Health::ready()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, RwLock};
+
+    use actix_web::middleware::ErrorHandlers;
+    use actix_web::{test, web, App};
+
+    use super::state::{State, TokenHash};
+    use crate::api;
+    use crate::trail::AuditWriter;
+    use crate::keyring::Keyring;
+    use crate::keys::MasterKey;
+    use crate::signing::SigningService;
+    use crate::store::sqlite::SqliteStore;
+    use crate::tokens::{outbound_client, TokenService};
+
+    const CALLER_TOKEN: &str = "caller-token-for-the-no-key-test";
+
+    /// Through configuration a client's key set always runs with a signing key (reloads
+    /// refuse a client of a key set that does not run, and the keyring brings every key set
+    /// to a signing key before serving), so the keyring here runs without the client's key
+    /// set.
+    #[actix_web::test]
+    async fn assertions_and_tokens_answer_no_signing_key_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("jwksd.toml");
+        let hash = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            CALLER_TOKEN.as_bytes(),
+        ));
+        std::fs::write(
+            &config_path,
+            format!(
+                r#"
+[keysets.default]
+alg = "ES256"
+
+[clients.ecw]
+client_id = "ecw-client-id"
+keyset = "default"
+token_endpoint = "http://127.0.0.1:9/token"
+
+[callers.billing]
+token_sha256 = "{hash}"
+clients = ["ecw"]
+"#
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(Some(&config_path), Vec::new()).unwrap();
+        let master = Arc::new(MasterKey::generate().0);
+        let store = SqliteStore::open(&dir.path().join("jwksd.db"), true, Some(master.clone()))
+            .await
+            .unwrap();
+        let keyring = Arc::new(
+            Keyring::open(
+                Arc::new(store),
+                master,
+                BTreeMap::new(),
+                true,
+                false,
+                crate::unix_now(),
+            )
+            .await
+            .unwrap(),
+        );
+        let audit = AuditWriter::start(keyring.store().clone());
+        let state = web::Data::new(State {
+            keyring: keyring.clone(),
+            admin_token: TokenHash::of("admin"),
+            public_url: String::new(),
+            access: RwLock::new(Arc::new(config.access.clone())),
+            signing: Arc::new(SigningService::new(keyring, audit)),
+            limiter: Default::default(),
+            tokens: Arc::new(TokenService::new(
+                outbound_client().unwrap(),
+                crate::system_clock(),
+            )),
+            metrics: Default::default(),
+        });
+        let app = test::init_service(
+            App::new()
+                .wrap(ErrorHandlers::new().default_handler(super::problem::ensure_problem))
+                .app_data(state)
+                .configure(super::common)
+                .configure(super::signing::routes)
+                .configure(super::tokens::routes),
+        )
+        .await;
+        let mut answers = Vec::new();
+        for path in ["/v1/assertions", "/v1/tokens"] {
+            let request = test::TestRequest::post()
+                .uri(path)
+                .insert_header(("Authorization", format!("Bearer {CALLER_TOKEN}")))
+                .set_json(serde_json::json!({ "client_id": "ecw" }))
+                .to_request();
+            let response = test::call_service(&app, request).await;
+            let status = response.status().as_u16();
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (retry_after, content_type) = (header("retry-after"), header("content-type"));
+            let body: api::Problem = test::read_body_json(response).await;
+            answers.push((status, retry_after, content_type, body));
+        }
+        let (status, retry_after, content_type, problem) = &answers[0];
+        assert_eq!(*status, 503);
+        assert_eq!(retry_after.as_deref(), Some("5"));
+        assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+        assert_eq!(problem.slug(), "no-current-key");
+        assert_eq!(problem.retry_after, Some(5));
+        assert_eq!(problem.detail, "key set default has no usable key yet");
+        assert_eq!(answers[0], answers[1], "one answer on both paths");
+    }
 }

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::metrics::Metrics;
 use super::problem::Problem;
-use super::State;
+use super::state::{Metrics, State};
 use crate::config::{is_valid_keyset_name, DEFAULT_KEYSET};
 use crate::keyring::PublishedJwks;
 

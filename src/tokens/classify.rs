@@ -7,29 +7,9 @@
 //! published. The vendors' wording and error codes come from [`crate::vendor`]. Pure
 //! functions, tested with invented answers.
 
-use serde::Serialize;
-
-/// The usual reasons a backend token request fails.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureClass {
-    /// The EHR does not know this client_id.
-    UnknownClient,
-    /// The client is known but the key (or the JWKS URL) is not registered or allow-listed.
-    KeyNotRegistered,
-    /// The signing kid is so new that the EHR may still hold a cached JWKS without it.
-    KidNotYetSeen,
-    /// The scope asked for is not granted to this client.
-    InvalidScope,
-    /// The EHR's rate limit was hit.
-    RateLimited,
-    /// The EHR failed (5xx).
-    ServerError,
-    /// The token endpoint could not be reached or did not answer in time.
-    Unreachable,
-    /// Anything else; the upstream error says more.
-    Other,
-}
+/// The usual reasons a backend token request fails: the wire type itself, since the
+/// class is reported as it is (`classification`); its words and fixes are here.
+pub use crate::api::FailureClass;
 
 impl FailureClass {
     /// One sentence saying what went wrong.

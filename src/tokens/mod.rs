@@ -25,14 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::assertion::{self, CLIENT_ASSERTION_TYPE};
+use crate::api::TokenResponse;
+use crate::assertion::CLIENT_ASSERTION_TYPE;
 use crate::config::{ClientConfig, ConfigUrl};
-use crate::keyring::Keyring;
 use crate::rotation::UnixTime;
-use crate::trail::AuditWriter;
+use crate::signing::{Purpose, SignError, SigningService, TokenEndpoints};
 use crate::Clock;
 use cache::SlotCache;
 use classify::{classify, FailureClass};
@@ -138,29 +137,55 @@ pub fn check_caller_scope(scope: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What jwksd knows about a token request, for the caller and the operator.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Diagnosis {
-    pub token_endpoint: String,
-    pub kid: Option<String>,
-    /// How long the signing kid had been published when the request was made.
-    pub kid_published_for_seconds: Option<i64>,
-    pub audience: String,
-    pub scope: String,
-    pub attempts: u32,
-    /// Upstream `Date` minus local time, when the answer had a `Date` header.
-    pub clock_skew_seconds: Option<i64>,
+/// A caller's scope refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// The client has configured scopes and the caller asked for one beyond them.
+    #[error("scope {scope:?} is not among client {client}'s configured scopes")]
+    NotGranted { scope: String, client: String },
+    /// The client has none configured and the caller's scope is not a short list of
+    /// `system/` scopes ([`check_caller_scope`]).
+    #[error("{0}")]
+    Invalid(String),
 }
+
+/// The scope a caller's token request for `client` asks for: `requested`, or by default the
+/// client's `scope`. A caller may narrow the client's scopes, never widen them (the cache is
+/// shared by every caller of the client); with none configured, the caller's own scope must
+/// pass [`check_caller_scope`] (it is sent to the EHR and is part of the cache key).
+pub fn resolve_scope(
+    client: &ClientConfig,
+    requested: Option<String>,
+) -> Result<String, ScopeError> {
+    let scope = requested
+        .or_else(|| client.scope.clone())
+        .unwrap_or_default();
+    if let Some(granted) = &client.scope {
+        let granted: Vec<&str> = granted.split_whitespace().collect();
+        if let Some(extra) = scope.split_whitespace().find(|s| !granted.contains(s)) {
+            return Err(ScopeError::NotGranted {
+                scope: extra.to_owned(),
+                client: client.name.clone(),
+            });
+        }
+    } else {
+        check_caller_scope(&scope).map_err(ScopeError::Invalid)?;
+    }
+    Ok(scope)
+}
+
+/// What jwksd knows about a token request, for the caller and the operator: the wire
+/// type itself, since it is reported as it is gathered.
+pub use crate::api::Diagnosis;
 
 /// A failed token request.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum TokenError {
     #[error("no client_id / token endpoint could be determined: {0}")]
     Discovery(#[from] DiscoveryError),
-    #[error("key set {0} has no usable key")]
-    NoKey(String),
-    #[error("the audit trail is unavailable")]
-    Audit,
+    /// No assertion could be signed and recorded (no current key, the audit trail).
+    #[error(transparent)]
+    Sign(#[from] SignError),
     #[error("{}", .class.explanation())]
     Upstream {
         class: FailureClass,
@@ -177,14 +202,14 @@ pub enum TokenError {
 #[derive(Clone, Debug)]
 pub struct TokenAnswer {
     /// The token endpoint's JSON object, with `expires_in` counting down when cached.
-    pub body: Map<String, Value>,
+    pub body: TokenResponse,
     pub from_cache: bool,
     pub diagnosis: Diagnosis,
 }
 
 #[derive(Clone, Debug)]
 struct CachedToken {
-    body: Map<String, Value>,
+    body: TokenResponse,
     kid: String,
     refresh_at: UnixTime,
     expires_at: UnixTime,
@@ -208,8 +233,8 @@ struct SlotState {
 
 /// What a token request needs from the rest of jwksd.
 pub struct TokenContext<'a> {
-    pub keyring: &'a Keyring,
-    pub audit: &'a AuditWriter,
+    /// Signs and records every assertion a token request sends.
+    pub signing: &'a SigningService,
     /// Who asked (a caller name, or `admin` for the doctor's check).
     pub caller: &'a str,
 }
@@ -285,14 +310,6 @@ impl TokenService {
         }
     }
 
-    /// The audience an assertion for `client` carries by default.
-    pub async fn default_audience(&self, client: &ClientConfig) -> Result<String, TokenError> {
-        match client.audiences.first() {
-            Some(audience) => Ok(audience.clone()),
-            None => self.token_endpoint(client).await,
-        }
-    }
-
     /// A token for `client` and `scope`, from the cache while fresh.
     pub async fn token(
         &self,
@@ -308,12 +325,12 @@ impl TokenService {
         let seen = slot.completed.load(Ordering::SeqCst);
         let mut state = slot.state.lock().await;
         let now = (self.clock)();
-        let current_kid = self.current_kid(ctx.keyring, client);
+        let current_kid = ctx.signing.current_kid(&client.keyset);
         if let Some(token) = state.token.as_ref() {
             let fresh = now < token.refresh_at && Some(&token.kid) == current_kid.as_ref();
             if fresh {
                 let mut body = token.body.clone();
-                body.insert("expires_in".into(), Value::from(token.expires_at - now));
+                body.expires_in = Some(token.expires_at - now);
                 return Ok(TokenAnswer {
                     body,
                     from_cache: true,
@@ -338,7 +355,7 @@ impl TokenService {
         if let Ok(answer) = &fetched {
             // The key was rotated or revoked while the request was in flight: a token
             // obtained with it must not be served; ask once more with the new key.
-            if answer.diagnosis.kid != self.current_kid(ctx.keyring, client) {
+            if answer.diagnosis.kid != ctx.signing.current_kid(&client.keyset) {
                 fetched = self.fetch(ctx, client, &endpoint, &scope).await;
             }
         }
@@ -353,12 +370,8 @@ impl TokenService {
                 return Err(error);
             }
         };
-        let expires_in = answer
-            .body
-            .get("expires_in")
-            .and_then(Value::as_i64)
-            .unwrap_or(0);
-        let still_current = answer.diagnosis.kid == self.current_kid(ctx.keyring, client);
+        let expires_in = answer.body.expires_in.unwrap_or(0);
+        let still_current = answer.diagnosis.kid == ctx.signing.current_kid(&client.keyset);
         if let (Some(kid), true) = (
             answer.diagnosis.kid.clone(),
             expires_in > 0 && still_current,
@@ -386,14 +399,6 @@ impl TokenService {
             .await
     }
 
-    fn current_kid(&self, keyring: &Keyring, client: &ClientConfig) -> Option<String> {
-        keyring
-            .snapshot()
-            .keysets
-            .get(&client.keyset)
-            .and_then(|view| view.signer.as_ref().map(|s| s.kid.clone()))
-    }
-
     /// Sends the token request, retrying 429, 5xx and transport failures within the budget.
     async fn fetch(
         &self,
@@ -415,46 +420,24 @@ impl TokenService {
         let mut jwks_max_age;
         loop {
             diagnosis.attempts += 1;
-            let snapshot = ctx.keyring.snapshot();
-            let view = snapshot
-                .keysets
-                .get(&client.keyset)
-                .ok_or_else(|| TokenError::NoKey(client.keyset.clone()))?;
-            jwks_max_age = view.config.timing.jwks_max_age;
-            let signer = view
-                .signer
-                .clone()
-                .ok_or_else(|| TokenError::NoKey(client.keyset.clone()))?;
             let now = (self.clock)();
-            diagnosis.kid = Some(signer.kid.clone());
-            diagnosis.kid_published_for_seconds = view
-                .records
-                .iter()
-                .find(|r| r.kid == signer.kid)
-                .map(|r| now - r.published_at);
-            let signed = assertion::sign(
-                &signer,
-                &client.client_id,
-                &audience,
-                assertion::new_jti(),
-                now,
-                client.assertion_lifetime,
-            )
-            .map_err(|_| TokenError::NoKey(client.keyset.clone()))?;
-            ctx.audit
-                .append(assertion::issued_event(
+            let issued = ctx
+                .signing
+                .issue(
                     ctx.caller,
                     client,
-                    &signed,
                     &audience,
+                    client.assertion_lifetime,
+                    Purpose::TokenRequest {
+                        attempt: diagnosis.attempts,
+                    },
                     now,
-                    Some(
-                        serde_json::json!({ "purpose": "token_request", "attempt": diagnosis.attempts })
-                            .to_string(),
-                    ),
-                ))
-                .await
-                .map_err(|_| TokenError::Audit)?;
+                )
+                .await?;
+            jwks_max_age = issued.jwks_max_age;
+            diagnosis.kid = Some(issued.assertion.kid.clone());
+            diagnosis.kid_published_for_seconds = issued.kid_published_for;
+            let signed = issued.assertion;
 
             let mut form = vec![
                 ("grant_type", "client_credentials"),
@@ -522,7 +505,7 @@ impl TokenService {
                 Map::from_iter([("error_description".to_owned(), Value::from(text))])
             };
             if status == Some(200) {
-                if body.get("access_token").and_then(Value::as_str).is_some() {
+                if let Some(body) = TokenResponse::from_object(body.clone()) {
                     return Ok(TokenAnswer {
                         body,
                         from_cache: false,
@@ -601,5 +584,16 @@ impl TokenService {
             retry_after,
             diagnosis: Box::new(diagnosis),
         }
+    }
+}
+
+impl TokenEndpoints for TokenService {
+    type Error = TokenError;
+
+    fn token_endpoint(
+        &self,
+        client: &ClientConfig,
+    ) -> impl std::future::Future<Output = Result<String, TokenError>> {
+        TokenService::token_endpoint(self, client)
     }
 }

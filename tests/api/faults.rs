@@ -108,6 +108,13 @@ async fn assert_storage_unavailable(response: reqwest::Response, what: &str) -> 
         problem["type"], "urn:jwksd:problem:storage-unavailable",
         "{what}: {problem}"
     );
+    // The cause is only in the log, under the id the answer carries.
+    assert!(
+        problem["error_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{what}: no error_id in {problem}"
+    );
     problem
 }
 

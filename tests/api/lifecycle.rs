@@ -40,15 +40,15 @@ async fn rotation_is_refused_while_next_is_younger_than_prepublish_and_accepted_
 
     let forced = app.rotate("default", true).await;
     assert_eq!(forced.status(), 200);
-    let outcome: serde_json::Value = forced.json().await.unwrap();
-    assert_eq!(outcome["promoted"], next.as_str());
-    assert_eq!(outcome["retired"], current.as_str());
-    assert_eq!(outcome["forced"], true);
+    let outcome: jwksd::api::Rotation = forced.json().await.unwrap();
+    assert_eq!(outcome.promoted, next);
+    assert_eq!(outcome.retired.as_deref(), Some(current.as_str()));
+    assert!(outcome.forced);
     assert!(
-        outcome["warning"].as_str().unwrap().contains("reject"),
-        "{outcome}"
+        outcome.warning.as_deref().unwrap().contains("reject"),
+        "{outcome:?}"
     );
-    let new_next = outcome["new_next"].as_str().unwrap().to_owned();
+    let new_next = outcome.new_next.clone().unwrap();
 
     assert_eq!(app.kid_in_state("default", "current").await.unwrap(), next);
     assert_eq!(
@@ -139,10 +139,10 @@ async fn revoking_takes_a_key_out_at_once_and_revoking_current_promotes_next() {
     // Revoke the next key: it leaves at once and a new next key is published.
     let response = app.revoke(&next).await;
     assert_eq!(response.status(), 200);
-    let outcome: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(outcome["revoked"], next.as_str());
-    assert!(outcome["promoted"].is_null());
-    let replacement = outcome["new_next"].as_str().unwrap().to_owned();
+    let outcome: jwksd::api::Revocation = response.json().await.unwrap();
+    assert_eq!(outcome.revoked, next);
+    assert!(outcome.promoted.is_none());
+    let replacement = outcome.new_next.clone().unwrap();
     assert_eq!(
         app.kids("default").await,
         [current.clone(), replacement.clone()]
@@ -151,14 +151,15 @@ async fn revoking_takes_a_key_out_at_once_and_revoking_current_promotes_next() {
     // Revoke the current key: the next key is promoted, forced, and the answer says so.
     let response = app.revoke(&current).await;
     assert_eq!(response.status(), 200);
-    let outcome: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(outcome["promoted"], replacement.as_str());
+    let outcome: jwksd::api::Revocation = response.json().await.unwrap();
+    assert_eq!(outcome.promoted.as_deref(), Some(replacement.as_str()));
     assert!(
-        outcome["warning"]
-            .as_str()
+        outcome
+            .warning
+            .as_deref()
             .unwrap()
             .contains("published only"),
-        "{outcome}"
+        "{outcome:?}"
     );
     let kids = app.kids("default").await;
     assert!(!kids.contains(&current) && !kids.contains(&next));

@@ -137,19 +137,16 @@ async fn an_assertion_verifies_against_the_served_jwks_and_carries_exactly_the_s
         request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw-client-id"})).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
-    let body: Value = response.json().await.unwrap();
-    let jwt = body["client_assertion"].as_str().unwrap();
+    let body: jwksd::api::AssertionResponse = response.json().await.unwrap();
+    let jwt = body.client_assertion.as_str();
     assert_eq!(
-        body["client_assertion_type"],
+        body.client_assertion_type,
         "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     );
-    assert_eq!(body["alg"], "RS384");
+    assert_eq!(body.alg, "RS384");
     assert_eq!(
-        body["kid"],
-        app.kid_in_state("default", "current")
-            .await
-            .unwrap()
-            .as_str()
+        body.kid,
+        app.kid_in_state("default", "current").await.unwrap()
     );
 
     let claims = verify_independently(&app, "default", jwt, ECW_TOKEN_URL, "ecw-client-id").await;
@@ -166,7 +163,7 @@ async fn an_assertion_verifies_against_the_served_jwks_and_carries_exactly_the_s
         "no nbf, nothing else"
     );
     assert_eq!(claims["sub"], "ecw-client-id");
-    assert_eq!(claims["jti"], body["jti"]);
+    assert_eq!(claims["jti"], body.jti.as_str());
     assert_eq!(
         URL_SAFE_NO_PAD
             .decode(claims["jti"].as_str().unwrap())
@@ -186,11 +183,11 @@ async fn an_assertion_verifies_against_the_served_jwks_and_carries_exactly_the_s
     let header = segment(jwt, 0);
     assert_eq!(
         header,
-        json!({"alg": "RS384", "kid": body["kid"], "typ": "JWT"}),
+        json!({"alg": "RS384", "kid": body.kid, "typ": "JWT"}),
         "no jku"
     );
     let expires_at = time::OffsetDateTime::parse(
-        body["expires_at"].as_str().unwrap(),
+        body.expires_at.as_deref().unwrap(),
         &time::format_description::well_known::Rfc3339,
     )
     .unwrap();
@@ -213,9 +210,9 @@ async fn an_es384_client_can_choose_one_of_its_audiences_and_a_shorter_lifetime(
     .await;
     let after = jwksd::unix_now();
     assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["alg"], "ES384");
-    let jwt = body["client_assertion"].as_str().unwrap();
+    let body: jwksd::api::AssertionResponse = response.json().await.unwrap();
+    assert_eq!(body.alg, "ES384");
+    let jwt = body.client_assertion.as_str();
     let claims = verify_independently(
         &app,
         "epic",
@@ -467,39 +464,41 @@ async fn every_refused_request_gets_its_status_and_creates_no_assertion_or_recor
 async fn after_rotation_new_assertions_carry_the_new_kid_and_old_ones_still_verify() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), &signing_config("")).await;
-    let old: Value = request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let old: jwksd::api::AssertionResponse =
+        request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"}))
+            .await
+            .json()
+            .await
+            .unwrap();
     let next = app.kid_in_state("default", "next").await.unwrap();
     assert_eq!(app.rotate("default", true).await.status(), 200);
-    let new: Value = request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(new["kid"], next.as_str());
-    assert_ne!(new["kid"], old["kid"]);
+    let new: jwksd::api::AssertionResponse =
+        request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"}))
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(new.kid, next);
+    assert_ne!(new.kid, old.kid);
     for assertion in [&old, &new] {
         verify_independently(
             &app,
             "default",
-            assertion["client_assertion"].as_str().unwrap(),
+            &assertion.client_assertion,
             ECW_TOKEN_URL,
             "ecw-client-id",
         )
         .await;
     }
     // Revoking the key that signed the old assertion makes it unverifiable at once.
-    assert_eq!(app.revoke(old["kid"].as_str().unwrap()).await.status(), 200);
+    assert_eq!(app.revoke(&old.kid).await.status(), 200);
     let jwks: JwkSet = app
         .get_public("/jwks/default.json")
         .await
         .json()
         .await
         .unwrap();
-    assert!(jwks.find(old["kid"].as_str().unwrap()).is_none());
+    assert!(jwks.find(&old.kid).is_none());
     app.stop().await;
 }
 
@@ -513,12 +512,13 @@ async fn the_audit_trail_records_assertions_and_key_events_and_pages_with_filter
         (EXPORT_TOKEN, "epic"),
         (EXPORT_TOKEN, "ecw"),
     ] {
-        let body: Value = request_assertion(&app, token, json!({"client_id": client}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        jtis.insert(body["jti"].as_str().unwrap().to_owned());
+        let body: jwksd::api::AssertionResponse =
+            request_assertion(&app, token, json!({"client_id": client}))
+                .await
+                .json()
+                .await
+                .unwrap();
+        jtis.insert(body.jti);
     }
     assert_eq!(app.rotate("default", true).await.status(), 200);
 

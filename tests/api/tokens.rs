@@ -155,7 +155,7 @@ async fn a_caller_gets_a_real_access_token_from_a_real_authorization_server_then
     assert_eq!(second["access_token"], first["access_token"]);
     assert_eq!(oauth.token_requests().await, 1);
     // The upstream request carried an assertion that is in the audit trail.
-    let audit: Value = app
+    let audit: jwksd::api::AuditPage = app
         .admin(
             reqwest::Method::GET,
             "/admin/v1/audit?event=assertion.issued",
@@ -166,10 +166,13 @@ async fn a_caller_gets_a_real_access_token_from_a_real_authorization_server_then
         .json()
         .await
         .unwrap();
-    let records = audit["records"].as_array().unwrap();
+    let records = &audit.records;
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0]["caller"], "svc");
-    assert_eq!(records[0]["audience"], oauth.token_endpoint.as_str());
+    assert_eq!(records[0].caller.as_deref(), Some("svc"));
+    assert_eq!(
+        records[0].audience.as_deref(),
+        Some(oauth.token_endpoint.as_str())
+    );
 
     // `jwksd token` prints the (cached) access token for scripts.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))

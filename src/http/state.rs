@@ -1,0 +1,101 @@
+//! What every handler can reach: the shared request state and the request counters.
+//!
+//! Its own module, below `auth` and the handlers, so that they can all read it without
+//! importing one another or the route tables in `http`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use aws_lc_rs::digest;
+use subtle::ConstantTimeEq;
+
+use crate::config::Access;
+use crate::keyring::Keyring;
+use crate::ratelimit::RateLimiter;
+use crate::signing::SigningService;
+use crate::tokens::TokenService;
+
+/// What every handler can reach.
+pub struct State {
+    pub keyring: Arc<Keyring>,
+    pub admin_token: TokenHash,
+    /// `server.public_url`, without a trailing slash; empty when unset (paths are then
+    /// shown relative to the public listener).
+    pub public_url: String,
+    /// Clients and callers; replaced whole on reload.
+    pub access: RwLock<Arc<Access>>,
+    /// Signs and records every assertion, for callers and for token requests.
+    pub signing: Arc<SigningService>,
+    pub limiter: RateLimiter,
+    pub tokens: Arc<TokenService>,
+    pub metrics: Metrics,
+}
+
+/// Request counters, bumped by the handlers and read by `GET /metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub jwks_served: AtomicU64,
+    pub jwks_not_modified: AtomicU64,
+    pub assertions_issued: AtomicU64,
+    pub tokens_from_cache: AtomicU64,
+    pub tokens_fetched: AtomicU64,
+    pub token_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl State {
+    /// The clients and callers in force now.
+    pub fn access(&self) -> Arc<Access> {
+        match self.access.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts a new set of clients and callers in force.
+    pub fn set_access(&self, access: Access) {
+        let access = Arc::new(access);
+        match self.access.write() {
+            Ok(mut guard) => *guard = access,
+            Err(poisoned) => *poisoned.into_inner() = access,
+        }
+    }
+
+    /// Base for public URLs in admin answers.
+    pub fn public_base(&self) -> String {
+        self.public_url.clone()
+    }
+}
+
+/// SHA-256 of a bearer token.
+#[derive(Clone, Copy)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        TokenHash(out)
+    }
+
+    /// A digest computed elsewhere (a caller's configured `token_sha256`).
+    pub fn from_sha256(digest: [u8; 32]) -> Self {
+        TokenHash(digest)
+    }
+
+    /// Constant-time comparison.
+    pub fn matches(&self, other: &TokenHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash([elided])")
+    }
+}
