@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use crate::api::AssertionRequest;
 use crate::assertion::{self, SignedAssertion};
-use crate::trail::AuditWriter;
 use crate::config::{
     Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
 use crate::keyring::Keyring;
 use crate::rotation::UnixTime;
+use crate::trail::AuditWriter;
 
 /// Where a client's token endpoint comes from (configured, or SMART discovery).
 pub trait TokenEndpoints {

@@ -83,12 +83,12 @@ mod tests {
 
     use super::state::{State, TokenHash};
     use crate::api;
-    use crate::trail::AuditWriter;
     use crate::keyring::Keyring;
     use crate::keys::MasterKey;
     use crate::signing::SigningService;
     use crate::store::sqlite::SqliteStore;
     use crate::tokens::{outbound_client, TokenService};
+    use crate::trail::AuditWriter;
 
     const CALLER_TOKEN: &str = "caller-token-for-the-no-key-test";
 
