@@ -236,3 +236,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every `JWKSD_` variable a flag reads, in every subcommand.
+    fn flag_variables(command: &clap::Command, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|n| n.to_str()) {
+                out.push(name.to_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            flag_variables(sub, out);
+        }
+    }
+
+    #[test]
+    fn the_configuration_knows_every_variable_the_command_line_reads() {
+        let mut names = vec![
+            "JWKSD_ADMIN_TOKEN".to_owned(),
+            "JWKSD_CALLER_TOKEN".to_owned(),
+            "JWKSD_LOG".to_owned(),
+        ];
+        flag_variables(&Cli::command(), &mut names);
+        let unknown: Vec<&String> = names
+            .iter()
+            .filter(|n| !crate::config::is_command_line_variable(n))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "the configuration would warn that it ignores {unknown:?}"
+        );
+    }
+}

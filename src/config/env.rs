@@ -21,7 +21,15 @@ pub(super) const CLI_VARIABLES: &[&str] = &[
     "LOG",
     "CALLER_TOKEN",
     "INIT",
+    "UPGRADE_STORE",
 ];
+/// Whether `name` (`JWKSD_CONFIG`) is one of the command line's variables, which the
+/// overlay leaves alone instead of warning that it names no configuration path.
+pub fn is_command_line_variable(name: &str) -> bool {
+    name.strip_prefix("JWKSD_")
+        .is_some_and(|rest| CLI_VARIABLES.contains(&rest))
+}
+
 /// Keys that already name a file; a `_FILE` variable for them sets the path itself.
 pub(super) const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
 /// Keys whose values are secrets: never parsed, never shown.

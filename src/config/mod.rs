@@ -41,6 +41,7 @@ pub use server::{
 };
 pub use values::ConfigUrl;
 
+pub use env::is_command_line_variable;
 use env::{hide_file_contents, overlay_env, EnvSource, SECRET_KEYS};
 
 /// The validated configuration.
