@@ -446,6 +446,13 @@ impl SqliteStore {
 
     async fn apply_change(&self, change: &Change) -> Result<(), StoreError> {
         let master = self.master()?;
+        // Every seal this process writes must be newer than the last (see `check_seal`): a
+        // key change always leaves its audit records.
+        if change.events.is_empty() {
+            return Err(StoreError::Conflict(
+                "a key change without its audit records is never written".into(),
+            ));
+        }
         let mut conn = WriteConn::acquire(&self.pool).await?;
         let mut tx = conn.begin_immediate().await?;
         // Nothing is written on top of a store someone else changed: the rows and the
@@ -572,10 +579,20 @@ impl SqliteStore {
         }
     }
 
+    /// Holds to `seal` unless a newer one is already held. Commits are remembered after they
+    /// land, by whichever task made them, so a reader whose snapshot began before a commit
+    /// may come back with an older seal than the writer just remembered: that one never
+    /// replaces the newer.
     fn remember(&self, seal: StoreSeal) {
-        match self.last_seal.lock() {
-            Ok(mut guard) => *guard = Some(seal),
-            Err(poisoned) => *poisoned.into_inner() = Some(seal),
+        let mut guard = match self.last_seal.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard
+            .as_ref()
+            .is_none_or(|held| seal.head.seq >= held.head.seq)
+        {
+            *guard = Some(seal);
         }
     }
 
@@ -647,6 +664,9 @@ impl Store for SqliteStore {
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
         Box::pin(async move {
             let master = self.master()?;
+            // Taken before the snapshot begins: every seal remembered by then was committed
+            // by then, so the snapshot holds it or a newer one.
+            let known = self.known_seal();
             // One read transaction: the rows and the seal are of the same instant.
             let mut tx = self.pool.begin().await?;
             let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
@@ -662,7 +682,7 @@ impl Store for SqliteStore {
                 keys.push(key);
             }
             let digest = keys_digest(macs.iter().map(|(k, m)| (k.as_str(), m.as_slice())));
-            let seal = check_seal(&mut tx, master, &digest, &self.known_seal()).await?;
+            let seal = check_seal(&mut tx, master, &digest, &known).await?;
             tx.rollback().await?;
             self.remember(seal);
             Ok(keys)
@@ -988,12 +1008,17 @@ async fn check_seal(
                 .into(),
         ));
     };
-    if known.as_ref().is_some_and(|known| known != &seal) {
-        return Err(StoreError::Tampered(format!(
-            "the store's seal is not the one this jwksd last wrote (it says the audit trail ends \
-             at record {}): an older seal was put back",
-            seal.head.seq
-        )));
+    if let Some(known) = known.as_ref().filter(|known| *known != &seal) {
+        // A newer seal is this process's own commit whose writer has not yet noted it (only
+        // this process holds the store and the key that authenticates seals); it must then
+        // extend the chain this jwksd knows. An older or a different one was put back.
+        if seal.head.seq <= known.head.seq || !chain_holds(conn, &known.head).await? {
+            return Err(StoreError::Tampered(format!(
+                "the store's seal is not the one this jwksd last wrote (it says the audit trail \
+                 ends at record {}, jwksd wrote up to record {}): an older seal was put back",
+                seal.head.seq, known.head.seq
+            )));
+        }
     }
     if seal.head != end {
         return Err(StoreError::Tampered(format!(
@@ -1010,6 +1035,21 @@ async fn check_seal(
         ));
     }
     Ok(seal)
+}
+
+/// Whether the audit record `head.seq` is still the one with hash `head.hash`.
+async fn chain_holds(
+    conn: &mut sqlx::SqliteConnection,
+    head: &AuditHead,
+) -> Result<bool, StoreError> {
+    if head.seq == 0 {
+        return Ok(head.hash == GENESIS_HASH);
+    }
+    let hash: Option<String> = sqlx::query_scalar("SELECT hash FROM audit WHERE seq = ?")
+        .bind(head.seq)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(hash.as_deref() == Some(head.hash.as_str()))
 }
 
 /// Seals the store's state as this transaction leaves it: the audit tail and `digest`.

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod cli_config;
+mod concurrency;
 mod discovered_endpoints;
 mod faults;
 mod hardening;
