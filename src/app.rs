@@ -20,7 +20,7 @@ use actix_web::middleware::{from_fn, ErrorHandlers};
 use actix_web::{web, App, HttpServer};
 use tracing::{error, info, warn};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 
 use crate::config::{AdminTokenSource, Config, Database, MasterKeySource, SecretDigests};
 use crate::http::limits::BodyPolicy;
@@ -90,7 +90,7 @@ pub struct Application {
     keyring: Arc<Keyring>,
     tokens: Arc<TokenService>,
     reloader: Arc<Reloader>,
-    admin_token: Option<SecretString>,
+    admin_token_file: Option<PathBuf>,
     public_server: Server,
     private_server: Server,
     scheduler: bool,
@@ -137,7 +137,8 @@ impl Application {
             StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
         })?;
         ensure_dir(&server.data_dir)?;
-        let (admin_hash, admin_token) = load_admin_token(&server.admin_token)?;
+        let admin_hash = load_admin_token(&server.admin_token)?;
+        let admin_token_file = server.admin_token.file().map(Path::to_path_buf);
         let Database::Sqlite(db_path) = &server.database;
         if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
             ensure_dir(parent)?;
@@ -277,7 +278,7 @@ impl Application {
             keyring,
             tokens,
             reloader: Arc::new(reloader),
-            admin_token,
+            admin_token_file,
             public_server: public.run(),
             private_server: private.run(),
             scheduler,
@@ -301,10 +302,10 @@ impl Application {
         self.tokens.clone()
     }
 
-    /// The admin token, when jwksd read or generated it from a file (for tests and the
-    /// start-up hint); `None` when it came inline from the configuration.
-    pub fn admin_token(&self) -> Option<&str> {
-        self.admin_token.as_ref().map(|token| token.expose_secret())
+    /// The file the admin token was read from or generated into; `None` when it came inline
+    /// (the service itself keeps only the token's SHA-256).
+    pub fn admin_token_file(&self) -> Option<&Path> {
+        self.admin_token_file.as_deref()
     }
 
     /// Re-reads clients and callers; see [`Reloader`].
@@ -709,26 +710,26 @@ fn load_master_key(
     }
 }
 
-fn load_admin_token(
-    source: &AdminTokenSource,
-) -> Result<(TokenHash, Option<SecretString>), StartError> {
+/// The admin token's hash, from wherever the configuration says it is; the token itself is
+/// dropped (and wiped) once hashed.
+fn load_admin_token(source: &AdminTokenSource) -> Result<TokenHash, StartError> {
     match source {
-        AdminTokenSource::Inline(sha256) => Ok((TokenHash::from_sha256(*sha256), None)),
+        AdminTokenSource::Inline(sha256) => Ok(TokenHash::from_sha256(*sha256)),
         AdminTokenSource::File(path) => {
             let text = read_secret_file(path, "admin token")?;
-            let token = text.trim().to_owned();
+            let token = zeroize::Zeroizing::new(text.trim().to_owned());
             if token.len() < 32 {
                 return Err(StartError::Refused(format!(
                     "the admin token in {} is shorter than 32 characters; put a long random token there",
                     path.display()
                 )));
             }
-            Ok((TokenHash::of(&token), Some(token.into())))
+            Ok(TokenHash::of(&token))
         }
         AdminTokenSource::Generated(path) => {
             if path.exists() {
                 let text = read_secret_file(path, "admin token")?;
-                let token = text.trim().to_owned();
+                let token = zeroize::Zeroizing::new(text.trim().to_owned());
                 if token.len() < 32 {
                     return Err(StartError::Refused(format!(
                         "the generated admin token {} is empty or short (an interrupted first \
@@ -736,17 +737,20 @@ fn load_admin_token(
                         path.display()
                     )));
                 }
-                return Ok((TokenHash::of(&token), Some(token.into())));
+                return Ok(TokenHash::of(&token));
             }
-            let token = crate::random_token();
+            let token = zeroize::Zeroizing::new(crate::random_token());
             write_secret_file(path, &token).map_err(|e| {
                 StartError::Refused(format!(
                     "cannot write the admin token {}: {e}",
                     path.display()
                 ))
             })?;
-            info!(path = %path.display(), "generated an admin token; the CLI reads it from JWKSD_ADMIN_TOKEN");
-            Ok((TokenHash::of(&token), Some(token.into())))
+            info!(
+                path = %path.display(),
+                "generated an admin token; the CLI reads it from there (or from JWKSD_ADMIN_TOKEN)"
+            );
+            Ok(TokenHash::of(&token))
         }
     }
 }
@@ -801,9 +805,4 @@ pub fn check_secrets(config: &Config) -> Vec<String> {
         }
     }
     problems
-}
-
-/// Where the admin token file of a data directory lives (for the CLI's convenience).
-pub fn admin_token_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("admin.token")
 }

@@ -4,12 +4,18 @@
 //! The handlers in `http` serialise these, and the command-line clients and the tests
 //! decode them, so a renamed or retyped member breaks the build instead of a user. Each
 //! type derives both `Serialize` and `Deserialize`. Member names and JSON shapes are the
-//! published ones (INTERFACE.md "HTTP"): `Option` members that are sent as `null` carry no
+//! published ones (the README's "HTTP" section): `Option` members that are sent as `null` carry no
 //! `skip_serializing_if`; those that are left out when absent do.
 //!
 //! This module depends on serde alone (`serde_json::Value` only where a member is free-form
 //! JSON: an audit record's `detail`, a token endpoint's extra members), so both sides of
 //! the wire can use it without pulling in the server.
+//!
+//! Which types live here: a value that goes on the wire exactly as a service computes it
+//! (a failed token request's `Diagnosis` and `FailureClass`, a token endpoint's answer, an
+//! assertion request) is defined here once and used by the service directly; a domain type
+//! with rules of its own (`rotation::KeyState`, the keyring's records) stays in its module,
+//! and the handler maps it to its wire twin here.
 
 pub mod admin;
 pub mod health;

@@ -156,19 +156,6 @@ impl Config {
         }
     }
 
-    /// The admin token as the server reads it, for a client of the admin API (the CLI):
-    /// from `server.admin_token_file`, or `<data_dir>/admin.token` when the token is
-    /// generated. `Ok(None)` when the configuration gives it inline: only its SHA-256 is
-    /// kept, so the CLI needs `JWKSD_ADMIN_TOKEN` then. See [`AdminTokenSource::read`].
-    pub fn read_admin_token(&self) -> Result<Option<secrecy::SecretString>, String> {
-        self.server.admin_token.read()
-    }
-
-    /// The file the admin token is read from; `None` when it is given inline.
-    pub fn admin_token_file(&self) -> Option<&Path> {
-        self.server.admin_token.file()
-    }
-
     /// The key set served at `/.well-known/jwks.json`, if configured.
     pub fn default_keyset(&self) -> Option<&KeysetConfig> {
         self.keysets.get(DEFAULT_KEYSET)

@@ -97,7 +97,7 @@ impl Eq for MasterKeySource {}
 
 /// Where the admin token comes from. A token given in the configuration is kept only as
 /// its SHA-256 (what the admin API compares against); one in a file is read by the server
-/// at start, and by the CLI through [`AdminTokenSource::read`].
+/// at start, which also keeps only its hash, and by the CLI (`cli::client`).
 #[derive(Clone, PartialEq, Eq)]
 pub enum AdminTokenSource {
     /// SHA-256 of `server.admin_token` (trimmed).
@@ -123,25 +123,6 @@ impl AdminTokenSource {
         match self {
             AdminTokenSource::Inline(_) => None,
             AdminTokenSource::File(path) | AdminTokenSource::Generated(path) => Some(path),
-        }
-    }
-
-    /// The token as the server reads it (trimmed), for a client of the admin API: `Ok(None)`
-    /// when it is given inline, since only its hash is kept. A generated token that does not
-    /// exist yet (the server has not started once) is an error that says so.
-    pub fn read(&self) -> Result<Option<SecretString>, String> {
-        let Some(path) = self.file() else {
-            return Ok(None);
-        };
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                let text = zeroize::Zeroizing::new(text);
-                Ok(Some(SecretString::from(text.trim())))
-            }
-            Err(e) => Err(format!(
-                "cannot read the admin token file {}: {e}",
-                path.display()
-            )),
         }
     }
 }

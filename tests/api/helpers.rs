@@ -141,7 +141,11 @@ pub async fn spawn_app_with(dir: &Path, toml: &str) -> TestApp {
 pub fn into_test_app(app: Application) -> TestApp {
     let public = format!("http://{}", app.public_addr());
     let private = format!("http://{}", app.private_addr());
-    let admin_token = app.admin_token().expect("generated admin token").to_owned();
+    // The service keeps only the token's hash; the tests read it where a CLI would.
+    let admin_token = std::fs::read_to_string(app.admin_token_file().expect("an admin token file"))
+        .expect("the admin token file")
+        .trim()
+        .to_owned();
     let keyring = app.keyring();
     let stop = Some(app.stop_handles());
     let task = Some(tokio::spawn(app.run_until_stopped()));
