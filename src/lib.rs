@@ -4,35 +4,38 @@
 //! the public halves as JWKS documents that EHRs fetch, and rotates keys so that a
 //! successor is always published before it signs.
 //!
-//! The architecture, by module:
+//! The architecture, by module, from the bottom layer up (each imports only from layers
+//! below it; the README's "Layout" draws them):
 //!
-//! - [`config`]: layered configuration (defaults, TOML, `JWKSD_` environment), validated once.
-//! - [`keys`]: key material (aws-lc-rs), JWKs and thumbprints, certificates, sealing at rest.
+//! - [`keys`]: key material (aws-lc-rs), the [`keys::Signer`], JWKs and thumbprints,
+//!   certificates, sealing at rest.
+//! - [`vendor`]: what jwksd knows about each EHR (hosts, algorithms, pitfalls), for
+//!   `doctor`, `register` and the classification of failed token requests.
+//! - [`api`]: the wire types of every route (requests, answers, problem+json), shared by the
+//!   handlers, the command-line clients and the tests.
+//! - [`ratelimit`]: per-caller token buckets.
+//! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
+//!   summarised instead of logged one by one.
 //! - [`rotation`]: the lifecycle as pure functions of (keys, now, policy).
 //! - [`audit`]: audit records and their hash chain, pure (no store).
+//! - [`config`]: layered configuration (defaults, TOML, `JWKSD_` environment), validated once.
+//! - [`assertion`]: RFC 7523 client assertions: claims, compact JWS, the record each leaves.
 //! - [`store`]: the storage trait and its SQLite backend; the only code that speaks SQL.
 //! - [`trail`]: the durable audit trail over a store: group-commit writer, verification
 //!   against the sealed head.
-//! - [`assertion`]: RFC 7523 client assertions: claims and compact JWS.
+//! - [`error`]: the domain error of key operations, mapped to HTTP once in `http::problem`.
 //! - [`keyring`]: start-up integrity checks, the in-memory snapshot readers use, and the
 //!   one writer that applies lifecycle decisions to the store.
-//! - [`ratelimit`]: per-caller token buckets.
 //! - [`signing`]: the signing service: the rules of an assertion (who may sign for which
 //!   client, audience, lifetime, which key) and its audit record before the answer; used by
 //!   `POST /v1/assertions` and the token exchange alike.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
-//! - [`api`]: the wire types of every route (requests, answers, problem+json), shared by the
-//!   handlers, the command-line clients and the tests.
-//! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin).
+//! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin,
+//!   signing, tokens, metrics): thin handlers over shared auth, body, problem and state.
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
-//! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
-//!   summarised instead of logged one by one.
-//! - [`vendor`]: what jwksd knows about each EHR (hosts, algorithms, pitfalls), for
-//!   `doctor`, `register` and the classification of failed token requests.
 //! - [`cli`]: the command line and the client code: one admin client that follows the
 //!   server's configuration, and `keys`, `token`, `doctor`, `register`, `healthcheck`
 //!   beside it. The only user of `anyhow` besides `main`.
-//! - [`error`]: the domain error, mapped to HTTP once in `http::problem`.
 
 pub mod api;
 pub mod app;
