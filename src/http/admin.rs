@@ -369,9 +369,10 @@ async fn token_check(
     let check = match state.tokens.fresh_token(&ctx, client, &scope).await {
         Ok(answer) => TokenCheck::Passed(TokenCheckPassed {
             ok: true,
-            token_type: answer.body.token_type,
-            expires_in: answer.body.expires_in,
-            scope: answer.body.scope,
+            // As the endpoint sent them, typed or not.
+            token_type: answer.body.member("token_type"),
+            expires_in: answer.body.member("expires_in"),
+            scope: answer.body.member("scope"),
             diagnosis: answer.diagnosis,
         }),
         Err(TokenError::Upstream {
