@@ -12,7 +12,7 @@
 //! The summary cannot say which client sent them: the dispatcher's event carries no peer
 //! address, so the limit is per process, not per source.
 //!
-//! For tests, [`CapturedLog`] (test builds only) is the writer that keeps what a
+//! For tests, `CapturedLog` (test builds only) is the writer that keeps what a
 //! subscriber logs, for every unit test that reads the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
