@@ -11,7 +11,7 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -24,10 +24,9 @@ use secrecy::ExposeSecret;
 
 use crate::config::{AdminTokenSource, Config, Database, MasterKeySource, SecretDigests};
 use crate::http::limits::BodyPolicy;
-use crate::http::{self, auth::TokenHash, State};
+use crate::http::{self, state::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
-use crate::ratelimit::RateLimiter;
 use crate::signing::SigningService;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -179,19 +178,14 @@ impl Application {
 
         let audit = AuditWriter::start(keyring.store().clone());
         let tokens = Arc::new(TokenService::new(http_client, clock));
-        let state = web::Data::new(State {
-            keyring: keyring.clone(),
-            admin_token: admin_hash,
-            public_url: server
-                .public_url
-                .as_ref()
-                .map_or_else(String::new, |url| url.as_str().to_owned()),
-            access: RwLock::new(Arc::new(config.access.clone())),
-            signing: Arc::new(SigningService::new(keyring.clone(), audit)),
-            limiter: RateLimiter::default(),
-            tokens: tokens.clone(),
-            metrics: Default::default(),
-        });
+        let state = web::Data::new(State::new(
+            keyring.clone(),
+            admin_hash,
+            server.public_url.as_ref(),
+            config.access.clone(),
+            Arc::new(SigningService::new(keyring.clone(), audit)),
+            tokens.clone(),
+        ));
         let reloader = Reloader {
             state: state.clone(),
             running: config.clone(),
@@ -222,6 +216,7 @@ impl Application {
                 .app_data(public_state.clone())
                 .configure(http::common)
                 .configure(http::public::routes)
+                .configure(http::health::routes)
                 .default_service(web::to(http::not_found))
         })
         .workers(workers)
@@ -252,10 +247,10 @@ impl Application {
                 .app_data(private_state.clone())
                 .configure(http::common)
                 .configure(http::admin::routes)
-                .configure(http::signing::routes)
+                .configure(http::assertions::routes)
                 .configure(http::tokens::routes)
                 .configure(http::metrics::routes)
-                .configure(http::health_routes)
+                .configure(http::health::routes)
                 .default_service(web::to(http::not_found))
         })
         .workers(workers.min(2))

@@ -64,6 +64,15 @@ pub fn unix_now() -> rotation::UnixTime {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// `t` (seconds since the Unix epoch) as an RFC 3339 time in UTC, as every answer shows a
+/// time; `None` for a time outside what RFC 3339 can write.
+pub fn rfc3339(t: rotation::UnixTime) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
 /// A source of "now", so that time-dependent behaviour (token caching) can be tested
 /// without sleeping.
 pub type Clock = std::sync::Arc<dyn Fn() -> rotation::UnixTime + Send + Sync>;

@@ -11,6 +11,9 @@
 //!
 //! The summary cannot say which client sent them: the dispatcher's event carries no peer
 //! address, so the limit is per process, not per source.
+//!
+//! For tests, `CapturedLog` (test builds only) is the writer that keeps what a
+//! subscriber logs, for every unit test that reads the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -129,30 +132,44 @@ impl<S> Filter<S> for NoProtocolErrors {
     }
 }
 
+/// A log writer for tests: keeps what a subscriber writes through it (clones share one
+/// buffer), to be read back with [`CapturedLog::text`].
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct CapturedLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl CapturedLog {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        String::from_utf8(bytes).unwrap_or_else(|e| panic!("the log is not UTF-8: {e}"))
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// A writer that keeps what the log layer wrote.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn only_the_parsers_errors_are_kept_out_and_counted() {
-        let captured = Captured::default();
+        let captured = CapturedLog::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::registry()
             .with(ProtocolErrorCounter.with_filter(filter_fn(is_dispatcher_error)))
@@ -172,7 +189,7 @@ mod tests {
             tracing::error!(target: "jwksd::other", "stream error: request parse error: x");
             tracing::info!(target: "actix_http::h1::dispatcher", "stream error: request parse error: y");
         });
-        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let log = captured.text();
         assert!(!log.contains("invalid Header provided"), "{log}");
         assert!(log.contains("I/O error: broken pipe"), "{log}");
         assert!(log.contains("write zero; closing"), "{log}");

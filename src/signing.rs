@@ -108,22 +108,6 @@ pub struct Issued {
     pub jwks_max_age: i64,
 }
 
-/// The client `client_id` names (its client_id or its section name), if `caller` may use it.
-pub fn permitted_client<'a>(
-    access: &'a Access,
-    caller: &CallerConfig,
-    client_id: &str,
-) -> Result<&'a ClientConfig, AccessError> {
-    let client = access.client(client_id).ok_or(AccessError::UnknownClient)?;
-    if !caller.clients.contains(&client.name) {
-        return Err(AccessError::NotPermitted {
-            caller: caller.name.clone(),
-            client: client.name.clone(),
-        });
-    }
-    Ok(client)
-}
-
 /// Signs assertions with the keyring's current keys and records each one.
 pub struct SigningService {
     keyring: Arc<Keyring>,
@@ -139,6 +123,26 @@ impl std::fmt::Debug for SigningService {
 impl SigningService {
     pub fn new(keyring: Arc<Keyring>, audit: AuditWriter) -> Self {
         SigningService { keyring, audit }
+    }
+
+    /// The client `client_id` names (its client_id or its section name), if `caller` may
+    /// use it: the one place the rule "which caller may sign for which client" is applied,
+    /// for `POST /v1/assertions` ([`SigningService::for_caller`]) and for token requests
+    /// alike.
+    pub fn client_for<'a>(
+        &self,
+        caller: &CallerConfig,
+        access: &'a Access,
+        client_id: &str,
+    ) -> Result<&'a ClientConfig, AccessError> {
+        let client = access.client(client_id).ok_or(AccessError::UnknownClient)?;
+        if !caller.clients.contains(&client.name) {
+            return Err(AccessError::NotPermitted {
+                caller: caller.name.clone(),
+                client: client.name.clone(),
+            });
+        }
+        Ok(client)
     }
 
     /// An assertion for `caller`, as `POST /v1/assertions` asks for it: the client must be
@@ -157,7 +161,7 @@ impl SigningService {
                 return Err(AssertionError::LifetimeOutOfRange);
             }
         }
-        let client = permitted_client(access, caller, &request.client_id)?;
+        let client = self.client_for(caller, access, &request.client_id)?;
         let default_audience = match client.audiences.first() {
             Some(audience) => audience.clone(),
             None => endpoints

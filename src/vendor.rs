@@ -8,9 +8,8 @@
 //! module imports nothing from the rest of jwksd.
 
 /// The EHR vendors jwksd knows, plus [`Vendor::Generic`] for any other SMART Backend
-/// Services server. The variants' lowercase names are the values of `jwksd register
-/// --vendor`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// Services server. Each one's [`Vendor::id`] names it on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Vendor {
     Eclinicalworks,
     Epic,
@@ -68,6 +67,18 @@ impl Vendor {
         match self {
             Vendor::Epic => &["/interconnect-"],
             _ => &[],
+        }
+    }
+
+    /// The vendor's identifier: its variant's name in lowercase (`eclinicalworks`,
+    /// `oracle`), the value of `jwksd register --vendor`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Vendor::Eclinicalworks => "eclinicalworks",
+            Vendor::Epic => "epic",
+            Vendor::Oracle => "oracle",
+            Vendor::Athena => "athena",
+            Vendor::Generic => "generic",
         }
     }
 

@@ -8,8 +8,9 @@
 //! `skip_serializing_if`; those that are left out when absent do.
 //!
 //! This module depends on serde alone (`serde_json::Value` only where a member is free-form
-//! JSON: an audit record's `detail`, a token endpoint's extra members), so both sides of
-//! the wire can use it without pulling in the server.
+//! JSON: an audit record's `detail`, a token endpoint's extra members and the members a
+//! token check echoes as sent), so both sides of the wire can use it without pulling in
+//! the server.
 //!
 //! Which types live here: a value that goes on the wire exactly as a service computes it
 //! (a failed token request's `Diagnosis` and `FailureClass`, a token endpoint's answer, an

@@ -66,6 +66,17 @@ impl TokenResponse {
             other: object,
         })
     }
+    /// The member `name` exactly as the endpoint sent it, typed or not (a string
+    /// `expires_in` stays a string); `None` when it sent none.
+    pub fn member(&self, name: &str) -> Option<Value> {
+        match name {
+            "access_token" => Some(Value::String(self.access_token.clone())),
+            "token_type" if self.token_type.is_some() => self.token_type.clone().map(Value::from),
+            "expires_in" if self.expires_in.is_some() => self.expires_in.map(Value::from),
+            "scope" if self.scope.is_some() => self.scope.clone().map(Value::from),
+            _ => self.other.get(name).cloned(),
+        }
+    }
 }
 
 /// The body of a token check (never a token: only whether one was obtained). A check that
@@ -98,9 +109,12 @@ impl TokenCheck {
 pub struct TokenCheckPassed {
     /// Always `true`.
     pub ok: bool,
-    pub token_type: Option<String>,
-    pub expires_in: Option<i64>,
-    pub scope: Option<String>,
+    /// `token_type`, `expires_in` and `scope` of the token endpoint's answer, each as the
+    /// endpoint sent it (a vendor's `"expires_in": "3600"` is echoed as that string);
+    /// `null` when it sent none.
+    pub token_type: Option<Value>,
+    pub expires_in: Option<Value>,
+    pub scope: Option<Value>,
     pub diagnosis: Diagnosis,
 }
 
@@ -187,11 +201,52 @@ mod tests {
     }
 
     #[test]
+    fn a_member_reads_as_the_endpoint_sent_it_typed_or_not() {
+        let sent = serde_json::json!({
+            "access_token": "t", "token_type": "Bearer", "expires_in": "3600", "patient": 7
+        });
+        let Value::Object(object) = sent else {
+            unreachable!()
+        };
+        let typed = TokenResponse::from_object(object).unwrap();
+        assert_eq!(typed.member("expires_in"), Some(Value::from("3600")));
+        assert_eq!(typed.member("token_type"), Some(Value::from("Bearer")));
+        assert_eq!(typed.member("patient"), Some(Value::from(7)));
+        assert_eq!(typed.member("scope"), None);
+        let Value::Object(object) = serde_json::json!({ "access_token": "t", "expires_in": 300 })
+        else {
+            unreachable!()
+        };
+        let typed = TokenResponse::from_object(object).unwrap();
+        assert_eq!(typed.expires_in, Some(300));
+        assert_eq!(typed.member("expires_in"), Some(Value::from(300)));
+    }
+
+    /// The token check echoes `token_type`, `expires_in` and `scope` as sent: a string
+    /// `expires_in` is that string on the wire, not `null`.
+    #[test]
+    fn a_passed_check_carries_a_string_expires_in_as_sent() {
+        let passed = TokenCheckPassed {
+            ok: true,
+            token_type: Some(Value::from("bearer")),
+            expires_in: Some(Value::from("3600")),
+            scope: None,
+            diagnosis: Diagnosis::default(),
+        };
+        let wire = serde_json::to_value(TokenCheck::Passed(passed.clone())).unwrap();
+        assert_eq!(wire["expires_in"], Value::from("3600"));
+        assert_eq!(wire["token_type"], Value::from("bearer"));
+        assert_eq!(wire["scope"], Value::Null);
+        let read: TokenCheck = serde_json::from_value(wire).unwrap();
+        assert_eq!(read, TokenCheck::Passed(passed));
+    }
+
+    #[test]
     fn a_passed_check_never_decodes_as_a_failed_one() {
         let passed = TokenCheck::Passed(TokenCheckPassed {
             ok: true,
             token_type: Some("Bearer".into()),
-            expires_in: Some(300),
+            expires_in: Some(300.into()),
             scope: None,
             diagnosis: Diagnosis::default(),
         });

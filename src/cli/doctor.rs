@@ -110,12 +110,11 @@ pub async fn diagnose(
         .or(client.fhir_base_url.as_deref())
         .unwrap_or_default();
     let vendor = crate::vendor::Vendor::recognise(endpoint_hint);
-    let (vendor, algorithms) = (vendor.name(), vendor.algorithms());
-    checks.push(if algorithms.contains(&alg.as_str()) {
+    checks.push(if vendor.accepts(alg.as_str()) {
         check(
             "algorithm",
             Verdict::Ok,
-            format!("{alg} is accepted by {vendor}"),
+            format!("{alg} is accepted by {}", vendor.name()),
             None,
         )
     } else {
@@ -123,8 +122,9 @@ pub async fn diagnose(
             "algorithm",
             Verdict::Fail,
             format!(
-                "{alg} is not among what {vendor} accepts ({})",
-                algorithms.join(", ")
+                "{alg} is not among what {} accepts ({})",
+                vendor.name(),
+                vendor.algorithms().join(", ")
             ),
             Some("create a key set with an accepted alg and point this client at it"),
         )
@@ -282,9 +282,18 @@ pub async fn diagnose(
             Verdict::Ok,
             format!(
                 "the EHR issued a {} token for {:?}, valid {}s",
-                passed.token_type.as_deref().unwrap_or("?"),
-                passed.scope.as_deref().unwrap_or(""),
-                or_null(passed.expires_in)
+                passed
+                    .token_type
+                    .as_ref()
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("?"),
+                passed
+                    .scope
+                    .as_ref()
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(""),
+                // As sent: a number, a string in quotes, or null.
+                passed.expires_in.clone().unwrap_or_default()
             ),
             None,
         )),

@@ -20,7 +20,30 @@ pub mod token;
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
+
+use crate::vendor::{self, Vendor};
+
+/// `--vendor`: the [`Vendor::id`] of a vendor of [`vendor::ALL`], in that order, read as
+/// that vendor. The vendor list is `vendor`'s; how it shows in `--help` is the command
+/// line's.
+fn vendor_parser() -> impl TypedValueParser<Value = Vendor> {
+    let values = vendor::ALL.map(|v| {
+        let value = PossibleValue::new(v.id());
+        match v {
+            Vendor::Oracle => value.help("Oracle Health, formerly Cerner"),
+            _ => value,
+        }
+    });
+    PossibleValuesParser::new(values).map(|id| {
+        vendor::ALL
+            .into_iter()
+            .find(|v| v.id() == id)
+            // The parser admits only the ids above.
+            .unwrap_or(Vendor::Generic)
+    })
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -108,8 +131,8 @@ pub enum Command {
     Register {
         #[arg(long)]
         client: String,
-        #[arg(long, value_enum, default_value = "generic")]
-        vendor: crate::vendor::Vendor,
+        #[arg(long, value_parser = vendor_parser(), default_value = "generic")]
+        vendor: Vendor,
         /// Directory to write jwks.json, one PEM per key and a README for the ticket.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -253,6 +276,39 @@ mod tests {
         for sub in command.get_subcommands() {
             flag_variables(sub, out);
         }
+    }
+
+    #[test]
+    fn every_vendor_is_a_value_of_register_vendor_and_reads_as_itself() {
+        use clap::Parser;
+        for vendor in crate::vendor::ALL {
+            let cli = Cli::try_parse_from([
+                "jwksd",
+                "register",
+                "--client",
+                "c",
+                "--vendor",
+                vendor.id(),
+            ])
+            .unwrap();
+            match cli.command {
+                super::Command::Register { vendor: read, .. } => assert_eq!(read, vendor),
+                other => panic!("{other:?}"),
+            }
+        }
+        let cli = Cli::try_parse_from(["jwksd", "register", "--client", "c"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            super::Command::Register {
+                vendor: crate::vendor::Vendor::Generic,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["jwksd", "register", "--client", "c", "--vendor", "Epic"])
+                .is_err()
+        );
+        Cli::command().debug_assert();
     }
 
     #[test]

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::keysets::{KeysetConfig, DEFAULT_KEYSET};
-use super::values::{outbound_url, parse_duration, show, ConfigUrl, IntOrString};
+use super::values::{
+    outbound_base_url, outbound_url, parse_duration, show, ConfigUrl, IntOrString,
+};
 
 /// Longest assertion lifetime SMART allows (`exp` at most 5 minutes in the future).
 pub const MAX_ASSERTION_LIFETIME: i64 = 300;
@@ -155,11 +157,10 @@ pub(super) fn validate_access(
             }
             raw.audiences
         };
-        let fhir_base_url = raw.fhir_base_url.as_deref().and_then(|url| {
-            let url = outbound_url(&key("fhir_base_url"), url, problems)?;
-            // Discovery appends `/.well-known/...` to the base as written.
-            ConfigUrl::parse(url.as_str().trim_end_matches('/')).ok()
-        });
+        let fhir_base_url = raw
+            .fhir_base_url
+            .as_deref()
+            .and_then(|url| outbound_base_url(&key("fhir_base_url"), url, problems));
         let lifetime = match raw.assertion_lifetime.as_deref() {
             None => Some(Duration::from_secs(240)),
             Some(text) => parse_duration(&key("assertion_lifetime"), text, problems),

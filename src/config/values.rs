@@ -127,7 +127,23 @@ pub(super) fn outbound_url(
     text: &str,
     problems: &mut Vec<String>,
 ) -> Option<ConfigUrl> {
-    match ConfigUrl::parse(text) {
+    outbound(what, text, text, problems)
+}
+
+/// A base URL jwksd appends paths to (`fhir_base_url`: discovery appends
+/// `/.well-known/...` to the base as written), under the rules of [`outbound_url`]: parsed
+/// once, without its trailing slashes; a refusal quotes `text` as configured.
+pub(super) fn outbound_base_url(
+    what: &str,
+    text: &str,
+    problems: &mut Vec<String>,
+) -> Option<ConfigUrl> {
+    outbound(what, text, text.trim_end_matches('/'), problems)
+}
+
+/// `kept` (`text`, or what of it is kept) parsed as an outbound URL.
+fn outbound(what: &str, text: &str, kept: &str, problems: &mut Vec<String>) -> Option<ConfigUrl> {
+    match ConfigUrl::parse(kept) {
         // The url crate drops leading spaces; jwksd never accepted them.
         Ok(url) if url.is_allowed_outbound() && !text.starts_with(char::is_whitespace) => Some(url),
         _ => {

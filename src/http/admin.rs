@@ -20,7 +20,7 @@ use crate::api::{
 };
 use crate::config::is_valid_keyset_name;
 use crate::keyring::{KeysetView, RevocationOutcome, RotationOutcome, Snapshot};
-use crate::rotation::{KeyRecord, KeyState, UnixTime};
+use crate::rotation::{KeyRecord, KeyState};
 use crate::tokens::{TokenContext, TokenError};
 
 /// Largest body the admin API reads (its bodies are a few optional flags).
@@ -40,11 +40,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-fn rfc3339(t: Option<UnixTime>) -> Option<String> {
-    t.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| t.format(&Rfc3339).ok())
-}
-
 fn api_state(state: KeyState) -> crate::api::KeyState {
     match state {
         KeyState::Next => crate::api::KeyState::Next,
@@ -62,12 +57,12 @@ fn key_info(r: &KeyRecord, public_base: &str) -> KeyInfo {
         keyset: r.keyset.clone(),
         alg: r.alg.as_str().to_owned(),
         state: api_state(r.state),
-        created_at: rfc3339(Some(r.created_at)),
-        published_at: rfc3339(Some(r.published_at)),
-        activated_at: rfc3339(r.activated_at),
-        retired_at: rfc3339(r.retired_at),
-        remove_at: rfc3339(r.remove_at),
-        revoked_at: rfc3339(r.revoked_at),
+        created_at: crate::rfc3339(r.created_at),
+        published_at: crate::rfc3339(r.published_at),
+        activated_at: r.activated_at.and_then(crate::rfc3339),
+        retired_at: r.retired_at.and_then(crate::rfc3339),
+        remove_at: r.remove_at.and_then(crate::rfc3339),
+        revoked_at: r.revoked_at.and_then(crate::rfc3339),
         certificate_url: r
             .state
             .is_published()
@@ -94,7 +89,7 @@ fn keyset_view<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a KeysetView,
 
 async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
     let snapshot = state.keyring.snapshot();
-    let base = state.public_base();
+    let base = state.public_url.as_str();
     let keysets = snapshot
         .keysets
         .values()
@@ -133,17 +128,18 @@ async fn list_keys(
 ) -> Result<HttpResponse, Problem> {
     let snapshot = state.keyring.snapshot();
     let view = keyset_view(&snapshot, &keyset)?;
-    let base = state.public_base();
+    let base = state.public_url.as_str();
     let keys = view
         .records
         .iter()
         .rev()
-        .map(|r| key_info(r, &base))
+        .map(|r| key_info(r, base))
         .collect();
     Ok(HttpResponse::Ok().json(KeyList { keys }))
 }
 
-/// Largest body the admin API reads (its bodies are a few optional flags).
+/// The body of an admin request: none (or only whitespace) means the defaults; otherwise a
+/// JSON object of at most [`BODY_LIMIT`] bytes, refused as the body module refuses it.
 fn admin_body<T: serde::de::DeserializeOwned + Default>(
     req: &HttpRequest,
     body: &[u8],
@@ -286,7 +282,7 @@ async fn audit(
             let e = &r.event;
             AuditEntry {
                 seq: r.seq,
-                time: rfc3339(Some(e.time)),
+                time: crate::rfc3339(e.time),
                 event: e.event.clone(),
                 caller: e.caller.clone(),
                 client_id: e.client_id.clone(),
@@ -294,7 +290,7 @@ async fn audit(
                 kid: e.kid.clone(),
                 jti: e.jti.clone(),
                 audience: e.audience.clone(),
-                expires_at: rfc3339(e.expires_at),
+                expires_at: e.expires_at.and_then(crate::rfc3339),
                 detail: e
                     .detail
                     .as_deref()
@@ -325,7 +321,7 @@ async fn keyset_jwks(
 /// The configured clients (no secrets), with the JWKS URL of each one's key set.
 async fn list_clients(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
     let access = state.access();
-    let base = state.public_base();
+    let base = state.public_url.as_str();
     let clients = access
         .clients
         .values()
@@ -369,9 +365,10 @@ async fn token_check(
     let check = match state.tokens.fresh_token(&ctx, client, &scope).await {
         Ok(answer) => TokenCheck::Passed(TokenCheckPassed {
             ok: true,
-            token_type: answer.body.token_type,
-            expires_in: answer.body.expires_in,
-            scope: answer.body.scope,
+            // As the endpoint sent them, typed or not.
+            token_type: answer.body.member("token_type"),
+            expires_in: answer.body.member("expires_in"),
+            scope: answer.body.member("scope"),
             diagnosis: answer.diagnosis,
         }),
         Err(TokenError::Upstream {

@@ -1,6 +1,7 @@
-//! Who is asking, and for which client: bearer-token authentication as a type in the
-//! handler signature ([`AdminAuth`], [`CallerAuth`], which also admits a caller by its
-//! rate), and which caller may act for which client ([`permitted_client`]).
+//! Who is asking: bearer-token authentication as a type in the handler signature
+//! ([`AdminAuth`], [`CallerAuth`], which also admits a caller by its rate). Which caller
+//! may act for which client is not decided here: that rule is the signing service's
+//! ([`crate::signing::SigningService::client_for`]).
 //!
 //! Tokens are kept only as SHA-256 digests and compared in constant time, so neither the
 //! process memory nor a timing side channel gives a token away. Refusals are
@@ -11,13 +12,8 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 
-// Kept beside the state that holds the admin token's; named here too, where it is used.
-use super::state::State;
-pub use super::state::TokenHash;
+use super::state::{State, TokenHash};
 use crate::config::CallerConfig;
-// The rule belongs to the signing service, which applies it to every assertion; the token
-// handler applies the same rule before a token request.
-pub use crate::signing::{permitted_client, AccessError};
 
 /// A request refused before its handler ran.
 #[derive(Clone, Debug, thiserror::Error)]

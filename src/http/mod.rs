@@ -1,30 +1,34 @@
-//! The HTTP layer: two listeners, their route tables, and the shared request state.
+//! The HTTP layer: the handler modules of both listeners, what they share, and what both
+//! listeners mount alike ([`common`] limits and error shapes, [`not_found`]). `app` builds
+//! the two listeners from these tables.
 //!
-//! The public listener serves only public things (JWKS, certificates, health) and is safe
-//! to expose to EHRs; the private listener carries signing, tokens, the admin API and
-//! metrics, and must stay internal. Handlers know actix, the services and the keyring's
-//! snapshot, never SQL; they speak the wire types of [`crate::api`].
+//! The public listener serves only public things ([`public`]: JWKS, certificates; and
+//! [`health`]) and is safe to expose to EHRs; the private listener carries [`assertions`],
+//! [`tokens`], [`admin`], [`metrics`] and [`health`], and must stay internal. Handlers know
+//! actix, the services and the keyring's snapshot, never SQL; they speak the wire types of
+//! [`crate::api`].
 //!
-//! Handler modules ([`admin`], [`signing`], [`tokens`], [`public`], [`metrics`]) never
-//! import one another: what they share is in [`state`] (what every handler can
-//! reach, the request counters), [`auth`] (who is asking, for which client), [`body`] (JSON bodies), [`limits`] (body
-//! size and deadline) and [`problem`] (every refusal, mapped once).
+//! Handler modules ([`admin`], [`assertions`], [`tokens`], [`public`], [`metrics`],
+//! [`health`]) never import one another nor this module: what they share is in [`state`]
+//! (what every handler can reach, the request counters), [`auth`] (who is asking),
+//! [`body`] (JSON bodies), [`limits`] (body size and deadline) and [`problem`] (every
+//! refusal, mapped once).
 
 pub mod admin;
+pub mod assertions;
 pub mod auth;
 pub mod body;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod public;
-pub mod signing;
 pub mod state;
 pub mod tokens;
 
 use actix_web::{web, HttpResponse};
 
-use crate::api::Health;
-use problem::{Problem, Unready};
+use problem::Problem;
 pub use state::State;
 
 /// The largest request body any route accepts (signing and token requests are far smaller).
@@ -49,34 +53,10 @@ pub async fn not_found() -> Result<HttpResponse, Problem> {
     Err(Problem::not_found("no such resource"))
 }
 
-/// `GET /healthz` and `GET /readyz`, on both listeners.
-pub fn health_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").get(healthz).head(healthz))
-        .service(web::resource("/readyz").get(readyz).head(readyz));
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(Health::ok())
-}
-
-async fn readyz(state: web::Data<state::State>) -> Result<HttpResponse, Problem> {
-    if let Err(e) = state.keyring.store().ping().await {
-        return Err(Unready::Store(e).into());
-    }
-    if !state.keyring.is_ready() {
-        return Err(Unready::NoSigningKey.into());
-    }
-    Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(Health::ready()))
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::{Arc, RwLock};
+    use std::sync::Arc;
 
     use actix_web::middleware::ErrorHandlers;
     use actix_web::{test, web, App};
@@ -141,25 +121,23 @@ clients = ["ecw"]
             .unwrap(),
         );
         let audit = AuditWriter::start(keyring.store().clone());
-        let state = web::Data::new(State {
-            keyring: keyring.clone(),
-            admin_token: TokenHash::of("admin"),
-            public_url: String::new(),
-            access: RwLock::new(Arc::new(config.access.clone())),
-            signing: Arc::new(SigningService::new(keyring, audit)),
-            limiter: Default::default(),
-            tokens: Arc::new(TokenService::new(
+        let state = web::Data::new(State::new(
+            keyring.clone(),
+            TokenHash::of("admin"),
+            None,
+            config.access.clone(),
+            Arc::new(SigningService::new(keyring, audit)),
+            Arc::new(TokenService::new(
                 outbound_client().unwrap(),
                 crate::system_clock(),
             )),
-            metrics: Default::default(),
-        });
+        ));
         let app = test::init_service(
             App::new()
                 .wrap(ErrorHandlers::new().default_handler(super::problem::ensure_problem))
                 .app_data(state)
                 .configure(super::common)
-                .configure(super::signing::routes)
+                .configure(super::assertions::routes)
                 .configure(super::tokens::routes),
         )
         .await;

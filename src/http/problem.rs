@@ -16,12 +16,12 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use tracing::{error, warn};
 
-use super::auth::{AccessError, AuthError};
+use super::auth::AuthError;
 use super::body::BodyError;
 use super::limits::LimitError;
 use crate::api;
 use crate::error::Error;
-use crate::signing::{AssertionError, SignError};
+use crate::signing::{AccessError, AssertionError, SignError};
 use crate::store::StoreError;
 use crate::tokens::{ScopeError, TokenError};
 
@@ -429,12 +429,6 @@ impl From<TokenError> for Problem {
                 "SMART discovery failed",
                 "the token endpoint could not be discovered from the client's fhir_base_url; the server log has the cause",
             ),
-            TokenError::Sign(e @ SignError::AuditUnavailable { .. }) => Problem::failure(
-                ProblemKind::StorageUnavailable,
-                &e,
-                "token request withheld: audit unavailable",
-                "the audit trail is unavailable, so no assertion was sent; retry",
-            ),
             TokenError::Sign(e) => Problem::from(e),
             TokenError::Upstream {
                 class,
@@ -472,18 +466,29 @@ impl From<TokenError> for Problem {
     }
 }
 
+/// The kind each authentication refusal answers as: the one mapping, read by both the
+/// problem and [`ResponseError::status_code`] (which must not log, as an internal
+/// problem's construction does).
+fn auth_kind(err: &AuthError) -> ProblemKind {
+    match err {
+        AuthError::NoAdminToken
+        | AuthError::BadAdminToken
+        | AuthError::NoCallerToken
+        | AuthError::BadCallerToken => ProblemKind::Unauthorized,
+        AuthError::RateLimited { .. } => ProblemKind::RateLimited,
+        AuthError::NoState => ProblemKind::Internal,
+    }
+}
+
 impl From<AuthError> for Problem {
     fn from(err: AuthError) -> Self {
+        let kind = auth_kind(&err);
         match err {
-            AuthError::NoAdminToken
-            | AuthError::BadAdminToken
-            | AuthError::NoCallerToken
-            | AuthError::BadCallerToken => Problem::new(ProblemKind::Unauthorized, err.to_string()),
             AuthError::RateLimited { retry_after, .. } => {
-                Problem::new(ProblemKind::RateLimited, err.to_string())
-                    .with_retry_after(retry_after as i64)
+                Problem::new(kind, err.to_string()).with_retry_after(retry_after as i64)
             }
             AuthError::NoState => internal(&err),
+            _ => Problem::new(kind, err.to_string()),
         }
     }
 }
@@ -491,11 +496,7 @@ impl From<AuthError> for Problem {
 // The extractors return `AuthError`; it answers as its problem.
 impl ResponseError for AuthError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            AuthError::RateLimited { .. } => ProblemKind::RateLimited.status(),
-            AuthError::NoState => ProblemKind::Internal.status(),
-            _ => ProblemKind::Unauthorized.status(),
-        }
+        auth_kind(self).status()
     }
 
     fn error_response(&self) -> HttpResponse {
@@ -659,23 +660,9 @@ mod tests {
         );
     }
 
-    /// A writer that keeps what the log subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn an_internal_failure_is_logged_with_its_cause_under_the_id_the_answer_carries() {
-        let log = Captured::default();
+        let log = crate::logging::CapturedLog::default();
         let writer = log.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
@@ -692,7 +679,7 @@ mod tests {
             .expect("an internal failure carries an error id");
         assert_eq!(id.len(), 12);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
-        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        let log = log.text();
         let line = log
             .lines()
             .find(|l| l.contains(&id))
@@ -703,6 +690,47 @@ mod tests {
         let again = Problem::from(Error::Task("x".into()));
         assert_ne!(again.error_id.as_deref(), Some(id.as_str()));
         assert_eq!(Problem::not_found("no").error_id, None);
+    }
+
+    #[test]
+    fn an_unavailable_audit_trail_is_one_answer_whichever_path_found_it() {
+        let unavailable = || SignError::AuditUnavailable {
+            cause: "disk full".into(),
+        };
+        let without_id = |mut problem: api::Problem| {
+            assert!(problem.error_id.take().is_some(), "a failure carries an id");
+            problem
+        };
+        let assertion =
+            without_id(Problem::from(AssertionError::<TokenError>::Sign(unavailable())).to_api());
+        let token = without_id(Problem::from(TokenError::Sign(unavailable())).to_api());
+        assert_eq!(assertion, token);
+        assert_eq!(assertion.status, 503);
+        assert_eq!(assertion.slug(), "storage-unavailable");
+        assert!(!assertion.detail.contains("disk full"), "no internal text");
+    }
+
+    #[test]
+    fn an_authentication_refusal_has_the_status_of_its_problem() {
+        for err in [
+            AuthError::NoAdminToken,
+            AuthError::BadAdminToken,
+            AuthError::NoCallerToken,
+            AuthError::BadCallerToken,
+            AuthError::RateLimited {
+                caller: "billing".into(),
+                per_minute: 60,
+                retry_after: 3,
+            },
+            AuthError::NoState,
+        ] {
+            assert_eq!(
+                err.status_code(),
+                Problem::from(err.clone()).status(),
+                "{err:?}"
+            );
+            assert_eq!(err.status_code(), err.error_response().status(), "{err:?}");
+        }
     }
 
     #[test]

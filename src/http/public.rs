@@ -1,5 +1,6 @@
-//! The public listener: JWKS documents, certificates and health. Nothing here needs or
-//! accepts credentials, and nothing here can change state.
+//! The public listener's own routes: JWKS documents and certificates (`app` mounts
+//! [`super::health`] beside them). Nothing here needs or accepts credentials, and nothing
+//! here can change state.
 
 use std::sync::Arc;
 
@@ -29,7 +30,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(certificate))
             .route(web::head().to(certificate)),
     );
-    super::health_routes(cfg);
 }
 
 /// CORS preflight (a browser-based tool fetching the JWKS): allow GET and HEAD from anywhere.

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::digest;
 use subtle::ConstantTimeEq;
 
-use crate::config::Access;
+use crate::config::{Access, ConfigUrl};
 use crate::keyring::Keyring;
 use crate::ratelimit::RateLimiter;
 use crate::signing::SigningService;
@@ -49,6 +49,29 @@ impl Metrics {
 }
 
 impl State {
+    /// The state of a running service: `public_url` is `server.public_url` (the text as
+    /// configured, which has no trailing slash); the rate limiter and the counters start
+    /// empty.
+    pub fn new(
+        keyring: Arc<Keyring>,
+        admin_token: TokenHash,
+        public_url: Option<&ConfigUrl>,
+        access: Access,
+        signing: Arc<SigningService>,
+        tokens: Arc<TokenService>,
+    ) -> Self {
+        State {
+            keyring,
+            admin_token,
+            public_url: public_url.map_or_else(String::new, |url| url.as_str().to_owned()),
+            access: RwLock::new(Arc::new(access)),
+            signing,
+            limiter: RateLimiter::default(),
+            tokens,
+            metrics: Metrics::default(),
+        }
+    }
+
     /// The clients and callers in force now.
     pub fn access(&self) -> Arc<Access> {
         match self.access.read() {
@@ -64,11 +87,6 @@ impl State {
             Ok(mut guard) => *guard = access,
             Err(poisoned) => *poisoned.into_inner() = access,
         }
-    }
-
-    /// Base for public URLs in admin answers.
-    pub fn public_base(&self) -> String {
-        self.public_url.clone()
     }
 }
 

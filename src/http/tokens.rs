@@ -4,7 +4,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::auth::{permitted_client, CallerAuth};
+use super::auth::CallerAuth;
 use super::body::parse_json_body;
 use super::problem::Problem;
 use super::state::{Metrics, State};
@@ -30,7 +30,10 @@ async fn create_token(
 ) -> Result<HttpResponse, Problem> {
     let request: TokenRequest = parse_json_body(&req, &body)?;
     let access = state.access();
-    let client = permitted_client(&access, &caller, &request.client_id)?;
+    // Which caller may use which client is the signing service's rule.
+    let client = state
+        .signing
+        .client_for(&caller, &access, &request.client_id)?;
     let scope = resolve_scope(client, request.scope)?;
     let ctx = TokenContext {
         signing: &state.signing,

@@ -327,6 +327,32 @@ pub(super) mod tests {
         (dir, store, master)
     }
 
+    /// An empty store whose key set `default` has had its first plan applied by the
+    /// scheduler at time 1000: a current and a next key, committed and audited.
+    async fn first_plan_applied() -> (
+        tempfile::TempDir,
+        SqliteStore,
+        Arc<MasterKey>,
+        KeysetConfig,
+        Applied,
+    ) {
+        let (dir, store, master) = empty_store().await;
+        let config = keyset("default");
+        let plan = rotation::plan(&[], 1000, &config.timing);
+        let applied = apply(
+            &store,
+            &master,
+            &config,
+            &[],
+            &plan.steps,
+            1000,
+            &Actor::scheduler(),
+        )
+        .await
+        .unwrap();
+        (dir, store, master, config, applied)
+    }
+
     async fn trail(store: &SqliteStore) -> Vec<AuditRecord> {
         store
             .audit_page(&AuditFilter::default(), 0, 100)
@@ -348,20 +374,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_first_plan_creates_a_current_and_a_next_key_and_records_both() {
-        let (_dir, store, master) = empty_store().await;
-        let config = keyset("default");
-        let plan = rotation::plan(&[], 1000, &config.timing);
-        let applied = apply(
-            &store,
-            &master,
-            &config,
-            &[],
-            &plan.steps,
-            1000,
-            &Actor::scheduler(),
-        )
-        .await
-        .unwrap();
+        let (_dir, store, _master, _config, applied) = first_plan_applied().await;
         let states: Vec<KeyState> = applied.keys.iter().map(|k| k.record.state).collect();
         assert_eq!(states, [KeyState::Current, KeyState::Next]);
         assert_eq!(applied.created, records_kids(&applied.keys));
@@ -393,20 +406,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_rotation_retires_the_old_key_erases_its_private_half_and_audits_each_step() {
-        let (_dir, store, master) = empty_store().await;
-        let config = keyset("default");
-        let first = rotation::plan(&[], 1000, &config.timing);
-        let start = apply(
-            &store,
-            &master,
-            &config,
-            &[],
-            &first.steps,
-            1000,
-            &Actor::scheduler(),
-        )
-        .await
-        .unwrap();
+        let (_dir, store, master, config, start) = first_plan_applied().await;
         let (old, next) = (start.created[0].clone(), start.created[1].clone());
         let now = 1000 + 86_400;
         let plan = rotation::plan(&records(&start.keys), now, &config.timing);
@@ -477,20 +477,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn steps_planned_from_a_stale_view_write_nothing() {
-        let (_dir, store, master) = empty_store().await;
-        let config = keyset("default");
-        let first = rotation::plan(&[], 1000, &config.timing);
-        let start = apply(
-            &store,
-            &master,
-            &config,
-            &[],
-            &first.steps,
-            1000,
-            &Actor::scheduler(),
-        )
-        .await
-        .unwrap();
+        let (_dir, store, master, config, start) = first_plan_applied().await;
         let current = start.created[0].clone();
         let revoke = [Step::Revoke {
             kid: current.clone(),

@@ -7,10 +7,10 @@
 //! published. The vendors' wording and error codes come from [`crate::vendor`]. Pure
 //! functions, tested with invented answers.
 
-/// The usual reasons a backend token request fails: the wire type itself, since the
-/// class is reported as it is (`classification`); its words and fixes are here.
-pub use crate::api::FailureClass;
+use crate::api::FailureClass;
 
+/// The words and fixes of each usual reason a backend token request fails (the class is a
+/// wire type, [`crate::api::FailureClass`], since it is reported as it is).
 impl FailureClass {
     /// One sentence saying what went wrong.
     pub fn explanation(self) -> &'static str {

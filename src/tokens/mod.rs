@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::api::TokenResponse;
+use crate::api::{Diagnosis, FailureClass, TokenResponse};
 use crate::assertion::CLIENT_ASSERTION_TYPE;
 use crate::config::{ClientConfig, ConfigUrl};
 use crate::rotation::UnixTime;
 use crate::signing::{Purpose, SignError, SigningService, TokenEndpoints};
 use crate::Clock;
 use cache::SlotCache;
-use classify::{classify, FailureClass};
+use classify::classify;
 use discovery::{discover, DiscoveryError, SmartConfiguration};
 use upstream::{read_limited, BodyError, TOKEN_ANSWER_LIMIT};
 
@@ -173,10 +173,6 @@ pub fn resolve_scope(
     }
     Ok(scope)
 }
-
-/// What jwksd knows about a token request, for the caller and the operator: the wire
-/// type itself, since it is reported as it is gathered.
-pub use crate::api::Diagnosis;
 
 /// A failed token request.
 #[derive(Clone, Debug, thiserror::Error)]

@@ -8,14 +8,16 @@
 //! test or another program on this host, and none is chosen before it is bound.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::helpers::KillOnDrop;
 
 const JWKSD: &str = env!("CARGO_BIN_EXE_jwksd");
 
 /// `jwksd serve` alone in a new network namespace; killed when dropped.
 struct IsolatedServer {
-    child: Child,
+    child: KillOnDrop,
     log: std::path::PathBuf,
 }
 
@@ -44,7 +46,10 @@ impl IsolatedServer {
         let child = command.spawn().unwrap_or_else(|e| {
             panic!("cannot run unshare(1) for the CLI configuration test (it needs root): {e}")
         });
-        let server = IsolatedServer { child, log };
+        let server = IsolatedServer {
+            child: KillOnDrop(child),
+            log,
+        };
         server.wait_ready(dir, args, env);
         server
     }
@@ -82,13 +87,6 @@ impl IsolatedServer {
             "jwksd did not become ready: {}",
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
-    }
-}
-
-impl Drop for IsolatedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -374,3 +374,43 @@ async fn a_first_start_killed_at_any_step_starts_cleanly_next_time() {
         service.stop();
     }
 }
+
+/// `jwksd healthcheck` is a probe of the status alone: any 2xx passes, whatever its body
+/// (as it always did), and anything else fails.
+#[test]
+fn healthcheck_passes_on_any_2xx_and_fails_on_anything_else() {
+    use std::io::{Read, Write};
+    for (answer, passes) in [
+        ("200 OK", true),
+        ("202 Accepted", true),
+        ("503 Service Unavailable", false),
+        ("404 Not Found", false),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/readyz", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            // Not jwksd's health answer: a page a proxy might send.
+            let body = "<html>not jwksd</html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {answer}\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let probe = Command::new(env!("CARGO_BIN_EXE_jwksd"))
+            .args(["healthcheck", "--url", &url])
+            .output()
+            .unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            probe.status.success(),
+            passes,
+            "{answer}: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        );
+    }
+}

@@ -8,11 +8,9 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use time::format_description::well_known::Rfc3339;
 
 use super::auth::CallerAuth;
 use super::body::parse_json_body;
-
 use super::problem::Problem;
 use super::state::{Metrics, State};
 use crate::api::{AssertionRequest, AssertionResponse};
@@ -48,9 +46,7 @@ async fn create_assertion(
         )
         .await?;
     Metrics::bump(&state.metrics.assertions_issued);
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(signed.expires_at)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok());
+    let expires_at = crate::rfc3339(signed.expires_at);
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(AssertionResponse {
