@@ -61,7 +61,7 @@ pub async fn read_limited(
 }
 
 /// Whether `url`'s host is this machine: 127.0.0.0/8, ::1, the unspecified addresses
-/// 0.0.0.0 and [::] (connecting to them reaches this host), IPv4-mapped or -compatible
+/// 0.0.0.0 and `[::]` (connecting to them reaches this host), IPv4-mapped or -compatible
 /// forms of those, `localhost` and names under `.localhost` (RFC 6761 §6.3).
 pub fn is_loopback(url: &Url) -> bool {
     fn v4(ip: Ipv4Addr) -> bool {
