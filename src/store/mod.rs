@@ -5,8 +5,13 @@
 //! names the state it expects to find, so two writers racing on the same key set (replicas,
 //! later) make one of them fail with [`StoreError::Conflict`] instead of both succeeding.
 //!
-//! Backends: [`sqlite`] (embedded, the default). The trait leaves room for PostgreSQL.
+//! Backends: [`sqlite`] (embedded, the default) and [`postgres`] (one database for one or
+//! more jwksd processes). What they check and write the same way (row MACs, the store's
+//! seal, the write connection, the readiness probe) is in [`integrity`], so a backend holds
+//! only its SQL.
 
+pub(crate) mod integrity;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -208,6 +213,7 @@ impl StoreError {
                 e,
                 sqlx::Error::Database(_)
                     | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
                     | sqlx::Error::PoolTimedOut
                     | sqlx::Error::PoolClosed
                     | sqlx::Error::WorkerCrashed
