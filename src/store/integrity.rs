@@ -230,10 +230,12 @@ impl SealMemory {
 /// that a busy health checker cannot turn readiness into a stream of commits.
 pub(crate) const PROBE_REUSE: Duration = Duration::from_secs(1);
 
-/// When the last write probe ran, and its outcome (the error as text, to be reused); shared
-/// by concurrent readiness checks.
+/// When a write probe ran, and its outcome (the error as text, to be reused).
+type Probed = (Instant, Result<(), String>);
+
+/// The last write probe, shared by concurrent readiness checks.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Probe(Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>);
+pub(crate) struct Probe(Arc<tokio::sync::Mutex<Option<Probed>>>);
 
 impl Probe {
     /// The outcome of `write` run now, or of the last run if it is younger than

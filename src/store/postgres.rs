@@ -102,7 +102,7 @@ CREATE INDEX audit_by_event ON audit (event, seq);
 /// The advisory lock every write transaction takes first (the bytes of "jwksd" as a
 /// number): all writers to one database, in every process, go one at a time. Advisory locks
 /// are per database, so databases on one server do not wait for each other.
-pub const WRITE_LOCK: i64 = 0x6a77_6b73_64;
+pub const WRITE_LOCK: i64 = 0x006a_776b_7364;
 
 /// How long a request waits for a connection before it is answered 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -189,30 +189,7 @@ impl std::fmt::Debug for PgStore {
 
 /// `url` with its password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            // A password may also be a query parameter.
-            let pairs: Vec<(String, String)> = parsed
-                .query_pairs()
-                .map(|(k, v)| {
-                    let v = if k == "password" {
-                        "***".to_owned()
-                    } else {
-                        v.into_owned()
-                    };
-                    (k.into_owned(), v)
-                })
-                .collect();
-            if !pairs.is_empty() {
-                parsed.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            parsed.to_string()
-        }
-        Err(_) => "(an unparsable URL)".to_owned(),
-    }
+    crate::config::DatabaseUrl::new(url.to_owned()).redacted()
 }
 
 /// A connection for one operation: from the pool, or the first start's transaction.
@@ -855,5 +832,79 @@ impl Store for PgStore {
             self.pool.close().await;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> AuditEvent {
+        AuditEvent {
+            time: 1_700_000_000,
+            event: "assertion.issued".into(),
+            caller: Some(format!("caller-{n}")),
+            client_id: None,
+            keyset: None,
+            kid: None,
+            jti: Some(format!("jti-{n}")),
+            audience: None,
+            expires_at: None,
+            detail: None,
+        }
+    }
+
+    /// Two handles on one database, as two jwksd processes would hold it, appending at the
+    /// same time: one chain, every record in it, and each handle's next load accepts the
+    /// other's newer seal. Runs only when `JWKSD_TEST_POSTGRES` names a server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_processes_appending_at_once_keep_one_chain() {
+        let Some(url) = crate::store::test_database().await else {
+            eprintln!("PostgreSQL only: JWKSD_TEST_POSTGRES is not set");
+            return;
+        };
+        let master = Arc::new(MasterKey::generate().0);
+        let first = PgStore::connect(&url).await.unwrap();
+        assert!(first.is_fresh());
+        let first = first.finish(Some(master.clone())).await.unwrap();
+        first
+            .initialise("master_key_check", b"check")
+            .await
+            .unwrap();
+        first.commit_first_start().await.unwrap();
+        let second = PgStore::connect(&url).await.unwrap();
+        assert!(!second.is_fresh());
+        let second = second.finish(Some(master.clone())).await.unwrap();
+        let (a, b) = (first.clone(), second.clone());
+        let one = tokio::spawn(async move {
+            for n in 0..40 {
+                a.append_audit(&[event(n)]).await.unwrap();
+            }
+        });
+        let two = tokio::spawn(async move {
+            for n in 100..140 {
+                b.append_audit(&[event(n), event(n + 1000)]).await.unwrap();
+            }
+        });
+        one.await.unwrap();
+        two.await.unwrap();
+        for store in [&first, &second] {
+            store.load_keys().await.unwrap();
+            assert_eq!(
+                crate::trail::verify_store(store).await.unwrap().unwrap(),
+                120
+            );
+        }
+        assert_eq!(second.audit_head().await.unwrap().unwrap().seq, 120);
+    }
+
+    #[test]
+    fn the_password_never_shows_in_a_redacted_url() {
+        let url = "postgres://jwksd:s3cr%2Ft@db.example:5432/keys?sslmode=verify-full";
+        let shown = redact_url(url);
+        assert!(!shown.contains("s3cr"), "{shown}");
+        assert!(shown.contains("sslmode=verify-full"), "{shown}");
+        let shown = redact_url("postgres://db.example/keys?password=hunter2&sslmode=require");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
