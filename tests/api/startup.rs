@@ -351,3 +351,33 @@ async fn a_second_jwksd_on_the_same_store_refuses_to_start() {
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     app.stop().await;
 }
+
+/// Another deployment (its own master key) pointed at a database this one initialised is
+/// refused, saying why; the database is left as it was.
+#[tokio::test]
+async fn a_database_initialised_under_another_master_key_is_refused() {
+    if !crate::helpers::on_postgres() {
+        eprintln!("PostgreSQL only: a SQLite store lives in its own data directory");
+        return;
+    }
+    let first = tempfile::tempdir().unwrap();
+    let jwks = initialise(first.path(), EC_DEFAULT).await;
+    let other = tempfile::tempdir().unwrap();
+    let url = crate::helpers::database_url(first.path()).unwrap();
+    std::fs::write(other.path().join("postgres-database-url"), url).unwrap();
+    let key_file = other.path().join("other-master.key");
+    std::fs::write(&key_file, "42".repeat(32)).unwrap();
+    let toml = format!(
+        "{EC_DEFAULT}[server]\nmaster_key_file = \"{}\"\n",
+        key_file.display()
+    );
+    let message = refusal(other.path(), &toml).await;
+    assert!(message.contains("different master key"), "{message}");
+    assert!(
+        !message.contains("@127.0.0.1") || message.contains(":***@"),
+        "{message}"
+    );
+    let app = spawn_app_with(first.path(), EC_DEFAULT).await;
+    assert_eq!(app.jwks("default").await, jwks);
+    app.stop().await;
+}
