@@ -373,8 +373,13 @@ async fn a_database_initialised_under_another_master_key_is_refused() {
     );
     let message = refusal(other.path(), &toml).await;
     assert!(message.contains("different master key"), "{message}");
+    let password = url::Url::parse(&crate::helpers::database_url(first.path()).unwrap())
+        .unwrap()
+        .password()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
-        !message.contains("@127.0.0.1") || message.contains(":***@"),
+        password.is_empty() || !message.contains(&password),
         "{message}"
     );
     let app = spawn_app_with(first.path(), EC_DEFAULT).await;
