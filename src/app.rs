@@ -22,12 +22,15 @@ use tracing::{error, info, warn};
 
 use secrecy::ExposeSecret;
 
-use crate::config::{AdminTokenSource, Config, Database, MasterKeySource, SecretDigests};
+use crate::config::{
+    AdminTokenSource, Config, Database, DatabaseUrl, MasterKeySource, SecretDigests,
+};
 use crate::http::limits::BodyPolicy;
 use crate::http::{self, state::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
 use crate::signing::SigningService;
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tokens::TokenService;
@@ -40,6 +43,8 @@ pub enum StartError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] crate::store::sqlite::OpenError),
+    #[error(transparent)]
+    Postgres(#[from] crate::store::postgres::OpenError),
     #[error(transparent)]
     Keys(#[from] crate::error::Error),
     #[error(
@@ -93,8 +98,9 @@ pub struct Application {
     public_server: Server,
     private_server: Server,
     scheduler: bool,
-    /// Held while the service runs: one jwksd per store (see [`lock_store`]).
-    _store_lock: std::fs::File,
+    /// Held while the service runs: one jwksd per SQLite store (see [`lock_store`]).
+    /// PostgreSQL takes any number of jwksd processes.
+    _store_lock: Option<std::fs::File>,
 }
 
 impl Application {
@@ -138,43 +144,14 @@ impl Application {
         ensure_dir(&server.data_dir)?;
         let admin_hash = load_admin_token(&server.admin_token)?;
         let admin_token_file = server.admin_token.file().map(Path::to_path_buf);
-        let Database::Sqlite(db_path) = &server.database;
-        if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            ensure_dir(parent)?;
-        }
-        let store_lock = lock_store(db_path)?;
-        finish_interrupted_first_start(db_path, &server.master_key)?;
-        let store_exists = db_path.exists();
-        let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
-        if !store_exists && external_key && !server.initialize {
-            return Err(StartError::Refused(format!(
-                "there is no key store at {}. With an external master key jwksd does not create one \
-                 by itself: a missing store usually means an unmounted volume or a wrong data_dir, \
-                 and a fresh key set would break every registered integration. If this is the \
-                 first start, run `jwksd serve --init` (or set JWKSD_INIT=1) once",
-                db_path.display()
-            )));
-        }
-        let master = if store_exists {
-            Arc::new(load_master_key(&server.master_key, true, db_path)?)
-        } else {
-            let master = initialise_store(&config, db_path).await?;
-            info!(path = %db_path.display(), "created a new key store");
-            master
+        let (keyring, store_lock) = match &server.database {
+            Database::Sqlite(db_path) => {
+                let (keyring, lock) = open_sqlite(&config, db_path).await?;
+                (keyring, Some(lock))
+            }
+            Database::Postgres(url) => (open_postgres(&config, url).await?, None),
         };
-        let store = SqliteStore::open(db_path, false, Some(master.clone())).await?;
-        let store: Arc<dyn Store> = Arc::new(store);
-        let keyring = Arc::new(
-            Keyring::open(
-                store,
-                master,
-                config.keysets.clone(),
-                false,
-                server.upgrade_store,
-                crate::unix_now(),
-            )
-            .await?,
-        );
+        let keyring = Arc::new(keyring);
 
         let audit = AuditWriter::start(keyring.store().clone());
         let tokens = Arc::new(TokenService::new(http_client, clock));
@@ -431,6 +408,127 @@ async fn run_scheduler(keyring: Arc<Keyring>) {
     }
 }
 
+/// The SQLite store at `db_path` and its keyring: the lock file, the all-or-nothing first
+/// start under a temporary name, then the store opened in place.
+async fn open_sqlite(
+    config: &Config,
+    db_path: &Path,
+) -> Result<(Keyring, std::fs::File), StartError> {
+    let server = &config.server;
+    if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent)?;
+    }
+    let store_lock = lock_store(db_path)?;
+    finish_interrupted_first_start(db_path, &server.master_key)?;
+    let store_exists = db_path.exists();
+    let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
+    if !store_exists && external_key && !server.initialize {
+        return Err(StartError::Refused(format!(
+            "there is no key store at {}. With an external master key jwksd does not create one \
+             by itself: a missing store usually means an unmounted volume or a wrong data_dir, \
+             and a fresh key set would break every registered integration. If this is the \
+             first start, run `jwksd serve --init` (or set JWKSD_INIT=1) once",
+            db_path.display()
+        )));
+    }
+    let name = db_path.display().to_string();
+    let master = if store_exists {
+        Arc::new(load_master_key(&server.master_key, true, &name)?)
+    } else {
+        let master = initialise_store(config, db_path).await?;
+        info!(path = %db_path.display(), "created a new key store");
+        master
+    };
+    let store = SqliteStore::open(db_path, false, Some(master.clone())).await?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let keyring = Keyring::open(
+        store,
+        master,
+        config.keysets.clone(),
+        false,
+        server.upgrade_store,
+        crate::unix_now(),
+    )
+    .await?;
+    Ok((keyring, store_lock))
+}
+
+/// The PostgreSQL store at `url` and its keyring. Several jwksd processes may share the
+/// database (no lock file). A first start is one transaction: the schema, the master-key
+/// check and the first keys of every key set are committed together, after the development
+/// master key (if one is generated) is on disk; a crash before the commit leaves the
+/// database as it was.
+async fn open_postgres(config: &Config, url: &DatabaseUrl) -> Result<Keyring, StartError> {
+    let server = &config.server;
+    let name = url.redacted();
+    let opening = PgStore::connect(url.expose()).await?;
+    if !opening.is_fresh() {
+        let master = Arc::new(load_master_key(&server.master_key, true, &name)?);
+        let store = opening
+            .finish(Some(master.clone()))
+            .await
+            .map_err(crate::error::Error::from)?;
+        return Ok(Keyring::open(
+            Arc::new(store),
+            master,
+            config.keysets.clone(),
+            false,
+            server.upgrade_store,
+            crate::unix_now(),
+        )
+        .await?);
+    }
+    let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
+    if external_key && !server.initialize {
+        return Err(StartError::Refused(format!(
+            "the PostgreSQL database {name} holds no jwksd store. With an external master key \
+             jwksd does not create one by itself: an empty database usually means a wrong \
+             database_url, and a fresh key set would break every registered integration. If \
+             this is the first start, run `jwksd serve --init` (or set JWKSD_INIT=1) once"
+        )));
+    }
+    let (master, key_to_write) = match &server.master_key {
+        MasterKeySource::Development(path) if !path.exists() => {
+            let (key, text) = MasterKey::generate();
+            (Arc::new(key), Some((path.clone(), text)))
+        }
+        source => (Arc::new(load_master_key(source, false, &name)?), None),
+    };
+    let store = opening
+        .finish(Some(master.clone()))
+        .await
+        .map_err(crate::error::Error::from)?;
+    let keyring = Keyring::open(
+        Arc::new(store.clone()),
+        master,
+        config.keysets.clone(),
+        true,
+        false,
+        crate::unix_now(),
+    )
+    .await?;
+    if let Some((path, text)) = key_to_write {
+        write_secret_file(&path, &text).map_err(|e| {
+            StartError::Refused(format!(
+                "cannot write the development master key {}: {e}",
+                path.display()
+            ))
+        })?;
+        warn!(
+            path = %path.display(),
+            "generated a development master key; in production supply it from a secret \
+             manager (server.master_key_file or JWKSD_SERVER__MASTER_KEY_FILE), the same for \
+             every jwksd on this database"
+        );
+    }
+    store
+        .commit_first_start()
+        .await
+        .map_err(crate::error::Error::from)?;
+    info!(database = %name, "created a new key store");
+    Ok(keyring)
+}
+
 fn ensure_dir(path: &Path) -> Result<(), StartError> {
     if path.is_dir() {
         return Ok(());
@@ -530,7 +628,14 @@ async fn initialise_store(config: &Config, db_path: &Path) -> Result<Arc<MasterK
             let (key, text) = MasterKey::generate();
             (Arc::new(key), Some((path.clone(), text)))
         }
-        source => (Arc::new(load_master_key(source, false, db_path)?), None),
+        source => (
+            Arc::new(load_master_key(
+                source,
+                false,
+                &db_path.display().to_string(),
+            )?),
+            None,
+        ),
     };
     let store = SqliteStore::open(&init, true, Some(master.clone())).await?;
     let shared: Arc<dyn Store> = Arc::new(store.clone());
@@ -656,10 +761,11 @@ fn read_secret_file(path: &Path, what: &str) -> Result<zeroize::Zeroizing<String
         })
 }
 
+/// The master key `source` names; `store` is where the store is, for messages.
 fn load_master_key(
     source: &MasterKeySource,
     store_exists: bool,
-    db_path: &Path,
+    store: &str,
 ) -> Result<MasterKey, StartError> {
     let parse = |text: &str, origin: String| {
         MasterKey::from_text(text).map_err(|e| {
@@ -686,18 +792,18 @@ fn load_master_key(
                      (starting afresh would publish new keys and break every registered \
                      integration). If this really is a new installation, delete {} first",
                     path.display(),
-                    db_path.display(),
+                    store,
                     path.display()
                 ))),
                 (false, true) => Err(StartError::Refused(format!(
                     "the key store {} exists but its master key {} is missing. Restore the master \
                      key file, or set server.master_key_file / JWKSD_SERVER__MASTER_KEY to where it is",
-                    db_path.display(),
+                    store,
                     path.display()
                 ))),
                 (false, false) => Err(StartError::Refused(format!(
                     "there is neither a key store at {} nor a master key at {}",
-                    db_path.display(),
+                    store,
                     path.display()
                 ))),
             }
@@ -753,8 +859,11 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<TokenHash, StartError> 
 /// The master key of an existing store, as the configuration names it; never creates one
 /// (for the CLI's offline commands, such as `jwksd audit verify`).
 pub fn read_master_key(config: &Config) -> Result<MasterKey, StartError> {
-    let Database::Sqlite(db_path) = &config.server.database;
-    load_master_key(&config.server.master_key, true, db_path)
+    let store = match &config.server.database {
+        Database::Sqlite(db_path) => db_path.display().to_string(),
+        Database::Postgres(url) => url.redacted(),
+    };
+    load_master_key(&config.server.master_key, true, &store)
 }
 
 /// Checks the secrets a configuration points at, without creating anything: what

@@ -9,7 +9,15 @@ use crate::config::Config;
 /// Writes a copy of the configured store to `out`.
 pub async fn backup(config: Option<PathBuf>, out: &Path) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref(), std::env::vars())?;
-    let crate::config::Database::Sqlite(path) = &config.server.database;
+    let path = match &config.server.database {
+        crate::config::Database::Sqlite(path) => path,
+        crate::config::Database::Postgres(url) => bail!(
+            "jwksd backup copies the SQLite store only; the store is the PostgreSQL database {}, \
+             so back it up with PostgreSQL's own tools (pg_dump of the meta, keys and audit \
+             tables, or the database's regular backups) and keep the master key apart from it",
+            url.redacted()
+        ),
+    };
     if !path.exists() {
         bail!("there is no key store at {} to back up", path.display());
     }

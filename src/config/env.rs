@@ -33,7 +33,8 @@ pub fn is_command_line_variable(name: &str) -> bool {
 /// Keys that already name a file; a `_FILE` variable for them sets the path itself.
 pub(super) const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
 /// Keys whose values are secrets: never parsed, never shown.
-pub(super) const SECRET_KEYS: &[&str] = &["master_key", "admin_token", "token_sha256"];
+pub(super) const SECRET_KEYS: &[&str] =
+    &["master_key", "admin_token", "token_sha256", "database_url"];
 
 /// Where an environment variable put a value: for messages that say where it came from.
 pub(super) struct EnvSource {

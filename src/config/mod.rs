@@ -37,7 +37,8 @@ pub use clients::{
 };
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
 pub use server::{
-    AdminTokenSource, Database, HttpLimits, MasterKeySource, SecretDigests, ServerConfig,
+    AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
+    ServerConfig,
 };
 pub use values::ConfigUrl;
 

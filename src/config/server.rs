@@ -63,6 +63,58 @@ impl Default for HttpLimits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Database {
     Sqlite(PathBuf),
+    /// `postgres://` or `postgresql://`, as libpq spells it (`sslmode` and all).
+    Postgres(DatabaseUrl),
+}
+
+/// A PostgreSQL URL. It may carry a password, so `Debug` and [`DatabaseUrl::redacted`]
+/// show it as `***`; only [`DatabaseUrl::expose`] gives the URL itself, to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: String) -> Self {
+        DatabaseUrl(url)
+    }
+
+    /// The URL with its password, for the connection only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password replaced by `***`, for messages and logs.
+    pub fn redacted(&self) -> String {
+        let mut url = match url::Url::parse(&self.0) {
+            Ok(url) => url,
+            Err(_) => return "(an unparsable URL)".into(),
+        };
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        if !pairs.is_empty() {
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DatabaseUrl")
+            .field(&self.redacted())
+            .finish()
+    }
 }
 
 /// Where the master key comes from.
@@ -307,18 +359,24 @@ pub(super) fn validate(
         .or_else(|| database_url.strip_prefix("sqlite:"))
     {
         Database::Sqlite(PathBuf::from(path))
-    } else {
-        if database_url.starts_with("postgres") {
-            problems.push(
-                "server.database_url: this build of jwksd has only the embedded SQLite store; \
-                 leave database_url empty (PostgreSQL support is on the roadmap)"
+    } else if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+        match url::Url::parse(database_url.trim()) {
+            Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) || url.query().is_some() => {}
+            // Never the text: it may hold the password.
+            _ => problems.push(
+                "server.database_url is not a usable PostgreSQL URL; write it as \
+                 postgres://USER:PASSWORD@HOST:PORT/DATABASE?sslmode=verify-full (the password \
+                 percent-encoded, or from JWKSD_SERVER__DATABASE_URL_FILE)"
                     .into(),
-            );
-        } else {
-            problems.push(
-                "server.database_url must be empty (SQLite in data_dir) or sqlite://PATH".into(),
-            );
+            ),
         }
+        Database::Postgres(DatabaseUrl::new(database_url.trim().to_owned()))
+    } else {
+        problems.push(
+            "server.database_url must be empty (SQLite in data_dir), sqlite://PATH or \
+             postgres://USER:PASSWORD@HOST/DATABASE"
+                .into(),
+        );
         Database::Sqlite(data_dir.join("jwksd.db"))
     };
 

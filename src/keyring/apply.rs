@@ -275,7 +275,6 @@ pub(super) mod tests {
     use crate::audit::{AuditFilter, AuditRecord};
     use crate::keys::{Algorithm, RsaBits};
     use crate::rotation::{self, Timing};
-    use crate::store::sqlite::SqliteStore;
     use crate::store::StoreError;
 
     /// An EC key set with the default timing of a day-long rotation.
@@ -315,13 +314,12 @@ pub(super) mod tests {
     }
 
     /// A sealed, empty store in a temporary directory, as a first start leaves it.
-    async fn empty_store() -> (tempfile::TempDir, SqliteStore, Arc<MasterKey>) {
+    /// On PostgreSQL when `JWKSD_TEST_POSTGRES` is set (see `store::test_store`).
+    async fn empty_store() -> (tempfile::TempDir, Arc<dyn Store>, Arc<MasterKey>) {
         let dir = tempfile::tempdir().unwrap();
         let master = Arc::new(MasterKey::generate().0);
-        let store = SqliteStore::open(&dir.path().join("jwksd.db"), true, Some(master.clone()))
-            .await
-            .unwrap();
-        super::super::integrity::check_master_key(&store, &master, true, false)
+        let store = crate::store::test_store(dir.path(), master.clone()).await;
+        super::super::integrity::check_master_key(store.as_ref(), &master, true, false)
             .await
             .unwrap();
         (dir, store, master)
@@ -331,7 +329,7 @@ pub(super) mod tests {
     /// scheduler at time 1000: a current and a next key, committed and audited.
     async fn first_plan_applied() -> (
         tempfile::TempDir,
-        SqliteStore,
+        Arc<dyn Store>,
         Arc<MasterKey>,
         KeysetConfig,
         Applied,
@@ -340,7 +338,7 @@ pub(super) mod tests {
         let config = keyset("default");
         let plan = rotation::plan(&[], 1000, &config.timing);
         let applied = apply(
-            &store,
+            &*store,
             &master,
             &config,
             &[],
@@ -353,7 +351,7 @@ pub(super) mod tests {
         (dir, store, master, config, applied)
     }
 
-    async fn trail(store: &SqliteStore) -> Vec<AuditRecord> {
+    async fn trail(store: &dyn Store) -> Vec<AuditRecord> {
         store
             .audit_page(&AuditFilter::default(), 0, 100)
             .await
@@ -386,7 +384,7 @@ pub(super) mod tests {
             sorted_records(&store.load_keys().await.unwrap()),
             sorted_records(&applied.keys)
         );
-        let trail = trail(&store).await;
+        let trail = trail(&*store).await;
         assert_eq!(trail.len(), 2);
         for (record, kid) in trail.iter().zip(&applied.created) {
             assert_eq!(record.event.event, event::KEY_GENERATED);
@@ -412,7 +410,7 @@ pub(super) mod tests {
         let plan = rotation::plan(&records(&start.keys), now, &config.timing);
         let actor = Actor::admin(serde_json::json!({ "forced": false }));
         let rotated = apply(
-            &store,
+            &*store,
             &master,
             &config,
             &start.keys,
@@ -447,7 +445,7 @@ pub(super) mod tests {
             sorted_records(&store.load_keys().await.unwrap()),
             sorted_records(&rotated.keys)
         );
-        let events: Vec<(String, Option<String>, Option<String>)> = trail(&store).await[2..]
+        let events: Vec<(String, Option<String>, Option<String>)> = trail(&*store).await[2..]
             .iter()
             .map(|r| {
                 (
@@ -483,19 +481,35 @@ pub(super) mod tests {
             kid: current.clone(),
         }];
         let actor = Actor::admin(serde_json::json!({ "reason": "test" }));
-        apply(&store, &master, &config, &start.keys, &revoke, 2000, &actor)
-            .await
-            .unwrap();
-        let before = trail(&store).await.len();
+        apply(
+            &*store,
+            &master,
+            &config,
+            &start.keys,
+            &revoke,
+            2000,
+            &actor,
+        )
+        .await
+        .unwrap();
+        let before = trail(&*store).await.len();
         // The same revocation again, planned from the keys as they were before the first.
-        let err = apply(&store, &master, &config, &start.keys, &revoke, 3000, &actor)
-            .await
-            .unwrap_err();
+        let err = apply(
+            &*store,
+            &master,
+            &config,
+            &start.keys,
+            &revoke,
+            3000,
+            &actor,
+        )
+        .await
+        .unwrap_err();
         assert!(
             matches!(err, Error::Store(StoreError::Conflict(_))),
             "{err:?}"
         );
-        assert_eq!(trail(&store).await.len(), before, "no audit record either");
+        assert_eq!(trail(&*store).await.len(), before, "no audit record either");
         let stored = store.load_keys().await.unwrap();
         let revoked = stored.iter().find(|k| k.record.kid == current).unwrap();
         assert_eq!(revoked.record.revoked_at, Some(2000));
@@ -508,7 +522,7 @@ pub(super) mod tests {
             kid: "no-such-kid".into(),
         }];
         let err = apply(
-            &store,
+            &*store,
             &master,
             &keyset("default"),
             &[],
@@ -519,7 +533,7 @@ pub(super) mod tests {
         .await
         .unwrap_err();
         assert!(matches!(err, Error::UnknownKid(ref kid) if kid == "no-such-kid"));
-        assert!(trail(&store).await.is_empty());
+        assert!(trail(&*store).await.is_empty());
     }
 
     #[test]

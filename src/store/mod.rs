@@ -5,8 +5,13 @@
 //! names the state it expects to find, so two writers racing on the same key set (replicas,
 //! later) make one of them fail with [`StoreError::Conflict`] instead of both succeeding.
 //!
-//! Backends: [`sqlite`] (embedded, the default). The trait leaves room for PostgreSQL.
+//! Backends: [`sqlite`] (embedded, the default) and [`postgres`] (one database for one or
+//! more jwksd processes). What they check and write the same way (row MACs, the store's
+//! seal, the write connection, the readiness probe) is in [`integrity`], so a backend holds
+//! only its SQL.
 
+pub(crate) mod integrity;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -208,6 +213,7 @@ impl StoreError {
                 e,
                 sqlx::Error::Database(_)
                     | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
                     | sqlx::Error::PoolTimedOut
                     | sqlx::Error::PoolClosed
                     | sqlx::Error::WorkerCrashed
@@ -285,6 +291,54 @@ pub(crate) fn parse_state(text: &str) -> Result<KeyState, StoreError> {
 pub(crate) fn parse_alg(text: &str) -> Result<Algorithm, StoreError> {
     text.parse()
         .map_err(|e: crate::keys::alg::UnknownAlgorithm| StoreError::Corrupt(e.to_string()))
+}
+
+/// A fresh, empty store for unit tests: SQLite in `dir`, or, when `JWKSD_TEST_POSTGRES`
+/// names a PostgreSQL server (as `scripts/test` sets it), a new database there.
+#[cfg(test)]
+pub(crate) async fn test_store(
+    dir: &std::path::Path,
+    master: std::sync::Arc<crate::keys::MasterKey>,
+) -> std::sync::Arc<dyn Store> {
+    use std::sync::Arc;
+    match test_database().await {
+        Some(url) => {
+            let opening = postgres::PgStore::connect(&url).await.unwrap();
+            let store = opening.finish(Some(master)).await.unwrap();
+            store.commit_first_start().await.unwrap();
+            Arc::new(store)
+        }
+        None => Arc::new(
+            sqlite::SqliteStore::open(&dir.join("jwksd.db"), true, Some(master))
+                .await
+                .unwrap(),
+        ),
+    }
+}
+
+/// A new database on the server `JWKSD_TEST_POSTGRES` names, if it names one.
+#[cfg(test)]
+pub(crate) async fn test_database() -> Option<String> {
+    use sqlx::Connection;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let base = std::env::var("JWKSD_TEST_POSTGRES")
+        .ok()
+        .filter(|v| !v.trim().is_empty())?;
+    let name = format!(
+        "jwksd_unit_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        crate::unix_now()
+    );
+    let mut conn = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    Some(url.to_string())
 }
 
 #[cfg(test)]

@@ -14,18 +14,21 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{Connection, Row, Sqlite};
 
+use super::integrity::{
+    check_seal, current_digest, read_seal, row_mac, verify_row, write_seal, Probe, SealMemory,
+    SealTables, WriteConn,
+};
 use super::{
-    key_row_mac_input, keys_digest, parse_alg, parse_state, AuditHead, Change, Store, StoreError,
-    StoreFuture, StoreSeal, StoredKey, KEY_ROW_MAC, STORE_SEAL_MAC,
+    keys_digest, parse_alg, parse_state, AuditHead, Change, Store, StoreError, StoreFuture,
+    StoredKey,
 };
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::keys::MasterKey;
@@ -138,20 +141,13 @@ pub struct SqliteStore {
     /// A checkpoint that should erase old pages from the WAL could not finish (a reader held
     /// it); retried after the next write until it does.
     checkpoint_pending: Arc<AtomicBool>,
-    /// The seal this process last wrote or verified. Once known, the store's seal must be
-    /// exactly this one: an older seal put back (with the records after it deleted, or an
-    /// older copy of a row) is refused while jwksd runs, not only what fails a MAC.
-    last_seal: Arc<std::sync::Mutex<Option<StoreSeal>>>,
+    /// The seal this process last wrote or verified: an older seal put back (with the
+    /// records after it deleted, or an older copy of a row) is refused while jwksd runs, not
+    /// only what fails a MAC.
+    seals: SealMemory,
     /// The last write probe, shared by concurrent readiness checks.
-    probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
+    probe: Probe,
 }
-
-/// When the last write probe ran, and its outcome (the error as text, to be reused).
-type Probed = (Instant, Result<(), String>);
-
-/// A readiness check younger than this reuses the last probe instead of writing again, so
-/// that a busy health checker cannot turn readiness into a stream of disk syncs.
-const PROBE_REUSE: Duration = Duration::from_secs(1);
 
 /// Suffixes of the files SQLite keeps beside the database: WAL, shared memory, rollback
 /// journal.
@@ -207,44 +203,6 @@ fn tighten_existing(path: &Path) {
 
 #[cfg(not(unix))]
 fn tighten_existing(_: &Path) {}
-
-/// A pooled connection for one write transaction. Unless [`WriteConn::committed`] is
-/// called, dropping it closes the connection instead of returning it to the pool: after a
-/// failed COMMIT (SQLITE_FULL, an I/O error) SQLite may already have rolled back, sqlx's
-/// own rollback then fails, and the connection would stay "in a transaction" for good,
-/// refusing every later BEGIN. A fresh connection costs a few pragmas.
-struct WriteConn {
-    conn: PoolConnection<Sqlite>,
-    committed: bool,
-}
-
-impl WriteConn {
-    async fn acquire(pool: &SqlitePool) -> Result<Self, StoreError> {
-        Ok(WriteConn {
-            conn: pool.acquire().await?,
-            committed: false,
-        })
-    }
-
-    /// `BEGIN IMMEDIATE`: takes the write lock first, so what the transaction reads (the
-    /// audit chain head) cannot go stale before it writes.
-    async fn begin_immediate(&mut self) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
-        Ok(self.conn.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// The transaction committed: the connection may go back to the pool.
-    fn committed(&mut self) {
-        self.committed = true;
-    }
-}
-
-impl Drop for WriteConn {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.conn.close_on_drop();
-        }
-    }
-}
 
 impl SqliteStore {
     /// Opens the store at `path`, creating the file only when `create` is true. Checks the
@@ -306,8 +264,8 @@ impl SqliteStore {
             pool,
             master,
             checkpoint_pending: Arc::new(AtomicBool::new(false)),
-            last_seal: Default::default(),
-            probe: Default::default(),
+            seals: SealMemory::default(),
+            probe: Probe::default(),
         };
         store.migrate(path).await?;
         Ok(store)
@@ -426,24 +384,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// A write that failed for storage reasons makes readiness fail at once (until the next
-    /// probe, at most [`PROBE_REUSE`] later), so `/readyz` never says ready while commits fail.
-    async fn note_write<T>(&self, result: &Result<T, StoreError>) {
-        if let Err(e) = result {
-            if e.is_storage_failure() {
-                *self.probe.lock().await = Some((Instant::now(), Err(e.to_string())));
-                // A failed commit may still have reached the disk (an I/O error after the
-                // WAL frames were written): the seal on disk is then newer than the one
-                // remembered, and holding to the old one would refuse every later write as
-                // tampering. Trust the next seal that verifies against the data instead.
-                match self.last_seal.lock() {
-                    Ok(mut guard) => *guard = None,
-                    Err(poisoned) => *poisoned.into_inner() = None,
-                }
-            }
-        }
-    }
-
     async fn apply_change(&self, change: &Change) -> Result<(), StoreError> {
         let master = self.master()?;
         // Every seal this process writes must be newer than the last (see `check_seal`): a
@@ -454,11 +394,11 @@ impl SqliteStore {
             ));
         }
         let mut conn = WriteConn::acquire(&self.pool).await?;
-        let mut tx = conn.begin_immediate().await?;
+        let mut tx = begin_immediate(&mut conn).await?;
         // Nothing is written on top of a store someone else changed: the rows and the
         // audit tail must be exactly what the seal says jwksd last wrote.
-        let digest = current_digest(&mut tx).await?;
-        check_seal(&mut tx, master, &digest, &self.known_seal()).await?;
+        let digest = current_digest(&mut *tx).await?;
+        check_seal(&mut *tx, master, &digest, &self.seals.known()).await?;
         // Keys leaving `current` go first, so the one-current index holds after each
         // statement.
         let mut transitions: Vec<_> = change.transitions.iter().collect();
@@ -499,7 +439,7 @@ impl SqliteStore {
             .bind(r.removed_at)
             .bind(r.revoked_at)
             .bind(&key.sealed_private)
-            .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
+            .bind(row_mac(master, &key))
             .bind(&t.kid)
             .bind(t.from.as_str())
             .execute(&mut *tx)
@@ -533,16 +473,16 @@ impl SqliteStore {
             .bind(&key.public_jwk)
             .bind(&key.cert_der)
             .bind(&key.sealed_private)
-            .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(key)))
+            .bind(row_mac(master, key))
             .execute(&mut *tx)
             .await?;
         }
         append_in_tx(&mut tx, &change.events).await?;
-        let digest = current_digest(&mut tx).await?;
-        let seal = write_seal(&mut tx, master, &digest).await?;
+        let digest = current_digest(&mut *tx).await?;
+        let seal = write_seal(&mut *tx, master, &digest).await?;
         tx.commit().await?;
         conn.committed();
-        self.remember(seal);
+        self.seals.remember(seal);
         let erased = change
             .transitions
             .iter()
@@ -560,40 +500,16 @@ impl SqliteStore {
     async fn append_events(&self, events: &[AuditEvent]) -> Result<Vec<i64>, StoreError> {
         let master = self.master()?;
         let mut conn = WriteConn::acquire(&self.pool).await?;
-        let mut tx = conn.begin_immediate().await?;
-        let digest = current_digest(&mut tx).await?;
-        check_seal(&mut tx, master, &digest, &self.known_seal()).await?;
+        let mut tx = begin_immediate(&mut conn).await?;
+        let digest = current_digest(&mut *tx).await?;
+        check_seal(&mut *tx, master, &digest, &self.seals.known()).await?;
         let seqs = append_in_tx(&mut tx, events).await?;
-        let seal = write_seal(&mut tx, master, &digest).await?;
+        let seal = write_seal(&mut *tx, master, &digest).await?;
         tx.commit().await?;
-        self.remember(seal);
+        self.seals.remember(seal);
         conn.committed();
         self.retry_checkpoint().await;
         Ok(seqs)
-    }
-
-    fn known_seal(&self) -> Option<StoreSeal> {
-        match self.last_seal.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Holds to `seal` unless a newer one is already held. Commits are remembered after they
-    /// land, by whichever task made them, so a reader whose snapshot began before a commit
-    /// may come back with an older seal than the writer just remembered: that one never
-    /// replaces the newer.
-    fn remember(&self, seal: StoreSeal) {
-        let mut guard = match self.last_seal.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if guard
-            .as_ref()
-            .is_none_or(|held| seal.head.seq >= held.head.seq)
-        {
-            *guard = Some(seal);
-        }
     }
 
     fn master(&self) -> Result<&MasterKey, StoreError> {
@@ -625,20 +541,6 @@ impl SqliteStore {
     }
 }
 
-/// Verifies a key row's MAC.
-fn verify_row(master: &MasterKey, key: &StoredKey, mac: Option<&[u8]>) -> Result<(), StoreError> {
-    let valid = mac.is_some_and(|tag| master.verify_mac(KEY_ROW_MAC, &key_row_mac_input(key), tag));
-    if valid {
-        Ok(())
-    } else {
-        Err(StoreError::Tampered(format!(
-            "key row {} (key set {:?}, state {}) does not carry a valid MAC: it was inserted or \
-             edited by someone without the master key",
-            key.record.kid, key.record.keyset, key.record.state
-        )))
-    }
-}
-
 fn key_from_row(row: &SqliteRow) -> Result<StoredKey, StoreError> {
     Ok(StoredKey {
         record: KeyRecord {
@@ -666,7 +568,7 @@ impl Store for SqliteStore {
             let master = self.master()?;
             // Taken before the snapshot begins: every seal remembered by then was committed
             // by then, so the snapshot holds it or a newer one.
-            let known = self.known_seal();
+            let known = self.seals.known();
             // One read transaction: the rows and the seal are of the same instant.
             let mut tx = self.pool.begin().await?;
             let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
@@ -682,9 +584,9 @@ impl Store for SqliteStore {
                 keys.push(key);
             }
             let digest = keys_digest(macs.iter().map(|(k, m)| (k.as_str(), m.as_slice())));
-            let seal = check_seal(&mut tx, master, &digest, &known).await?;
+            let seal = check_seal(&mut *tx, master, &digest, &known).await?;
             tx.rollback().await?;
-            self.remember(seal);
+            self.seals.remember(seal);
             Ok(keys)
         })
     }
@@ -692,7 +594,7 @@ impl Store for SqliteStore {
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let result = self.apply_change(change).await;
-            self.note_write(&result).await;
+            self.probe.note_write(&self.seals, &result).await;
             result
         })
     }
@@ -700,7 +602,7 @@ impl Store for SqliteStore {
     fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
             let result = self.append_events(events).await;
-            self.note_write(&result).await;
+            self.probe.note_write(&self.seals, &result).await;
             result
         })
     }
@@ -709,7 +611,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let master = self.master()?;
             let mut conn = self.pool.acquire().await?;
-            Ok(read_seal(&mut conn, master).await?.map(|seal| seal.head))
+            Ok(read_seal(&mut *conn, master).await?.map(|seal| seal.head))
         })
     }
 
@@ -722,7 +624,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let master = self.master()?;
             let mut conn = WriteConn::acquire(&self.pool).await?;
-            let mut tx = conn.begin_immediate().await?;
+            let mut tx = begin_immediate(&mut conn).await?;
             let sealed_before: i64 = sqlx::query_scalar(
                 "SELECT (SELECT count(*) FROM meta WHERE name LIKE 'store_seal%') \
                       + (SELECT count(*) FROM keys WHERE mac IS NOT NULL)",
@@ -749,7 +651,7 @@ impl Store for SqliteStore {
                     )));
                 }
                 sqlx::query("UPDATE keys SET mac = ? WHERE kid = ?")
-                    .bind(master.mac(KEY_ROW_MAC, &key_row_mac_input(&key)))
+                    .bind(row_mac(master, &key))
                     .bind(&key.record.kid)
                     .execute(&mut *tx)
                     .await?;
@@ -759,11 +661,11 @@ impl Store for SqliteStore {
                 .bind(master_check)
                 .execute(&mut *tx)
                 .await?;
-            let digest = current_digest(&mut tx).await?;
-            let seal = write_seal(&mut tx, master, &digest).await?;
+            let digest = current_digest(&mut *tx).await?;
+            let seal = write_seal(&mut *tx, master, &digest).await?;
             tx.commit().await?;
             conn.committed();
-            self.remember(seal);
+            self.seals.remember(seal);
             Ok(rows.len())
         })
     }
@@ -776,7 +678,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             let master = self.master()?;
             let mut conn = WriteConn::acquire(&self.pool).await?;
-            let mut tx = conn.begin_immediate().await?;
+            let mut tx = begin_immediate(&mut conn).await?;
             let used: i64 = sqlx::query_scalar(
                 "SELECT (SELECT count(*) FROM keys) + (SELECT count(*) FROM audit) \
                       + (SELECT count(*) FROM meta WHERE name LIKE 'store_seal%')",
@@ -793,10 +695,10 @@ impl Store for SqliteStore {
                 .bind(master_check)
                 .execute(&mut *tx)
                 .await?;
-            let seal = write_seal(&mut tx, master, &keys_digest([])).await?;
+            let seal = write_seal(&mut *tx, master, &keys_digest([])).await?;
             tx.commit().await?;
             conn.committed();
-            self.remember(seal);
+            self.seals.remember(seal);
             Ok(())
         })
     }
@@ -863,19 +765,58 @@ impl Store for SqliteStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            // Held across the probe: concurrent checks wait for one write and share it.
-            let mut last = self.probe.lock().await;
-            let outcome = match &*last {
-                Some((at, outcome)) if at.elapsed() < PROBE_REUSE => outcome.clone(),
-                _ => {
-                    let outcome = self.write_probe().await.map_err(|e| e.to_string());
-                    *last = Some((Instant::now(), outcome.clone()));
-                    outcome
-                }
-            };
-            outcome.map_err(StoreError::Unavailable)
-        })
+        Box::pin(self.probe.run(self.write_probe()))
+    }
+}
+
+/// `BEGIN IMMEDIATE`: takes the write lock first, so what the transaction reads (the audit
+/// chain head) cannot go stale before it writes.
+async fn begin_immediate(
+    conn: &mut WriteConn<Sqlite>,
+) -> Result<sqlx::Transaction<'_, Sqlite>, StoreError> {
+    Ok(conn.conn.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+impl SealTables for sqlx::SqliteConnection {
+    async fn newest_audit(&mut self) -> Result<Option<AuditRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM audit ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *self)
+            .await?;
+        row.as_ref().map(audit_from_row).transpose()
+    }
+
+    async fn audit_hash(&mut self, seq: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT hash FROM audit WHERE seq = ?")
+            .bind(seq)
+            .fetch_optional(&mut *self)
+            .await?)
+    }
+
+    async fn seal_parts(&mut self) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT (SELECT value FROM meta WHERE name = 'store_seal'), \
+                    (SELECT value FROM meta WHERE name = 'store_seal_mac')",
+        )
+        .fetch_one(&mut *self)
+        .await?)
+    }
+
+    async fn put_seal(&mut self, value: &[u8], mac: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('store_seal', ?)")
+            .bind(value)
+            .execute(&mut *self)
+            .await?;
+        sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('store_seal_mac', ?)")
+            .bind(mac)
+            .execute(&mut *self)
+            .await?;
+        Ok(())
+    }
+
+    async fn key_macs(&mut self) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+        Ok(sqlx::query_as("SELECT kid, mac FROM keys")
+            .fetch_all(&mut *self)
+            .await?)
     }
 }
 
@@ -919,159 +860,6 @@ async fn append_in_tx(
         prev = hash;
     }
     Ok(seqs)
-}
-
-/// The newest audit record in the table, or the genesis hash before the first.
-async fn audit_end(conn: &mut sqlx::SqliteConnection) -> Result<AuditHead, StoreError> {
-    let row = sqlx::query("SELECT * FROM audit ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else {
-        return Ok(AuditHead {
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-        });
-    };
-    let last = audit_from_row(&row)?;
-    // The newest record's fields must still give its hash, or an edit of it would be
-    // chained on and sealed over before the next full verification.
-    if chain_hash(&last.prev_hash, last.seq, &last.event) != last.hash {
-        return Err(StoreError::Tampered(format!(
-            "the newest audit record ({}) was edited",
-            last.seq
-        )));
-    }
-    Ok(AuditHead {
-        seq: last.seq,
-        hash: last.hash,
-    })
-}
-
-/// The digest of the key rows as they are in the table now.
-async fn current_digest(conn: &mut sqlx::SqliteConnection) -> Result<String, StoreError> {
-    let rows: Vec<(String, Option<Vec<u8>>)> = sqlx::query_as("SELECT kid, mac FROM keys")
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok(keys_digest(rows.iter().map(|(kid, mac)| {
-        (kid.as_str(), mac.as_deref().unwrap_or_default())
-    })))
-}
-
-/// The store's seal, its MAC verified; `None` on a store that was never written. Read in
-/// one statement, so a concurrent write never pairs one seal with another's MAC.
-async fn read_seal(
-    conn: &mut sqlx::SqliteConnection,
-    master: &MasterKey,
-) -> Result<Option<StoreSeal>, StoreError> {
-    let (value, mac): (Option<Vec<u8>>, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT (SELECT value FROM meta WHERE name = 'store_seal'), \
-                (SELECT value FROM meta WHERE name = 'store_seal_mac')",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let (value, mac) = match (value, mac) {
-        (None, None) => return Ok(None),
-        (Some(value), Some(mac)) => (value, mac),
-        _ => {
-            return Err(StoreError::Tampered(
-                "the store's seal is incomplete".into(),
-            ))
-        }
-    };
-    if !master.verify_mac(STORE_SEAL_MAC, &value, &mac) {
-        return Err(StoreError::Tampered(
-            "the store's seal (the audit trail's head and the digest of the key rows) does not \
-             carry a valid MAC"
-                .into(),
-        ));
-    }
-    StoreSeal::from_bytes(&value)
-        .map(Some)
-        .ok_or_else(|| StoreError::Tampered("the store's seal does not parse".into()))
-}
-
-/// Checks that the audit tail and the key rows (`digest`) are what the seal says jwksd last
-/// wrote, and, once this process knows a seal (`known`), that the seal is that one. Returns
-/// the seal. A store is sealed from its first transaction ([`Store::initialise`]), so a
-/// missing seal is always tampering: a wiped store is refused, never re-keyed.
-async fn check_seal(
-    conn: &mut sqlx::SqliteConnection,
-    master: &MasterKey,
-    digest: &str,
-    known: &Option<StoreSeal>,
-) -> Result<StoreSeal, StoreError> {
-    let end = audit_end(conn).await?;
-    let Some(seal) = read_seal(conn, master).await? else {
-        return Err(StoreError::Tampered(
-            "the store's seal (the authenticated record of the audit trail's head and of the \
-             key rows) is missing: it was deleted"
-                .into(),
-        ));
-    };
-    if let Some(known) = known.as_ref().filter(|known| *known != &seal) {
-        // A newer seal is this process's own commit whose writer has not yet noted it (only
-        // this process holds the store and the key that authenticates seals); it must then
-        // extend the chain this jwksd knows. An older or a different one was put back.
-        if seal.head.seq <= known.head.seq || !chain_holds(conn, &known.head).await? {
-            return Err(StoreError::Tampered(format!(
-                "the store's seal is not the one this jwksd last wrote (it says the audit trail \
-                 ends at record {}, jwksd wrote up to record {}): an older seal was put back",
-                seal.head.seq, known.head.seq
-            )));
-        }
-    }
-    if seal.head != end {
-        return Err(StoreError::Tampered(format!(
-            "the audit trail ends at record {} but the store's seal says it ends at record {}: \
-             records were deleted, added or replaced outside jwksd",
-            end.seq, seal.head.seq
-        )));
-    }
-    if seal.keys_digest != digest {
-        return Err(StoreError::Tampered(
-            "the key rows are not the ones jwksd last wrote (the store's seal holds their \
-             digest): a row was deleted, added, or replaced by an older copy of itself"
-                .into(),
-        ));
-    }
-    Ok(seal)
-}
-
-/// Whether the audit record `head.seq` is still the one with hash `head.hash`.
-async fn chain_holds(
-    conn: &mut sqlx::SqliteConnection,
-    head: &AuditHead,
-) -> Result<bool, StoreError> {
-    if head.seq == 0 {
-        return Ok(head.hash == GENESIS_HASH);
-    }
-    let hash: Option<String> = sqlx::query_scalar("SELECT hash FROM audit WHERE seq = ?")
-        .bind(head.seq)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(hash.as_deref() == Some(head.hash.as_str()))
-}
-
-/// Seals the store's state as this transaction leaves it: the audit tail and `digest`.
-async fn write_seal(
-    conn: &mut sqlx::SqliteConnection,
-    master: &MasterKey,
-    digest: &str,
-) -> Result<StoreSeal, StoreError> {
-    let seal = StoreSeal {
-        head: audit_end(conn).await?,
-        keys_digest: digest.to_owned(),
-    };
-    let value = seal.to_bytes();
-    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('store_seal', ?)")
-        .bind(&value)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("INSERT OR REPLACE INTO meta (name, value) VALUES ('store_seal_mac', ?)")
-        .bind(master.mac(STORE_SEAL_MAC, &value))
-        .execute(&mut *conn)
-        .await?;
-    Ok(seal)
 }
 
 fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord, StoreError> {

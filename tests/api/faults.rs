@@ -120,6 +120,9 @@ async fn assert_storage_unavailable(response: reqwest::Response, what: &str) -> 
 
 #[tokio::test]
 async fn after_a_full_disk_signing_recovers_without_a_restart() {
+    if crate::helpers::sqlite_only("a full tmpfs under the SQLite file") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let _tmpfs = Tmpfs::mount(&data, "16m");
@@ -240,6 +243,9 @@ fn assert_store_files_private(data: &Path, when: &str) {
 
 #[tokio::test]
 async fn store_files_are_owner_only_in_a_world_readable_data_dir() {
+    if crate::helpers::sqlite_only("modes of the SQLite files") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
@@ -256,6 +262,9 @@ async fn store_files_are_owner_only_in_a_world_readable_data_dir() {
 
 #[tokio::test]
 async fn a_store_copied_world_readable_is_made_owner_only_at_start() {
+    if crate::helpers::sqlite_only("modes of the SQLite files") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
@@ -285,6 +294,9 @@ fn backup(data: &Path, out: &Path) -> std::process::Output {
 
 #[tokio::test]
 async fn a_backup_is_owner_only_and_never_replaces_or_follows_a_file() {
+    if crate::helpers::sqlite_only("jwksd backup writes SQLite files") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;

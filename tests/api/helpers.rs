@@ -22,20 +22,133 @@ pub struct TestApp {
 }
 
 /// Loads a configuration the way `jwksd serve` does, with a data dir for a test and both
-/// listeners on port 0 (the app binds them, so no port is chosen before it is bound).
+/// listeners on port 0 (the app binds them, so no port is chosen before it is bound), on the
+/// backend of this run (see [`backend_env`]).
 pub fn test_config(data_dir: &Path, toml: &str) -> Result<Config, jwksd::config::ConfigError> {
     let path = data_dir.join("test-config.toml");
     std::fs::create_dir_all(data_dir).unwrap();
     std::fs::write(&path, toml).unwrap();
-    let env = [
-        ("JWKSD_SERVER__PUBLIC_LISTEN", "127.0.0.1:0".to_owned()),
-        ("JWKSD_SERVER__PRIVATE_LISTEN", "127.0.0.1:0".to_owned()),
+    let mut env = vec![
         (
-            "JWKSD_SERVER__DATA_DIR",
+            "JWKSD_SERVER__PUBLIC_LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "JWKSD_SERVER__PRIVATE_LISTEN".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ),
+        (
+            "JWKSD_SERVER__DATA_DIR".to_owned(),
             data_dir.join("data").display().to_string(),
         ),
     ];
-    Config::load(Some(&path), env.map(|(k, v)| (k.to_owned(), v)))
+    env.extend(backend_env(data_dir));
+    Config::load(Some(&path), env)
+}
+
+/// The variable that puts the suite on PostgreSQL: a URL of a server where the tests may
+/// create databases (`scripts/test` starts one with `scripts/pg`). Unset: SQLite.
+pub const POSTGRES_VAR: &str = "JWKSD_TEST_POSTGRES";
+
+fn postgres_base() -> Option<String> {
+    std::env::var(POSTGRES_VAR)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+/// Whether this run is on PostgreSQL.
+pub fn on_postgres() -> bool {
+    postgres_base().is_some()
+}
+
+/// For a test about SQLite itself (its files, modes, WAL, rows edited in the file): true,
+/// with a note, when the run is on PostgreSQL, and the test then returns at once.
+pub fn sqlite_only(what: &str) -> bool {
+    if on_postgres() {
+        eprintln!("SQLite only ({what}): not run on PostgreSQL");
+        return true;
+    }
+    false
+}
+
+/// The database of the test whose directory is `dir`, on PostgreSQL runs: made on first use
+/// (a fresh database with a random name, left for the throwaway server to drop) and the same
+/// for every later start of that test, as a data directory is. `None` on SQLite.
+pub fn database_url(dir: &Path) -> Option<String> {
+    let base = postgres_base()?;
+    let record = dir.join("postgres-database-url");
+    if let Ok(url) = std::fs::read_to_string(&record) {
+        return Some(url);
+    }
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "jwksd_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        nanos % 1_000_000_000
+    );
+    let maintenance = base.clone();
+    let created = name.clone();
+    // Its own runtime on its own thread: callers are sync, inside a test's runtime.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&maintenance).await.unwrap();
+            sqlx::raw_sql(&format!("CREATE DATABASE {created}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+    let mut url = url::Url::parse(&base).unwrap();
+    url.set_path(&name);
+    let url = url.to_string();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&record, &url).unwrap();
+    Some(url)
+}
+
+/// The variables that put a jwksd started for the test in `dir` (in-process or as a child
+/// process) on this run's backend: none on SQLite, `JWKSD_SERVER__DATABASE_URL` on
+/// PostgreSQL.
+pub fn backend_env(dir: &Path) -> Vec<(String, String)> {
+    database_url(dir)
+        .map(|url| vec![("JWKSD_SERVER__DATABASE_URL".to_owned(), url)])
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Runs `statements` directly against the store of the test in `dir`, as someone with write
+/// access to the database would: the SQLite file, or the test's PostgreSQL database.
+pub async fn run_sql(dir: &Path, statements: &[&str]) {
+    if let Some(url) = database_url(dir) {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        for statement in statements {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        return;
+    }
+    let db = dir.join("data/jwksd.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    for statement in statements {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
 }
 
 /// A listener bound to a port the kernel picked, for a test that needs jwksd's URL before
@@ -398,5 +511,34 @@ pub async fn wait_until_listening(
             log()
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether the test in `dir` has a store: the SQLite file, or jwksd's tables in its
+/// PostgreSQL database.
+pub async fn store_exists(dir: &Path) -> bool {
+    match database_url(dir) {
+        Some(url) => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass('meta') IS NOT NULL")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            exists
+        }
+        None => dir.join("data/jwksd.db").exists(),
+    }
+}
+
+/// Deletes the store of the test in `dir` and nothing else (the master key stays): the
+/// SQLite files, or jwksd's tables.
+pub async fn delete_store(dir: &Path) {
+    if on_postgres() {
+        run_sql(dir, &["DROP TABLE meta, keys, audit"]).await;
+        return;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("data/jwksd.db{suffix}")));
     }
 }

@@ -26,6 +26,7 @@ fn audit_verify(dir: &Path) -> (bool, String) {
             "JWKSD_SERVER__DATA_DIR",
             dir.join("data").display().to_string(),
         )
+        .envs(crate::helpers::backend_env(dir))
         .output()
         .unwrap();
     (
@@ -52,6 +53,9 @@ async fn assert_tampering_refused(dir: &Path, toml: &str) {
 /// stays published for decades.
 #[tokio::test]
 async fn an_inserted_key_row_is_never_published() {
+    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path(), EC_DEFAULT).await;
     let key = KeyMaterial::generate(Algorithm::Es256, RsaBits::B2048).unwrap();
@@ -182,6 +186,9 @@ async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
 /// The seal rewritten to match a shortened chain: only its MAC can tell.
 #[tokio::test]
 async fn a_rewritten_seal_refuses_to_start() {
+    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
@@ -240,6 +247,9 @@ async fn an_edited_audit_record_refuses_to_start() {
 /// old backup must not make jwksd seal an attacker's row), and then held to the MACs.
 #[tokio::test]
 async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
+    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let before = initialise(dir.path(), EC_DEFAULT).await;
     // What an older jwksd left: no MACs, no seal, and the v1 master-key check.
@@ -302,6 +312,9 @@ async fn snapshot_rows(dir: &Path) -> Vec<(String, String, Option<Vec<u8>>, Opti
 /// last wrote.
 #[tokio::test]
 async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
+    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let first = app.kid_in_state("default", "current").await.unwrap();
@@ -590,6 +603,9 @@ async fn a_failing_key_set_does_not_stop_the_schedule_of_the_others() {
 /// finishing; it is retried after the next write instead of being forgotten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn erased_private_halves_leave_the_wal_once_a_reader_lets_go() {
+    if crate::helpers::sqlite_only("the SQLite WAL") {
+        return;
+    }
     use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), &signing_config("")).await;
@@ -656,6 +672,9 @@ async fn a_wiped_store_is_refused_not_rekeyed() {
 /// it verifies, but it is not the seal this process last wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_seal_put_back_while_running_is_refused() {
+    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
+        return;
+    }
     use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), &signing_config("")).await;
@@ -720,6 +739,9 @@ async fn an_edited_newest_audit_record_is_refused_while_running() {
 /// master-key check put back), and is refused on an authenticated store.
 #[tokio::test]
 async fn the_upgrade_flag_cannot_reseal_an_authenticated_store() {
+    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path(), EC_DEFAULT).await;
     let build = |dir: &Path| {
