@@ -126,11 +126,9 @@ async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key
     let master = std::sync::Arc::new(
         MasterKey::from_text(&std::fs::read_to_string(data.join("master.key")).unwrap()).unwrap(),
     );
-    let store = SqliteStore::open(&data.join("jwksd.db"), false, Some(master.clone()))
-        .await
-        .unwrap();
-    let keys = store.load_keys().await.unwrap();
-    store.close().await.unwrap();
+    // The files as the stopped service left them, read before this test opens the store
+    // itself: SQLite removes the -wal and -shm files when its last connection closes,
+    // which sqlx finishes on a thread of its own after `close` returns.
     let mut store_bytes = Vec::new();
     for entry in std::fs::read_dir(&data).unwrap() {
         let path = entry.unwrap().path();
@@ -143,6 +141,11 @@ async fn the_binary_starts_with_no_configuration_and_never_reveals_a_private_key
             store_bytes.extend(std::fs::read(path).unwrap());
         }
     }
+    let store = SqliteStore::open(&data.join("jwksd.db"), false, Some(master.clone()))
+        .await
+        .unwrap();
+    let keys = store.load_keys().await.unwrap();
+    store.close().await.unwrap();
     let mut checked = 0;
     for key in keys {
         let Some(sealed) = key.sealed_private else {
