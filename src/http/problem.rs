@@ -669,6 +669,10 @@ mod tests {
             .with_ansi(false)
             .finish();
         let problem = tracing::subscriber::with_default(subscriber, || {
+            // Another test's thread may have met this callsite first, while no subscriber
+            // wanted it, and tracing caches that for every thread: ask again now that this
+            // thread's subscriber exists.
+            tracing::callsite::rebuild_interest_cache();
             Problem::from(Error::Task("the key generator panicked".into()))
         });
         let body: api::Problem = serde_json::from_str(&problem.to_json()).unwrap();
