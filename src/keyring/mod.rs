@@ -168,6 +168,27 @@ impl Keyring {
         Ok(Some(next_change.map_or(retry, |at| at.min(retry))))
     }
 
+    /// Re-reads every key from the store and swaps in the snapshot of what it holds, verified
+    /// exactly as every load is (the store's row MACs and seal, then the snapshot's own
+    /// checks), without applying the schedule: how a jwksd follows the changes other
+    /// processes commit to a shared database. On any failure the snapshot served stays as it
+    /// was. Under the writer lock, so it never swaps in a state older than a change this
+    /// process has just committed.
+    pub async fn reload(&self, now: UnixTime) -> Result<(), Error> {
+        let _writer = self.writer.lock().await;
+        let before = self.snapshot();
+        let stored = self.store.load_keys().await?;
+        self.rebuild(&stored, now)?;
+        let after = self.snapshot();
+        for (name, view) in &after.keysets {
+            let was = before.keysets.get(name).map(|v| v.jwks.etag.as_str());
+            if was != Some(view.jwks.etag.as_str()) {
+                info!(keyset = %name, etag = %view.jwks.etag, "the key set changed in the store (another jwksd changed it); serving its new JWKS");
+            }
+        }
+        Ok(())
+    }
+
     /// The body of [`Keyring::tick`], under the writer lock: the earliest next change, and
     /// the key sets whose step failed.
     async fn apply_schedule(
