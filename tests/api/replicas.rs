@@ -100,6 +100,65 @@ async fn a_rotation_on_one_replica_reaches_the_others_jwks_within_the_poll_inter
     b.stop().await;
 }
 
+/// How many connections to the database in `pool` are change listeners (their last
+/// statement is the `LISTEN`).
+async fn listeners(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+         AND query LIKE 'LISTEN %'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_change_made_while_the_listeners_are_cut_off_still_arrives_and_they_reconnect() {
+    if postgres_only("replicas share one database") {
+        return;
+    }
+    let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = spawn_app_with(one.path(), EC_DEFAULT).await;
+    let b = spawn_replica(one.path(), two.path(), EC_DEFAULT).await;
+    let pool = sqlx::PgPool::connect(&database_url(one.path()).unwrap())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + BOUND;
+    while listeners(&pool).await < 2 {
+        assert!(Instant::now() < deadline, "both replicas listen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The database ends both listeners' connections, and a change is committed at once:
+    // its notification may reach nobody (a listener that reconnects re-reads the keys, and
+    // the poll bounds the rest).
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(ended, [true, true]);
+    let response = a.rotate("default", true).await;
+    assert_eq!(response.status(), 200);
+    let (_, took) = converge(&a, &b, "default", Instant::now()).await;
+    eprintln!("with the listeners cut off, B served A's rotation after {took:?}");
+    // Both listen again by themselves, and the next change arrives as before.
+    let deadline = Instant::now() + BOUND;
+    while listeners(&pool).await < 2 {
+        assert!(Instant::now() < deadline, "the listeners reconnect");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pool.close().await;
+    let response = b.rotate("default", true).await;
+    assert_eq!(response.status(), 200);
+    let (_, took) = converge(&b, &a, "default", Instant::now()).await;
+    eprintln!("after reconnecting, A served B's rotation after {took:?}");
+    assert_eq!(listed(&a, "default").await, listed(&b, "default").await);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// What one request of the storm was and how it was answered.
 struct Answer {
     what: String,
