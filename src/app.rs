@@ -73,7 +73,7 @@ pub struct StartOptions {
     pub public_listener: Option<std::net::TcpListener>,
     pub private_listener: Option<std::net::TcpListener>,
     /// Whether [`Application::run_until_stopped`] runs the key scheduler and, on PostgreSQL,
-    /// the follower of other replicas' changes (see [`follow_the_database`]). Tests that
+    /// the follower of other replicas' changes (`follow_the_database`). Tests that
     /// drive [`Keyring::tick`] themselves turn it off, so neither applies the schedule nor
     /// rebuilds the snapshot at the real time between their steps.
     pub scheduler: bool,

@@ -52,7 +52,7 @@ use super::{
 };
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::keys::MasterKey;
-use crate::rotation::{KeyRecord, KeyState};
+use crate::rotation::{KeyRecord, KeyState, UnixTime};
 
 /// Schema migrations, applied in order inside one transaction; the number applied is kept
 /// in `meta` as `schema_version`. The schema is the SQLite one's final state.
@@ -953,6 +953,20 @@ impl Store for PgStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.probe.run(self.write_probe()))
+    }
+
+    fn database_time(&self) -> StoreFuture<'_, Option<UnixTime>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            // `clock_timestamp()`, not `now()`: the time of this statement, even inside the
+            // first start's transaction.
+            let time: i64 =
+                sqlx::query_scalar("SELECT floor(extract(epoch FROM clock_timestamp()))::BIGINT")
+                    .fetch_one(conn.get()?)
+                    .await?;
+            conn.done();
+            Ok(Some(time))
+        })
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
