@@ -1,8 +1,10 @@
 //! The one place that wires jwksd together: data directory, master key, store, keyring,
-//! both listeners and the scheduler. `main` and the integration tests both start the
-//! service through [`Application::build_with`] ([`Application::build`] is it with the
-//! defaults), so they run the same thing; the tests only hand over listeners they bound
-//! themselves, a clock, and whether the scheduler runs ([`StartOptions`]).
+//! both listeners, the scheduler and, on PostgreSQL, the follower that keeps this process's
+//! keys in step with what other jwksd processes commit to the shared database. `main` and
+//! the integration tests both start the service through [`Application::build_with`]
+//! ([`Application::build`] is it with the defaults), so they run the same thing; the tests
+//! only hand over listeners they bound themselves, a clock, and whether the scheduler runs
+//! ([`StartOptions`]).
 //!
 //! Start-up refuses, with a message that says what to do, rather than start "healthy" on a
 //! fresh key set where one existed before: a missing store beside an existing master key,
@@ -30,7 +32,7 @@ use crate::http::{self, state::TokenHash, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
 use crate::signing::SigningService;
-use crate::store::postgres::PgStore;
+use crate::store::postgres::{KeyChanges, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::tokens::TokenService;
@@ -70,9 +72,10 @@ pub struct StartOptions {
     /// ever chosen before it is bound.
     pub public_listener: Option<std::net::TcpListener>,
     pub private_listener: Option<std::net::TcpListener>,
-    /// Whether [`Application::run_until_stopped`] runs the key scheduler. Tests that drive
-    /// [`Keyring::tick`] themselves turn it off, so the loop never applies the schedule at
-    /// the real time between their steps.
+    /// Whether [`Application::run_until_stopped`] runs the key scheduler and, on PostgreSQL,
+    /// the follower of other replicas' changes (`follow_the_database`). Tests that
+    /// drive [`Keyring::tick`] themselves turn it off, so neither applies the schedule nor
+    /// rebuilds the snapshot at the real time between their steps.
     pub scheduler: bool,
 }
 
@@ -98,6 +101,9 @@ pub struct Application {
     public_server: Server,
     private_server: Server,
     scheduler: bool,
+    /// On PostgreSQL: the store, to listen for other processes' key changes, and how often
+    /// to re-read the keys regardless.
+    follower: Option<(PgStore, Duration)>,
     /// Held while the service runs: one jwksd per SQLite store (see [`lock_store`]).
     /// PostgreSQL takes any number of jwksd processes.
     _store_lock: Option<std::fs::File>,
@@ -144,12 +150,15 @@ impl Application {
         ensure_dir(&server.data_dir)?;
         let admin_hash = load_admin_token(&server.admin_token)?;
         let admin_token_file = server.admin_token.file().map(Path::to_path_buf);
-        let (keyring, store_lock) = match &server.database {
+        let (keyring, store_lock, follower) = match &server.database {
             Database::Sqlite(db_path) => {
                 let (keyring, lock) = open_sqlite(&config, db_path).await?;
-                (keyring, Some(lock))
+                (keyring, Some(lock), None)
             }
-            Database::Postgres(url) => (open_postgres(&config, url).await?, None),
+            Database::Postgres(url) => {
+                let (keyring, store) = open_postgres(&config, url).await?;
+                (keyring, None, Some((store, server.poll_interval)))
+            }
         };
         let keyring = Arc::new(keyring);
 
@@ -254,6 +263,7 @@ impl Application {
             public_server: public.run(),
             private_server: private.run(),
             scheduler,
+            follower,
             _store_lock: store_lock,
         })
     }
@@ -290,8 +300,9 @@ impl Application {
         [self.public_server.handle(), self.private_server.handle()]
     }
 
-    /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler meanwhile (unless
-    /// [`StartOptions::scheduler`] turned it off).
+    /// Serves until SIGINT/SIGTERM (graceful) and runs the key scheduler and, on PostgreSQL,
+    /// the follower of the database meanwhile (unless [`StartOptions::scheduler`] turned them
+    /// off).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let keyring = self.keyring.clone();
         let run = self.scheduler;
@@ -300,15 +311,29 @@ impl Application {
                 run_scheduler(keyring).await;
             }
         });
+        let follower = match (&self.follower, run) {
+            (Some((store, poll)), true) => Some(tokio::spawn(follow_the_database(
+                self.keyring.clone(),
+                store.watch_key_changes(),
+                *poll,
+            ))),
+            _ => None,
+        };
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),
         ));
         let result = tokio::try_join!(self.public_server, self.private_server);
         scheduler.abort();
+        if let Some(follower) = &follower {
+            follower.abort();
+        }
         reloads.abort();
         protocol_errors.abort();
         let _ = scheduler.await;
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
         // Checkpoints the WAL and releases the file before the process exits.
         if let Err(e) = self.keyring.store().close().await {
             warn!(error = %e, "closing the store failed");
@@ -408,6 +433,42 @@ async fn run_scheduler(keyring: Arc<Keyring>) {
     }
 }
 
+/// The follower of a database shared with other jwksd processes: re-reads the keys (see
+/// [`Keyring::reload`]) whenever `changes` reports a committed key change, and every `poll`
+/// regardless, because notifications are lost while the listener's connection is down. A
+/// change therefore reaches this process's JWKS within `poll` (plus one re-read), usually
+/// within moments. A failed re-read keeps the keys loaded before; it is logged when it
+/// starts failing (and when the reason changes), and when it works again.
+async fn follow_the_database(keyring: Arc<Keyring>, changes: KeyChanges, poll: Duration) {
+    let mut failing: Option<String> = None;
+    loop {
+        tokio::select! {
+            () = changes.changed() => {}
+            () = tokio::time::sleep(poll) => {}
+        }
+        match keyring.reload(crate::unix_now()).await {
+            Ok(()) => {
+                if failing.take().is_some() {
+                    info!("re-reading the keys from the database works again");
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                if failing.as_deref() != Some(reason.as_str()) {
+                    let storage =
+                        matches!(&e, crate::error::Error::Store(s) if s.is_storage_failure());
+                    if storage {
+                        warn!(error = %reason, "cannot re-read the keys from the database; serving the keys loaded before and retrying");
+                    } else {
+                        error!(error = %reason, "the keys in the database fail verification; serving the keys loaded before");
+                    }
+                    failing = Some(reason);
+                }
+            }
+        }
+    }
+}
+
 /// The SQLite store at `db_path` and its keyring: the lock file, the all-or-nothing first
 /// start under a temporary name, then the store opened in place.
 async fn open_sqlite(
@@ -458,7 +519,10 @@ async fn open_sqlite(
 /// check and the first keys of every key set are committed together, after the development
 /// master key (if one is generated) is on disk; a crash before the commit leaves the
 /// database as it was.
-async fn open_postgres(config: &Config, url: &DatabaseUrl) -> Result<Keyring, StartError> {
+async fn open_postgres(
+    config: &Config,
+    url: &DatabaseUrl,
+) -> Result<(Keyring, PgStore), StartError> {
     let server = &config.server;
     let name = url.redacted();
     let opening = PgStore::connect(url.expose()).await?;
@@ -468,15 +532,16 @@ async fn open_postgres(config: &Config, url: &DatabaseUrl) -> Result<Keyring, St
             .finish(Some(master.clone()))
             .await
             .map_err(crate::error::Error::from)?;
-        return Ok(Keyring::open(
-            Arc::new(store),
+        let keyring = Keyring::open(
+            Arc::new(store.clone()),
             master,
             config.keysets.clone(),
             false,
             server.upgrade_store,
             crate::unix_now(),
         )
-        .await?);
+        .await?;
+        return Ok((keyring, store));
     }
     let external_key = !matches!(server.master_key, MasterKeySource::Development(_));
     if external_key && !server.initialize {
@@ -526,7 +591,7 @@ async fn open_postgres(config: &Config, url: &DatabaseUrl) -> Result<Keyring, St
         .await
         .map_err(crate::error::Error::from)?;
     info!(database = %name, "created a new key store");
-    Ok(keyring)
+    Ok((keyring, store))
 }
 
 fn ensure_dir(path: &Path) -> Result<(), StartError> {

@@ -80,6 +80,39 @@ pub(super) fn validate(
     keysets
 }
 
+/// With several jwksd on one PostgreSQL database, a change made by one reaches another's JWKS
+/// up to `poll_interval` later (when its notification is lost), and a verifier may then cache
+/// that replica's older JWKS for `jwks_max_age`: `prepublish` must exceed both together.
+/// Key sets whose `prepublish` is already below `jwks_max_age` were refused for that.
+pub(super) fn check_replica_timing(
+    keysets: &BTreeMap<String, KeysetConfig>,
+    poll_interval: Duration,
+    problems: &mut Vec<String>,
+) {
+    for (name, keyset) in keysets {
+        let secs = |s: i64| Duration::from_secs(s.max(0) as u64);
+        let (max_age, prepublish) = (
+            secs(keyset.timing.jwks_max_age),
+            secs(keyset.timing.prepublish),
+        );
+        if prepublish > max_age + poll_interval {
+            continue;
+        }
+        problems.push(format!(
+            "keysets.{name}.prepublish = {} does not exceed jwks_max_age = {} plus \
+             server.poll_interval = {}: on PostgreSQL a new key reaches the other replicas' JWKS \
+             up to poll_interval after it is made, and a verifier may cache a replica's JWKS \
+             without it for jwks_max_age after that. Set prepublish to more than {} (e.g. \
+             \"{}\"), or shorten jwks_max_age or server.poll_interval",
+            show(prepublish),
+            show(max_age),
+            show(poll_interval),
+            show(max_age + poll_interval),
+            show(max_age + max_age / 4 + poll_interval)
+        ));
+    }
+}
+
 fn validate_keyset(
     name: &str,
     raw: RawKeyset,

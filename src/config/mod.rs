@@ -213,6 +213,9 @@ fn shape_error(
 fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String>) -> Config {
     let server = server::validate(raw.server, problems, &mut warnings);
     let keysets = keysets::validate(raw.keysets, problems, &mut warnings);
+    if matches!(server.database, Database::Postgres(_)) {
+        keysets::check_replica_timing(&keysets, server.poll_interval, problems);
+    }
     let access =
         clients::validate_access(raw.clients, raw.callers, &keysets, problems, &mut warnings);
     Config {
@@ -319,6 +322,60 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("at least"), "{err}");
+    }
+
+    #[test]
+    fn on_postgres_prepublish_must_exceed_max_age_plus_the_poll_interval() {
+        let postgres = "[server]\ndatabase_url = \"postgres://jwksd@db.example/keys\"\n";
+        // Enough for one jwksd per store (prepublish = jwks_max_age), not for replicas.
+        let timing = "[keysets.default]\njwks_max_age = \"1h\"\nprepublish = \"1h\"\n";
+        load(timing, &[]).unwrap();
+        let err = problems(&format!("{postgres}{timing}"), &[]);
+        assert!(
+            err.contains(
+                "keysets.default.prepublish = 1h does not exceed jwks_max_age = 1h plus \
+                 server.poll_interval = 5s"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("Set prepublish to more than 1h 5s (e.g. \"1h 15m 5s\")"),
+            "says how to fix it: {err}"
+        );
+        assert_eq!(err.matches("  - ").count(), 1, "one problem: {err}");
+        // The poll interval counts: 1h 5s exactly is not more than 1h plus 5s.
+        let err = problems(
+            &format!(
+                "{postgres}[keysets.default]\njwks_max_age = \"1h\"\nprepublish = \"1h 5s\"\n"
+            ),
+            &[],
+        );
+        assert!(err.contains("does not exceed"), "{err}");
+        let config = load(
+            "[server]\ndatabase_url = \"postgres://jwksd@db.example/keys\"\npoll_interval = \"2s\"\n\
+             [keysets.default]\njwks_max_age = \"1h\"\nprepublish = \"1h 3s\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.poll_interval,
+            std::time::Duration::from_secs(2)
+        );
+        // The defaults pass (75m > 1h + 5s), and a prepublish below jwks_max_age is reported
+        // once, by the rule that applies everywhere.
+        load(postgres, &[]).unwrap();
+        let err = problems(
+            &format!("{postgres}[keysets.default]\njwks_max_age = \"1h\"\nprepublish = \"30m\"\n"),
+            &[],
+        );
+        assert!(err.contains("is shorter than jwks_max_age"), "{err}");
+        assert_eq!(err.matches("  - ").count(), 1, "one problem: {err}");
+        // Out of range.
+        let err = problems("[server]\npoll_interval = \"100ms\"\n", &[]);
+        assert!(
+            err.contains("server.poll_interval = \"100ms\" must be between 1s and 5m"),
+            "{err}"
+        );
     }
 
     #[test]

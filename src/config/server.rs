@@ -33,7 +33,14 @@ pub struct ServerConfig {
     pub upgrade_store: bool,
     /// Timeouts and connection caps of both listeners.
     pub limits: HttpLimits,
+    /// On PostgreSQL, how often this jwksd re-reads the keys from the database: the bound on
+    /// how long another replica's change takes to reach this one's JWKS when a notification
+    /// is lost. Unused on SQLite (one jwksd per store).
+    pub poll_interval: Duration,
 }
+
+/// The default of `server.poll_interval`.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How long a client may take and how many may be connected, per listener. These are what
 /// keep an unauthenticated client from holding the public listener.
@@ -220,6 +227,7 @@ impl ServerConfig {
             admin_token,
             initialize: _,
             upgrade_store: _,
+            poll_interval,
             limits:
                 HttpLimits {
                     header_timeout,
@@ -257,6 +265,10 @@ impl ServerConfig {
         compare(
             "server.max_connections",
             *max_connections == other.limits.max_connections,
+        );
+        compare(
+            "server.poll_interval",
+            *poll_interval == other.poll_interval,
         );
         changed
     }
@@ -298,6 +310,7 @@ pub(super) struct RawServer {
     header_timeout: Option<String>,
     body_timeout: Option<String>,
     max_connections: Option<IntOrString>,
+    poll_interval: Option<String>,
 }
 
 /// Validates the `[server]` section; every problem is added to `problems`.
@@ -421,6 +434,21 @@ pub(super) fn validate(
         problems,
     );
 
+    let poll_interval = match &s.poll_interval {
+        None => DEFAULT_POLL_INTERVAL,
+        Some(text) => match parse_duration("server.poll_interval", text, problems) {
+            Some(d) if (Duration::from_secs(1)..=Duration::from_secs(300)).contains(&d) => d,
+            Some(_) => {
+                problems.push(format!(
+                    "server.poll_interval = {text:?} must be between 1s and 5m (each re-read \
+                     verifies every key row; \"5s\" is usual)"
+                ));
+                DEFAULT_POLL_INTERVAL
+            }
+            None => DEFAULT_POLL_INTERVAL,
+        },
+    };
+
     ServerConfig {
         public_listen,
         private_listen,
@@ -432,6 +460,7 @@ pub(super) fn validate(
         initialize: false,
         upgrade_store: false,
         limits,
+        poll_interval,
     }
 }
 

@@ -6,7 +6,9 @@
 //! waits on a lock held across I/O and its bytes are rendered once per change. Writes
 //! (tick, rotate, revoke) are serialised by one async mutex: each turns a pure decision from
 //! [`crate::rotation`] into one store change, applies it in one transaction, then swaps in
-//! the snapshot of what it committed.
+//! the snapshot of what it committed. On a store shared by several processes (PostgreSQL)
+//! each operation's `now` follows the database's clock (see [`Keyring::with_local_clock`]),
+//! and [`Keyring::reload`] follows what the others commit.
 //!
 //! This module holds the [`Keyring`] and its public operations; the parts are below it:
 //! `integrity` (the checks a store must pass before any of its keys is used), `snapshot`
@@ -21,6 +23,7 @@ pub use integrity::is_legacy_store;
 pub use snapshot::{KeysetView, PublishedJwks, Snapshot};
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tracing::{error, info, warn};
@@ -62,6 +65,10 @@ pub struct RevocationOutcome {
     pub warning: Option<String>,
 }
 
+/// Clock differences below this are not corrected: lifecycle times are whole seconds, and
+/// two clocks read a moment apart differ by one now and then.
+const MIN_CLOCK_SKEW: i64 = 2;
+
 /// The custodian of all key sets.
 pub struct Keyring {
     store: Arc<dyn Store>,
@@ -69,6 +76,11 @@ pub struct Keyring {
     configs: BTreeMap<String, KeysetConfig>,
     snapshot: RwLock<Arc<Snapshot>>,
     writer: tokio::sync::Mutex<()>,
+    /// The clock the callers' `now` comes from, compared with the database's (see
+    /// [`Keyring::with_local_clock`]).
+    local_clock: crate::Clock,
+    /// Whether a skew from the database's clock was logged already.
+    skew_reported: AtomicBool,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -113,7 +125,10 @@ impl Keyring {
             configs,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             writer: tokio::sync::Mutex::new(()),
+            local_clock: crate::system_clock(),
+            skew_reported: AtomicBool::new(false),
         };
+        let now = keyring.lifecycle_now(now).await?;
         keyring.rebuild(&stored, now)?;
         let writer = keyring.writer.lock().await;
         let (_, failures) = keyring.apply_schedule(now).await?;
@@ -122,6 +137,36 @@ impl Keyring {
             return Err(e);
         }
         Ok(keyring)
+    }
+
+    /// Says which clock the `now` arguments of this keyring's operations are read from (the
+    /// system clock unless a test says otherwise). On a store with a clock of its own
+    /// (PostgreSQL, shared by replicas) every operation compares the two once and, when they
+    /// differ by 2 s or more, moves `now` onto the database's clock, so replicas whose clocks
+    /// disagree make the same lifecycle decisions. A `now` that differs from the local clock
+    /// (a test's invented time) keeps its difference.
+    pub fn with_local_clock(mut self, clock: crate::Clock) -> Self {
+        self.local_clock = clock;
+        self
+    }
+
+    /// `now` on the database's clock; see [`Keyring::with_local_clock`]. Read once per
+    /// operation (tick, change, reload).
+    async fn lifecycle_now(&self, now: UnixTime) -> Result<UnixTime, Error> {
+        let Some(database) = self.store.database_time().await? else {
+            return Ok(now);
+        };
+        let skew = database - (self.local_clock)();
+        if skew.abs() < MIN_CLOCK_SKEW {
+            return Ok(now);
+        }
+        if !self.skew_reported.swap(true, Ordering::Relaxed) {
+            warn!(
+                skew_seconds = skew,
+                "this machine's clock differs from the database's; key lifecycle decisions follow the database's clock"
+            );
+        }
+        Ok(now + skew)
     }
 
     /// The current snapshot; cheap, never blocks on writers.
@@ -155,9 +200,13 @@ impl Keyring {
     /// set next changes by itself. The schedule is planned from what the store holds now
     /// (which also repairs a snapshot that drifted from it); a key set whose step fails is
     /// logged and retried within 30 s, and never keeps the others from their schedule.
+    /// On a store with its own clock the schedule is applied at the database's time, and the
+    /// moment returned is on the caller's clock again (it is what the caller sleeps by).
     pub async fn tick(&self, now: UnixTime) -> Result<Option<UnixTime>, Error> {
         let _writer = self.writer.lock().await;
-        let (next_change, failures) = self.apply_schedule(now).await?;
+        let lifecycle_now = self.lifecycle_now(now).await?;
+        let (next_change, failures) = self.apply_schedule(lifecycle_now).await?;
+        let next_change = next_change.map(|at| at - (lifecycle_now - now));
         if failures.is_empty() {
             return Ok(next_change);
         }
@@ -166,6 +215,28 @@ impl Keyring {
         }
         let retry = now + 30;
         Ok(Some(next_change.map_or(retry, |at| at.min(retry))))
+    }
+
+    /// Re-reads every key from the store and swaps in the snapshot of what it holds, verified
+    /// exactly as every load is (the store's row MACs and seal, then the snapshot's own
+    /// checks), without applying the schedule: how a jwksd follows the changes other
+    /// processes commit to a shared database. On any failure the snapshot served stays as it
+    /// was. Under the writer lock, so it never swaps in a state older than a change this
+    /// process has just committed.
+    pub async fn reload(&self, now: UnixTime) -> Result<(), Error> {
+        let _writer = self.writer.lock().await;
+        let now = self.lifecycle_now(now).await?;
+        let before = self.snapshot();
+        let stored = self.store.load_keys().await?;
+        self.rebuild(&stored, now)?;
+        let after = self.snapshot();
+        for (name, view) in &after.keysets {
+            let was = before.keysets.get(name).map(|v| v.jwks.etag.as_str());
+            if was != Some(view.jwks.etag.as_str()) {
+                info!(keyset = %name, etag = %view.jwks.etag, "the key set changed in the store (another jwksd changed it); serving its new JWKS");
+            }
+        }
+        Ok(())
     }
 
     /// The body of [`Keyring::tick`], under the writer lock: the earliest next change, and
@@ -215,6 +286,7 @@ impl Keyring {
             .get(keyset)
             .ok_or_else(|| Error::UnknownKeyset(keyset.to_owned()))?;
         let _writer = self.writer.lock().await;
+        let now = self.lifecycle_now(now).await?;
         let stored = self.store.load_keys().await?;
         let records = records_in(&stored, keyset);
         let steps = check_rotation(&records, now, &config.timing, force).map_err(|r| match r {
@@ -263,6 +335,7 @@ impl Keyring {
         now: UnixTime,
     ) -> Result<RevocationOutcome, Error> {
         let _writer = self.writer.lock().await;
+        let now = self.lifecycle_now(now).await?;
         let stored = self.store.load_keys().await?;
         let keyset = stored
             .iter()
@@ -339,5 +412,87 @@ impl Keyring {
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keyring::apply::tests::keyset;
+    use crate::store::postgres::PgStore;
+
+    /// Two jwksd on one PostgreSQL database, the second's clock two days fast: it makes the
+    /// first one's decisions (no scheduled rotation, an unforced rotation too early),
+    /// because both follow the database's clock. PostgreSQL only.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_with_skewed_clocks_decide_by_the_database_clock() {
+        let Some(url) = crate::store::test_database().await else {
+            eprintln!("PostgreSQL only: JWKSD_TEST_POSTGRES is not set");
+            return;
+        };
+        let master = Arc::new(MasterKey::generate().0);
+        // Rotates daily: a clock two days fast would find the current key overdue.
+        let configs = BTreeMap::from([("default".to_owned(), keyset("default"))]);
+        let first = PgStore::connect(&url).await.unwrap();
+        let first = first.finish(Some(master.clone())).await.unwrap();
+        first.commit_first_start().await.unwrap();
+        let now = crate::unix_now();
+        let a = Keyring::open(
+            Arc::new(first),
+            master.clone(),
+            configs.clone(),
+            true,
+            false,
+            now,
+        )
+        .await
+        .unwrap();
+        let second = PgStore::connect(&url).await.unwrap();
+        let second = second.finish(Some(master.clone())).await.unwrap();
+        let skew = 2 * 86_400;
+        let fast: crate::Clock = Arc::new(move || crate::unix_now() + skew);
+        let b = Keyring::open(Arc::new(second), master, configs, false, false, now)
+            .await
+            .unwrap()
+            .with_local_clock(fast.clone());
+        let current = |k: &Keyring| {
+            k.snapshot().keysets["default"]
+                .signer
+                .as_ref()
+                .unwrap()
+                .kid
+                .clone()
+        };
+        let before = current(&a);
+        assert_eq!(current(&b), before);
+
+        // B's scheduler: nothing is due by the database's clock; the next change it reports
+        // is on B's own clock, a day after the first keys were made.
+        let next = b.tick(fast()).await.unwrap().unwrap();
+        assert_eq!(current(&b), before, "no rotation on the fast replica");
+        assert!(
+            (next - (now + 86_400 + skew)).abs() <= 3,
+            "{next} vs {}",
+            now + 86_400 + skew
+        );
+        // An operator's unforced rotation on B is too early, as it is on A.
+        for (name, keyring, at) in [("A", &a, crate::unix_now()), ("B", &b, fast())] {
+            match keyring.rotate("default", false, at).await {
+                Err(Error::RotationTooEarly { retry_after, .. }) => {
+                    assert!(
+                        (4497..=4500).contains(&retry_after),
+                        "{name}: {retry_after}"
+                    )
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        a.reload(crate::unix_now()).await.unwrap();
+        assert_eq!(current(&a), before);
+
+        // A `now` that is not the local clock's (a test's invented time) keeps its
+        // difference: two days ahead on A, the rotation is due.
+        a.tick(crate::unix_now() + skew).await.unwrap();
+        assert_ne!(current(&a), before, "the invented time rotated");
     }
 }

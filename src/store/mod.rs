@@ -282,6 +282,14 @@ pub trait Store: Send + Sync {
 
     /// Closes all connections once in-flight work is done (at shutdown). Later calls fail.
     fn close(&self) -> StoreFuture<'_, ()>;
+
+    /// The database's own clock, in whole seconds since the Unix epoch, for a store that
+    /// several processes share (PostgreSQL): the one clock their lifecycle decisions agree
+    /// on. `None` (the default) for a store that one process owns (SQLite), whose own clock
+    /// is the only one.
+    fn database_time(&self) -> StoreFuture<'_, Option<UnixTime>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 pub(crate) fn parse_state(text: &str) -> Result<KeyState, StoreError> {

@@ -23,6 +23,11 @@
 //!   connection whose write transaction failed is discarded, so service resumes by itself
 //!   when the database is back.
 //!
+//! - **Replicas hear each other.** Every committed key change sends a `NOTIFY` on
+//!   [`KEY_CHANGES_CHANNEL`] from inside its transaction (delivered on commit only), and
+//!   [`PgStore::watch_key_changes`] listens for them on a connection of its own, so that
+//!   every jwksd on the database re-reads its keys within moments of a change.
+//!
 //! The constraints of the SQLite schema hold here too: a partial unique index makes two
 //! current keys in one key set impossible, and a CHECK forbids a private half on a key that
 //! may no longer sign. An erased private half is gone from the live row at commit; its old
@@ -47,7 +52,7 @@ use super::{
 };
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::keys::MasterKey;
-use crate::rotation::{KeyRecord, KeyState};
+use crate::rotation::{KeyRecord, KeyState, UnixTime};
 
 /// Schema migrations, applied in order inside one transaction; the number applied is kept
 /// in `meta` as `schema_version`. The schema is the SQLite one's final state.
@@ -106,6 +111,14 @@ pub const WRITE_LOCK: i64 = 0x006a_776b_7364;
 
 /// How long a request waits for a connection before it is answered 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The channel on which every committed key change is announced (`NOTIFY`, sent inside the
+/// change's transaction, so it is delivered on commit only). Channels are per database, so
+/// databases on one server do not hear each other.
+pub const KEY_CHANGES_CHANNEL: &str = "jwksd_key_changes";
+
+/// The longest wait between two attempts to (re)connect the change listener.
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Why the database could not be opened. `name` is the URL without its password.
 #[derive(Debug, thiserror::Error)]
@@ -421,6 +434,24 @@ impl PgStore {
         }
         for key in &change.inserts {
             let r = &key.record;
+            // Another process may have committed since this change was planned: a key set
+            // holds at most one next and one current key, so an insert that would make a
+            // second one is a conflict, not a second successor.
+            if matches!(r.state, KeyState::Next | KeyState::Current) {
+                let taken: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM keys WHERE keyset = $1 AND state = $2)",
+                )
+                .bind(&r.keyset)
+                .bind(r.state.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                if taken {
+                    return Err(StoreError::Conflict(format!(
+                        "key set {} already has a {} key",
+                        r.keyset, r.state
+                    )));
+                }
+            }
             sqlx::query(
                 "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, \
                  activated_at, retired_at, remove_at, removed_at, revoked_at, public_jwk, \
@@ -448,6 +479,11 @@ impl PgStore {
         append_in_tx(&mut tx, &change.events).await?;
         let digest = current_digest(&mut *tx).await?;
         let seal = write_seal(&mut *tx, master, &digest).await?;
+        // Delivered to every listener on this database when, and only if, this commits.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(KEY_CHANGES_CHANNEL)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         conn.done();
         drop(conn);
@@ -460,6 +496,27 @@ impl PgStore {
             self.vacuum_keys().await;
         }
         Ok(())
+    }
+
+    /// Starts listening for key changes committed by any process on this database (this
+    /// one included): [`KeyChanges::changed`] returns after each. The listener has its own
+    /// connection, outside the pool, and reconnects by itself, with a growing pause up to
+    /// 10 s; since a notification sent while it is not connected is lost, every (re)connect
+    /// counts as a change, so the caller re-reads the store then. A connection that dies
+    /// without the operating system noticing (a half-open TCP connection) is not detected
+    /// here: the caller's periodic re-read bounds how long a change can go unseen.
+    pub fn watch_key_changes(&self) -> KeyChanges {
+        let options = (*self.pool.connect_options()).clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options);
+        let signal = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(listen_for_changes(pool, signal.clone()));
+        KeyChanges { signal, task }
     }
 
     /// Reclaims the dead row versions that still hold erased private halves. A failure
@@ -482,6 +539,79 @@ impl PgStore {
         conn.done();
         self.seals.remember(seal);
         Ok(seqs)
+    }
+}
+
+/// Key changes committed to the database, as [`PgStore::watch_key_changes`] hears them.
+/// Dropping it stops the listener.
+pub struct KeyChanges {
+    signal: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl KeyChanges {
+    /// Returns once a change was committed (or may have been: a reconnect) since the last
+    /// return. Changes that arrive together are reported once.
+    pub async fn changed(&self) {
+        self.signal.notified().await;
+    }
+}
+
+impl Drop for KeyChanges {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for KeyChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyChanges").finish_non_exhaustive()
+    }
+}
+
+/// The listener task: listens on [`KEY_CHANGES_CHANNEL`] and signals each notification,
+/// reconnecting for ever.
+async fn listen_for_changes(pool: PgPool, signal: Arc<tokio::sync::Notify>) {
+    let mut pause = Duration::from_millis(250);
+    let mut failing = false;
+    loop {
+        let listened = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.ignore_pool_close_event(true);
+            listener.listen(KEY_CHANGES_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        match listened {
+            Ok(mut listener) => {
+                if failing {
+                    tracing::info!("listening for other replicas' key changes again");
+                }
+                pause = Duration::from_millis(250);
+                // Whatever was committed while nobody listened is read now.
+                signal.notify_one();
+                loop {
+                    match listener.try_recv().await {
+                        // A notification; or `None`: the connection was lost and made
+                        // again, and what was sent in between is lost.
+                        Ok(_) => signal.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the listener for other replicas' key changes lost its connection; reconnecting (meanwhile the periodic re-read keeps the keys current)");
+                            failing = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot listen for other replicas' key changes; retrying (meanwhile the periodic re-read keeps the keys current)");
+                }
+                failing = true;
+            }
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(LISTEN_RETRY_MAX);
     }
 }
 
@@ -823,6 +953,20 @@ impl Store for PgStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(self.probe.run(self.write_probe()))
+    }
+
+    fn database_time(&self) -> StoreFuture<'_, Option<UnixTime>> {
+        Box::pin(async move {
+            let mut conn = self.conn().await?;
+            // `clock_timestamp()`, not `now()`: the time of this statement, even inside the
+            // first start's transaction.
+            let time: i64 =
+                sqlx::query_scalar("SELECT floor(extract(epoch FROM clock_timestamp()))::BIGINT")
+                    .fetch_one(conn.get()?)
+                    .await?;
+            conn.done();
+            Ok(Some(time))
+        })
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

@@ -71,6 +71,30 @@ pub fn sqlite_only(what: &str) -> bool {
     false
 }
 
+/// For a test about several jwksd on one database: true, with a note, when the run is on
+/// SQLite (one jwksd per store), and the test then returns at once.
+pub fn postgres_only(what: &str) -> bool {
+    if !on_postgres() {
+        eprintln!("PostgreSQL only ({what}): not run on SQLite");
+        return true;
+    }
+    false
+}
+
+/// Starts a second jwksd, with its own data directory `dir`, on the database of the test in
+/// `first` (PostgreSQL runs only) and with `first`'s master key: a replica, as a second
+/// machine behind the load balancer would run it. `toml` must not have a `[server]` table.
+pub async fn spawn_replica(first: &Path, dir: &Path, toml: &str) -> TestApp {
+    let url = database_url(first).expect("replicas share a PostgreSQL database");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("postgres-database-url"), url).unwrap();
+    let toml = format!(
+        "{toml}\n[server]\nmaster_key_file = \"{}\"\n",
+        first.join("data/master.key").display()
+    );
+    spawn_app_with(dir, &toml).await
+}
+
 /// The database of the test whose directory is `dir`, on PostgreSQL runs: made on first use
 /// (a fresh database with a random name, left for the throwaway server to drop) and the same
 /// for every later start of that test, as a data directory is. `None` on SQLite.

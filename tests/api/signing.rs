@@ -96,7 +96,7 @@ async fn issued_count(app: &TestApp) -> usize {
 }
 
 /// Verifies `jwt` with the jsonwebtoken crate against the JWKS jwksd serves for `keyset`.
-async fn verify_independently(
+pub async fn verify_independently(
     app: &TestApp,
     keyset: &str,
     jwt: &str,
