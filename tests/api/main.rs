@@ -16,6 +16,7 @@ mod jwks;
 mod lifecycle;
 mod process;
 mod reload;
+mod replica_faults;
 mod replicas;
 mod secrecy;
 mod signing;

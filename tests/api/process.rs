@@ -153,7 +153,7 @@ impl Service {
     }
 }
 
-fn audit_verify(dir: &Path) -> (bool, String) {
+pub fn audit_verify(dir: &Path) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_jwksd"))
         .args(["audit", "verify", "--config", "jwksd.toml"])
         .current_dir(dir)
