@@ -184,9 +184,9 @@ async fn a_storm_of_rotations_and_signing_on_two_replicas_leaves_one_consistent_
     if postgres_only("replicas share one database") {
         return;
     }
-    const ROTATIONS: usize = 30;
+    const ROTATIONS: usize = 100;
     const SIGNERS: usize = 4;
-    const SIGNATURES: usize = 15;
+    const SIGNATURES: usize = 25;
     let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let toml = signing_config("");
     let a = Arc::new(spawn_app_with(one.path(), &toml).await);
