@@ -47,8 +47,11 @@ async fn converge(a: &TestApp, b: &TestApp, keyset: &str, since: Instant) -> (St
 }
 
 /// (kid, state) of every key of `keyset` as the admin API of `app` lists them.
+/// A replica's keys as (kid, state), sorted by kid: keys created in the same second may be
+/// listed in either order, by a replica that made them or one that re-read them.
 async fn listed(app: &TestApp, keyset: &str) -> Vec<(String, String)> {
-    app.keys(keyset)
+    let mut keys: Vec<(String, String)> = app
+        .keys(keyset)
         .await
         .iter()
         .map(|k| {
@@ -57,7 +60,9 @@ async fn listed(app: &TestApp, keyset: &str) -> Vec<(String, String)> {
                 k["state"].as_str().unwrap().to_owned(),
             )
         })
-        .collect()
+        .collect();
+    keys.sort();
+    keys
 }
 
 #[tokio::test]
