@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::{
-    ClientInfo, ClientList, Jwks, KeyList, KeysetInfo, KeysetList, Problem, Revocation,
-    RevokeRequest, RotateRequest, Rotation, TokenCheck, TokenRequest, TokenResponse,
+    AuditPage, AuditQuery, ClientInfo, ClientList, Jwks, KeyList, KeysetInfo, KeysetList, Problem,
+    Revocation, RevokeRequest, RotateRequest, Rotation, TokenCheck, TokenRequest, TokenResponse,
 };
 use crate::config::{AdminTokenSource, Config};
 use crate::tokens::describe_reqwest_error;
@@ -289,6 +289,26 @@ impl Client {
         let url = api_url(&self.base, &admin_path(segments), query)?;
         let body = body.map(serde_json::to_vec).transpose()?;
         self.send(reqwest::Method::POST, url, body, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// `GET /admin/v1/audit?...`: one page of the audit trail.
+    pub async fn audit_page(&self, query: &AuditQuery) -> anyhow::Result<AuditPage> {
+        let limit = query.limit.map(|l| l.to_string());
+        let pairs: Vec<(&str, &str)> = [
+            ("since", query.since.as_deref()),
+            ("client", query.client.as_deref()),
+            ("caller", query.caller.as_deref()),
+            ("kid", query.kid.as_deref()),
+            ("event", query.event.as_deref()),
+            ("cursor", query.cursor.as_deref()),
+            ("limit", limit.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+        .collect();
+        let url = api_url(&self.base, &admin_path(&["audit"]), &pairs)?;
+        self.send(reqwest::Method::GET, url, None, REQUEST_TIMEOUT)
             .await
     }
 

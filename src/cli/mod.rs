@@ -209,11 +209,51 @@ pub enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Recompute the hash chain of the store's audit trail; names the first bad record.
+    /// Recompute the hash chain of the store's audit trail; names the first bad record and
+    /// prints the chain's head hash (compare it with the copy in the log).
     Verify {
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// The audit trail of a running service as a table, oldest first (default: the last
+    /// 24 hours).
+    List {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        /// Show at most this many records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The audit trail of a running service as JSON lines, one record per line, oldest
+    /// first (default: all of it), for a log archive or a SIEM.
+    Export {
+        #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Which audit records `audit list` and `audit export` show.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AuditFilterArgs {
+    /// Records from this time on: RFC 3339 (`2026-11-28T00:00:00Z`) or an age (`24h`, `7d`).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// A client's name or its client_id.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// A caller's name.
+    #[arg(long)]
+    pub caller: Option<String>,
+    /// A key id.
+    #[arg(long)]
+    pub kid: Option<String>,
+    /// An event, such as `assertion.issued` or `key.promoted`.
+    #[arg(long)]
+    pub event: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,9 +288,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             admin,
         } => register::run(&admin, &client, vendor, out.as_deref()).await,
-        Command::Audit {
-            command: AuditCommand::Verify { config },
-        } => audit::verify(config).await,
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { config } => audit::verify(config).await,
+            AuditCommand::List {
+                filter,
+                limit,
+                admin,
+            } => audit::list(&admin, filter, limit).await,
+            AuditCommand::Export { filter, admin } => audit::export(&admin, filter).await,
+        },
         Command::Callers {
             command: CallersCommand::NewToken,
         } => {

@@ -649,11 +649,28 @@ async fn audit_verify_passes_on_a_real_trail_and_names_the_record_after_tamperin
             200
         );
     }
+    let page: jwksd::api::AuditPage = app
+        .admin(Method::GET, "/admin/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newest = page.records.last().unwrap().clone();
     app.stop().await;
     let data = dir.path().join("data");
     let (ok, text) = run_audit_verify(&data, crate::helpers::backend_env(dir.path()));
     assert!(ok, "{text}");
     assert!(text.contains("intact: 8 records"), "{text}");
+    // The head it prints is the one a log shipper's copy is compared with.
+    assert!(
+        text.contains(&format!(
+            "head: record {}, hash {}",
+            newest.seq, newest.hash
+        )),
+        "{text}"
+    );
     if crate::helpers::sqlite_only("tampers with copies of the SQLite file") {
         return;
     }
@@ -826,5 +843,100 @@ async fn with_the_audit_trail_unavailable_no_assertion_is_issued() {
         200,
         "the JWKS is still served from memory"
     );
+    app.stop().await;
+}
+
+/// Runs `jwksd audit ARGS` against `app` through its admin API; returns (success, stdout,
+/// stderr).
+async fn run_audit_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_jwksd"))
+        .kill_on_drop(true)
+        .arg("audit")
+        .args(args)
+        .args(["--server", &app.private])
+        .env_clear()
+        .env("JWKSD_ADMIN_TOKEN", &app.admin_token)
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn audit_list_and_export_show_the_trail_of_a_running_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), &signing_config("")).await;
+    for _ in 0..3 {
+        let response = request_assertion(&app, BILLING_TOKEN, json!({"client_id": "ecw"})).await;
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(app.rotate("default", true).await.status(), 200);
+    let page: jwksd::api::AuditPage = app
+        .admin(Method::GET, "/admin/v1/audit?limit=1000")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+
+    // Export: every record, one JSON object per line, exactly as the admin API has them.
+    let (ok, out, err) = run_audit_cli(&app, &["export"]).await;
+    assert!(ok, "{err}");
+    let exported: Vec<jwksd::api::AuditEntry> = out
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    assert_eq!(exported, page.records);
+    assert!(exported.iter().any(|r| r.event == "key.promoted"));
+
+    // Filters and an age for --since.
+    let (ok, out, err) = run_audit_cli(
+        &app,
+        &["export", "--since", "1h", "--event", "assertion.issued"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let issued: Vec<jwksd::api::AuditEntry> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(issued.len(), 3, "{out}");
+    assert!(issued.iter().all(|r| r.event == "assertion.issued"));
+    let (ok, out, _) = run_audit_cli(&app, &["export", "--since", "2999-01-01T00:00:00Z"]).await;
+    assert!(ok);
+    assert_eq!(out, "", "nothing is newer than the future");
+
+    // List: a table of the last day, and a note when --limit cuts it short.
+    let (ok, out, err) = run_audit_cli(&app, &["list"]).await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("   SEQ TIME"), "{out}");
+    assert_eq!(out.lines().count(), 1 + page.records.len(), "{out}");
+    let kid = issued[0].kid.as_deref().unwrap();
+    assert!(
+        out.contains("assertion.issued") && out.contains(kid),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("{} records from", page.records.len())),
+        "{err}"
+    );
+    let (ok, out, err) = run_audit_cli(&app, &["list", "--limit", "2"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(err.contains("more follow"), "{err}");
+    let (ok, out, _) = run_audit_cli(&app, &["list", "--limit", "2", "--json"]).await;
+    assert!(ok);
+    let listed: Vec<jwksd::api::AuditEntry> = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed, page.records[..2]);
+
+    // A --since that is neither a time nor an age is refused before anything is sent.
+    let (ok, _, err) = run_audit_cli(&app, &["list", "--since", "yesterday"]).await;
+    assert!(!ok);
+    assert!(err.contains("neither an RFC 3339 time"), "{err}");
     app.stop().await;
 }
