@@ -347,14 +347,20 @@ impl Keyring {
             .configs
             .get(keyset)
             .ok_or_else(|| Error::UnknownKeyset(keyset.to_owned()))?;
-        let now = self.lifecycle_now(now).await?;
         let snapshot = self.snapshot();
         let records = snapshot
             .keysets
             .get(keyset)
             .map(|view| view.records.clone())
             .unwrap_or_default();
-        let (_, gate) = self.gated_plan(config, &records, now, true).await?;
+        // Without the gate nothing here needs the store: listing keys keeps working while
+        // the store is unavailable, as it did before there was a schedule to show.
+        let gate = if config.fetch_gate.requires_fetch {
+            let now = self.lifecycle_now(now).await?;
+            self.gated_plan(config, &records, now, true).await?.1
+        } else {
+            GateStatus::Off
+        };
         Ok(KeysetSchedule {
             next_rotation_at: rotation::rotation_due(&records, &config.timing).map(|(at, _)| at),
             next_removal_at: rotation::next_removal(&records),
