@@ -20,12 +20,6 @@ pub async fn run(args: &AdminArgs, command: KeysCommand) -> anyhow::Result<()> {
                 println!("{}", pretty(&answer)?);
                 return Ok(());
             }
-            if let Some(schedule) = &answer.schedule {
-                for line in schedule_lines(schedule) {
-                    println!("{line}");
-                }
-                println!();
-            }
             println!(
                 "{:<44} {:<8} {:<6} {:<21} {:<21} {:<21} {:<21}",
                 "KID", "STATE", "ALG", "PUBLISHED", "ACTIVATED", "LEAVES JWKS", "REVOKED"
@@ -41,6 +35,13 @@ pub async fn run(args: &AdminArgs, command: KeysCommand) -> anyhow::Result<()> {
                     or_dash(key.remove_at.as_deref()),
                     or_dash(key.revoked_at.as_deref()),
                 );
+            }
+            // After the table, so that it still starts the output for scripts that read it.
+            if let Some(schedule) = &answer.schedule {
+                println!();
+                for line in schedule_lines(schedule) {
+                    println!("{line}");
+                }
             }
         }
         KeysCommand::Rotate { keyset, force } => {
