@@ -538,3 +538,51 @@ async fn unreadable_fetcher_rows_are_left_out_and_never_stop_the_keys_from_loadi
     assert!(has_agent(&fetchers(&again, "default").await, "Real-EHR/1"));
     again.stop().await;
 }
+
+/// A fetcher that never gets the next key holds a scheduled rotation only until
+/// `rotation_deadline`; then it rotates anyway, and the audit trail says whom it did not
+/// wait for.
+#[tokio::test]
+async fn past_rotation_deadline_a_gated_rotation_goes_ahead_and_the_audit_trail_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let app =
+        spawn_app_unscheduled(dir.path(), &format!("{GATED}rotation_deadline = \"1d\"\n")).await;
+    let now = jwksd::unix_now();
+    let first = app.kid_in_state("default", "current").await.unwrap();
+    let next = app.kid_in_state("default", "next").await.unwrap();
+    // Its copy predates the next key, and it never fetched again.
+    let ip = "192.0.2.99".parse().unwrap();
+    app.fetchers.record(
+        "default",
+        "Stale-Cache/1",
+        ip,
+        std::slice::from_ref(&first),
+        now - H,
+    );
+    app.fetchers.flush(now).await.unwrap();
+    let due = now + 2 * D;
+    app.keyring.tick(due + H).await.unwrap();
+    assert_eq!(
+        app.kid_in_state("default", "current").await.unwrap(),
+        first,
+        "waiting"
+    );
+    app.keyring.tick(due + D + 60).await.unwrap();
+    assert_eq!(
+        app.kid_in_state("default", "current").await.unwrap(),
+        next,
+        "the deadline passed"
+    );
+    let page: jwksd::api::AuditPage = app
+        .admin(Method::GET, "/admin/v1/audit?event=key.promoted")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let detail = page.records.last().unwrap().detail.clone().unwrap();
+    assert_eq!(detail["rotation_deadline_passed"], true, "{detail}");
+    assert_eq!(detail["unseen_by"][0], "Stale-Cache/1 from 192.0.2.0/24");
+    app.stop().await;
+}
