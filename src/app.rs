@@ -104,6 +104,8 @@ pub struct Application {
     /// On PostgreSQL: the store, to listen for other processes' key changes, and how often
     /// to re-read the keys regardless.
     follower: Option<(PgStore, Duration)>,
+    /// The fetcher record, flushed to the store in the background and once at shutdown.
+    fetchers: Arc<crate::fetchers::FetcherLog>,
     /// Held while the service runs: one jwksd per SQLite store (see [`lock_store`]).
     /// PostgreSQL takes any number of jwksd processes.
     _store_lock: Option<std::fs::File>,
@@ -164,14 +166,18 @@ impl Application {
 
         let audit = AuditWriter::start(keyring.store().clone());
         let tokens = Arc::new(TokenService::new(http_client, clock));
-        let state = web::Data::new(State::new(
-            keyring.clone(),
-            admin_hash,
-            server.public_url.as_ref(),
-            config.access.clone(),
-            Arc::new(SigningService::new(keyring.clone(), audit)),
-            tokens.clone(),
-        ));
+        let state = web::Data::new(
+            State::new(
+                keyring.clone(),
+                admin_hash,
+                server.public_url.as_ref(),
+                config.access.clone(),
+                Arc::new(SigningService::new(keyring.clone(), audit)),
+                tokens.clone(),
+            )
+            .with_trusted_proxies(server.trusted_proxies.clone()),
+        );
+        let fetchers = state.fetchers.clone();
         let reloader = Reloader {
             state: state.clone(),
             running: config.clone(),
@@ -264,6 +270,7 @@ impl Application {
             private_server: private.run(),
             scheduler,
             follower,
+            fetchers,
             _store_lock: store_lock,
         })
     }
@@ -278,6 +285,11 @@ impl Application {
 
     pub fn keyring(&self) -> Arc<Keyring> {
         self.keyring.clone()
+    }
+
+    /// The fetcher record this service keeps (see [`crate::fetchers`]).
+    pub fn fetchers(&self) -> Arc<crate::fetchers::FetcherLog> {
+        self.fetchers.clone()
     }
 
     pub fn token_service(&self) -> Arc<TokenService> {
@@ -319,6 +331,7 @@ impl Application {
             ))),
             _ => None,
         };
+        let fetcher_flusher = tokio::spawn(crate::fetchers::run_flusher(self.fetchers.clone()));
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),
@@ -334,6 +347,10 @@ impl Application {
         if let Some(follower) = follower {
             let _ = follower.await;
         }
+        fetcher_flusher.abort();
+        let _ = fetcher_flusher.await;
+        // What the last seconds' fetches left in memory (a failure is logged by `flush`).
+        let _ = self.fetchers.flush(crate::unix_now()).await;
         // Checkpoints the WAL and releases the file before the process exits.
         if let Err(e) = self.keyring.store().close().await {
             warn!(error = %e, "closing the store failed");

@@ -31,6 +31,23 @@ pub enum Error {
         prepublish: i64,
         retry_after: i64,
     },
+    /// Rotation refused (`rotation_requires_fetch`): recent fetchers of the JWKS have not
+    /// been served the successor at least `jwks_max_age` ago.
+    #[error(
+        "next key {next_kid} has not been served to every recent fetcher of the JWKS at least \
+         {jwks_max_age}s ago (rotation_requires_fetch is on); waiting for: {}. Retry once they \
+         have fetched it, or force it (--force, ?force=true) if you accept that their token \
+         requests may fail until they refetch",
+        unseen.join("; ")
+    )]
+    NextKeyNotFetched {
+        keyset: String,
+        next_kid: String,
+        /// The fetchers, as operators know them (user agent and network).
+        unseen: Vec<String>,
+        jwks_max_age: i64,
+        retry_after: Option<i64>,
+    },
     /// Rotation refused: there is no published successor yet.
     #[error("key set {0:?} has no published next key yet; retry in a minute")]
     NoNextKey(String),

@@ -23,6 +23,9 @@
 //! - [`store`]: the storage trait and its SQLite backend; the only code that speaks SQL.
 //! - [`trail`]: the durable audit trail over a store: group-commit writer, verification
 //!   against the sealed head.
+//! - [`fetchers`]: who fetches each key set's JWKS (user agent, source network, kids
+//!   served), accumulated in memory and written to the store in batches; the evidence a
+//!   gated rotation waits for.
 //! - [`error`]: the domain error of key operations, mapped to HTTP once in `http::problem`.
 //! - [`keyring`]: start-up integrity checks, the in-memory snapshot readers use, and the
 //!   one writer that applies lifecycle decisions to the store.
@@ -44,6 +47,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod fetchers;
 pub mod http;
 pub mod keyring;
 pub mod keys;

@@ -147,6 +147,41 @@ fn earliest(a: Option<UnixTime>, b: UnixTime) -> Option<UnixTime> {
 /// Decides what one key set needs at `now`: initial keys, a missing successor, a scheduled
 /// rotation, removals of retired keys whose grace has ended.
 pub fn plan(keys: &[KeyRecord], now: UnixTime, timing: &Timing) -> Plan {
+    plan_held(keys, now, timing, None)
+}
+
+/// When the scheduled rotation of a key set is due, and the successor it would promote:
+/// `None` when the set rotates only by hand or has no current and next key to rotate.
+/// Never before the successor has been published for `prepublish`.
+pub fn rotation_due<'a>(
+    keys: &'a [KeyRecord],
+    timing: &Timing,
+) -> Option<(UnixTime, &'a KeyRecord)> {
+    let period = timing.rotation_period?;
+    let (active, successor) = (current(keys)?, next(keys)?);
+    let activated = active.activated_at.unwrap_or(active.published_at);
+    Some((
+        (activated + period).max(successor.published_at + timing.prepublish),
+        successor,
+    ))
+}
+
+/// When the next retired key leaves the JWKS, if one is waiting to.
+pub fn next_removal(keys: &[KeyRecord]) -> Option<UnixTime> {
+    keys.iter()
+        .filter(|k| k.state == KeyState::Retired)
+        .filter_map(|k| k.remove_at)
+        .min()
+}
+
+/// [`plan`], with a due scheduled rotation held back until `held_until` (the fetch gate's
+/// deadline): the rest of the plan (removals, a missing successor) goes ahead.
+fn plan_held(
+    keys: &[KeyRecord],
+    now: UnixTime,
+    timing: &Timing,
+    held_until: Option<UnixTime>,
+) -> Plan {
     let mut out = Plan::default();
 
     for key in keys.iter().filter(|k| k.state == KeyState::Retired) {
@@ -181,7 +216,10 @@ pub fn plan(keys: &[KeyRecord], now: UnixTime, timing: &Timing) -> Plan {
                 // Due by the calendar, but never before the successor has been visible to
                 // every verifier's cache.
                 let due = (activated + period).max(successor.published_at + timing.prepublish);
-                if due <= now {
+                if let (true, Some(until)) = (due <= now, held_until) {
+                    // Waiting for fetch evidence: it rotates by `until` at the latest.
+                    out.next_change_at = earliest(out.next_change_at, until.max(now));
+                } else if due <= now {
                     out.steps.push(Step::Promote {
                         next: successor.kid.clone(),
                         retire: Some(active.kid.clone()),
@@ -211,9 +249,185 @@ pub fn plan(keys: &[KeyRecord], now: UnixTime, timing: &Timing) -> Plan {
     out
 }
 
+/// A key set's rule for rotating on evidence (`rotation_requires_fetch`, `fetcher_window`,
+/// `rotation_deadline`), in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FetchGate {
+    /// A scheduled rotation waits for every recent fetcher to have been served the successor,
+    /// and an unforced manual one is refused until then.
+    pub requires_fetch: bool,
+    /// A fetcher counts when it fetched the JWKS within this long.
+    pub fetcher_window: i64,
+    /// How long after it was due a scheduled rotation waits for evidence at most.
+    pub rotation_deadline: i64,
+}
+
+impl Default for FetchGate {
+    fn default() -> Self {
+        FetchGate {
+            requires_fetch: false,
+            fetcher_window: 7 * 86_400,
+            rotation_deadline: 7 * 86_400,
+        }
+    }
+}
+
+/// What the fetcher record says about one fetcher and the successor key: the input of the
+/// gate, read from the store by the caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sighting {
+    /// How operators know it: user agent and source network.
+    pub fetcher: String,
+    pub last_seen: UnixTime,
+    /// When it was first served the successor's kid, if ever.
+    pub served_next_at: Option<UnixTime>,
+}
+
+/// A recent fetcher without the evidence a rotation needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unseen {
+    pub fetcher: String,
+    pub last_seen: UnixTime,
+    /// When it was first served the successor (less than `jwks_max_age` ago), or `None`:
+    /// never.
+    pub served_next_at: Option<UnixTime>,
+}
+
+impl Unseen {
+    /// When this fetcher's evidence is complete if nothing else changes: `jwks_max_age` after
+    /// it was first served the successor; `None` when it never was.
+    pub fn ready_at(&self, timing: &Timing) -> Option<UnixTime> {
+        self.served_next_at.map(|t| t + timing.jwks_max_age)
+    }
+}
+
+/// The fetchers seen within `fetcher_window` of `now` that have not been served the
+/// successor at least `jwks_max_age` ago, in the order given. Empty: the evidence is
+/// complete (also when no fetcher was seen at all: there is no one to wait for).
+pub fn unseen_successor(
+    sightings: &[Sighting],
+    now: UnixTime,
+    timing: &Timing,
+    gate: &FetchGate,
+) -> Vec<Unseen> {
+    sightings
+        .iter()
+        .filter(|s| s.last_seen > now - gate.fetcher_window)
+        .filter(|s| {
+            s.served_next_at
+                .is_none_or(|t| t > now - timing.jwks_max_age)
+        })
+        .map(|s| Unseen {
+            fetcher: s.fetcher.clone(),
+            last_seen: s.last_seen,
+            served_next_at: s.served_next_at,
+        })
+        .collect()
+}
+
+/// Where a key set's scheduled rotation stands against its fetch gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateStatus {
+    /// `rotation_requires_fetch` is off, or the set has no scheduled rotation.
+    Off,
+    /// The rotation is not due yet (`due`); `unseen` are the fetchers that would hold it if
+    /// it were due now.
+    NotDue { due: UnixTime, unseen: Vec<Unseen> },
+    /// Due, and every recent fetcher has been served the successor long enough.
+    Satisfied { due: UnixTime },
+    /// Due, held back for `unseen`, until `deadline` at the latest.
+    Waiting {
+        due: UnixTime,
+        deadline: UnixTime,
+        unseen: Vec<Unseen>,
+    },
+    /// Due, `unseen` still missing, and `deadline` has passed: it rotates anyway.
+    DeadlinePassed {
+        due: UnixTime,
+        deadline: UnixTime,
+        unseen: Vec<Unseen>,
+    },
+}
+
+/// [`plan`] under the fetch gate: with `rotation_requires_fetch`, a due scheduled rotation
+/// waits until every fetcher seen within `fetcher_window` has been served the successor
+/// (`sightings` are about the successor [`rotation_due`] names) at least `jwks_max_age`
+/// ago, and up to `rotation_deadline` after it was due, after which it goes ahead anyway.
+/// Nothing else in the plan waits: a set with no current key promotes its successor at once.
+pub fn plan_gated(
+    keys: &[KeyRecord],
+    now: UnixTime,
+    timing: &Timing,
+    gate: &FetchGate,
+    sightings: &[Sighting],
+) -> (Plan, GateStatus) {
+    let due = match rotation_due(keys, timing) {
+        Some((due, _)) if gate.requires_fetch => due,
+        _ => return (plan(keys, now, timing), GateStatus::Off),
+    };
+    let unseen = unseen_successor(sightings, now, timing, gate);
+    let deadline = due + gate.rotation_deadline;
+    if due > now {
+        return (plan(keys, now, timing), GateStatus::NotDue { due, unseen });
+    }
+    if unseen.is_empty() {
+        (plan(keys, now, timing), GateStatus::Satisfied { due })
+    } else if now < deadline {
+        let plan = plan_held(keys, now, timing, Some(deadline));
+        let status = GateStatus::Waiting {
+            due,
+            deadline,
+            unseen,
+        };
+        (plan, status)
+    } else {
+        let status = GateStatus::DeadlinePassed {
+            due,
+            deadline,
+            unseen,
+        };
+        (plan(keys, now, timing), status)
+    }
+}
+
+/// Decides the fetch evidence of an operator's rotation whose prepublish wait is over
+/// ([`check_rotation`] said yes): with `rotation_requires_fetch`, an unforced request is
+/// refused while any recent fetcher lacks the successor; otherwise (and when forced) the
+/// fetchers it risks are returned, for the answer to name.
+pub fn check_rotation_evidence(
+    sightings: &[Sighting],
+    now: UnixTime,
+    timing: &Timing,
+    gate: &FetchGate,
+    force: bool,
+) -> Result<Vec<Unseen>, RotationRefused> {
+    let unseen = unseen_successor(sightings, now, timing, gate);
+    if gate.requires_fetch && !force && !unseen.is_empty() {
+        // Worth retrying once the last of them can be ready; never when one has not been
+        // served the successor at all (only its next fetch can change that).
+        let retry_after = unseen
+            .iter()
+            .map(|u| u.ready_at(timing).map(|at| at - now))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|waits| waits.into_iter().max());
+        return Err(RotationRefused::NotFetched {
+            unseen,
+            retry_after,
+        });
+    }
+    Ok(unseen)
+}
+
 /// Why a rotation request was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RotationRefused {
+    /// `rotation_requires_fetch`: these recent fetchers have not been served the successor
+    /// at least `jwks_max_age` ago. `retry_after`: when all of them can be, if all were
+    /// served it.
+    NotFetched {
+        unseen: Vec<Unseen>,
+        retry_after: Option<i64>,
+    },
     /// The successor has not been published for `prepublish` yet.
     TooEarly {
         next_kid: String,
@@ -583,6 +797,160 @@ mod tests {
             "no published successor existed, so the new key kid-c signs at once; verifiers will \
              reject its assertions until they refetch the JWKS (up to 3600s)"
         );
+    }
+
+    fn gate() -> FetchGate {
+        FetchGate {
+            requires_fetch: true,
+            ..FetchGate::default()
+        }
+    }
+
+    fn sighting(fetcher: &str, last_seen: UnixTime, served_next_at: Option<UnixTime>) -> Sighting {
+        Sighting {
+            fetcher: fetcher.into(),
+            last_seen,
+            served_next_at,
+        }
+    }
+
+    #[test]
+    fn a_due_rotation_waits_for_a_fetcher_without_the_successor_until_it_leaves_the_window() {
+        let keys = [key("a", KeyState::Current, 0), key("b", KeyState::Next, 0)];
+        let due = 90 * D;
+        let now = due + H;
+        // The EHR fetched yesterday and got the successor long ago; the other stopped
+        // fetching two days before the rotation was due, before the successor existed.
+        let ehr = sighting("ehr", now - D, Some(10));
+        let gone = sighting("gone", due - 2 * D, None);
+        let (held, status) =
+            plan_gated(&keys, now, &timing(), &gate(), &[ehr.clone(), gone.clone()]);
+        assert!(held.steps.is_empty(), "{held:?}");
+        assert_eq!(
+            held.next_change_at,
+            Some(due + 7 * D),
+            "rotates by the deadline at the latest"
+        );
+        let GateStatus::Waiting {
+            unseen, deadline, ..
+        } = status
+        else {
+            panic!("{status:?}")
+        };
+        assert_eq!(deadline, due + 7 * D);
+        assert_eq!(unseen.len(), 1);
+        assert_eq!(unseen[0].fetcher, "gone");
+
+        // Five days after its last fetch it drops out of the 7-day window: the rotation goes.
+        let later = gone.last_seen + 7 * D;
+        let (plan, status) = plan_gated(&keys, later, &timing(), &gate(), &[ehr, gone]);
+        assert_eq!(status, GateStatus::Satisfied { due });
+        assert_eq!(promotion(&plan.steps), Some(("b", Some("a"))));
+    }
+
+    #[test]
+    fn a_fetcher_served_the_successor_only_recently_holds_the_rotation_until_max_age_has_passed() {
+        let keys = [key("a", KeyState::Current, 0), key("b", KeyState::Next, 0)];
+        let now = 90 * D;
+        let fresh = [sighting("ehr", now - 60, Some(now - 600))];
+        let (plan, status) = plan_gated(&keys, now, &timing(), &gate(), &fresh);
+        assert!(plan.steps.is_empty());
+        assert!(matches!(status, GateStatus::Waiting { .. }), "{status:?}");
+        let (plan, _) = plan_gated(&keys, now - 600 + H, &timing(), &gate(), &fresh);
+        assert_eq!(promotion(&plan.steps), Some(("b", Some("a"))));
+    }
+
+    #[test]
+    fn past_the_deadline_the_rotation_goes_ahead_and_says_who_is_missing() {
+        let keys = [key("a", KeyState::Current, 0), key("b", KeyState::Next, 0)];
+        let due = 90 * D;
+        let now = due + 7 * D;
+        let stuck = [sighting("stuck", now - H, None)];
+        let (plan, status) = plan_gated(&keys, now, &timing(), &gate(), &stuck);
+        assert_eq!(promotion(&plan.steps), Some(("b", Some("a"))));
+        let GateStatus::DeadlinePassed { unseen, .. } = status else {
+            panic!("{status:?}")
+        };
+        assert_eq!(unseen[0].fetcher, "stuck");
+    }
+
+    #[test]
+    fn without_rotation_requires_fetch_or_before_it_is_due_the_gate_changes_nothing() {
+        let keys = [key("a", KeyState::Current, 0), key("b", KeyState::Next, 0)];
+        let stuck = [sighting("stuck", 90 * D, None)];
+        let off = FetchGate::default();
+        let (plan_off, status) = plan_gated(&keys, 90 * D, &timing(), &off, &stuck);
+        assert_eq!(status, GateStatus::Off);
+        assert_eq!(plan_off, plan(&keys, 90 * D, &timing()));
+        let (early, status) = plan_gated(&keys, 89 * D, &timing(), &gate(), &stuck);
+        assert_eq!(early, plan(&keys, 89 * D, &timing()));
+        assert!(matches!(status, GateStatus::NotDue { due, .. } if due == 90 * D));
+        // Nothing signs: the successor is promoted whatever the fetchers saw.
+        let (alone, _) = plan_gated(
+            &[key("b", KeyState::Next, 0)],
+            5,
+            &timing(),
+            &gate(),
+            &stuck,
+        );
+        assert_eq!(promotion(&alone.steps), Some(("b", None)));
+    }
+
+    #[test]
+    fn a_manual_rotation_is_refused_while_a_fetcher_lacks_the_successor_unless_forced() {
+        let now = 10 * D;
+        let sightings = [
+            sighting("ehr", now - 60, Some(now - 2 * H)),
+            sighting("late", now - 60, Some(now - 600)),
+            sighting("never", now - 60, None),
+        ];
+        let refused =
+            check_rotation_evidence(&sightings, now, &timing(), &gate(), false).unwrap_err();
+        let RotationRefused::NotFetched {
+            unseen,
+            retry_after,
+        } = refused
+        else {
+            panic!("{refused:?}")
+        };
+        let names: Vec<_> = unseen.iter().map(|u| u.fetcher.as_str()).collect();
+        assert_eq!(names, ["late", "never"]);
+        assert_eq!(retry_after, None, "one was never served it");
+        let refused =
+            check_rotation_evidence(&sightings[..2], now, &timing(), &gate(), false).unwrap_err();
+        assert!(
+            matches!(refused, RotationRefused::NotFetched { retry_after: Some(r), .. } if r == H - 600)
+        );
+
+        let risked = check_rotation_evidence(&sightings, now, &timing(), &gate(), true).unwrap();
+        assert_eq!(risked.len(), 2, "forced: it names whom it risks");
+        let off = FetchGate::default();
+        assert_eq!(
+            check_rotation_evidence(&sightings, now, &timing(), &off, false)
+                .unwrap()
+                .len(),
+            2,
+            "without the gate it is allowed and still says who has not seen the key"
+        );
+    }
+
+    #[test]
+    fn the_next_rotation_and_removal_are_read_from_the_keys() {
+        let mut old = key("old", KeyState::Retired, 0);
+        old.remove_at = Some(50 * D);
+        let keys = [
+            old,
+            key("a", KeyState::Current, 49 * D),
+            key("b", KeyState::Next, 49 * D),
+        ];
+        assert_eq!(
+            rotation_due(&keys, &timing()).map(|(at, k)| (at, k.kid.as_str())),
+            Some((139 * D, "b"))
+        );
+        assert_eq!(next_removal(&keys), Some(50 * D));
+        let mut manual = timing();
+        manual.rotation_period = None;
+        assert_eq!(rotation_due(&keys, &manual), None);
     }
 
     #[test]

@@ -31,12 +31,100 @@ pub struct KeysetInfo {
     pub current_kid: Option<String>,
     /// The published successor, if any.
     pub next_kid: Option<String>,
+    /// A scheduled rotation waits for every recent fetcher to have been served the next key.
+    #[serde(default)]
+    pub rotation_requires_fetch: bool,
+    /// A fetcher counts for that when it fetched within this long.
+    #[serde(default)]
+    pub fetcher_window_seconds: i64,
+    /// How long after it was due a scheduled rotation waits for that at most.
+    #[serde(default)]
+    pub rotation_deadline_seconds: i64,
+    /// When the key set next changes by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+}
+
+/// When a key set next changes by itself; times are RFC 3339.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// When the scheduled rotation is due (in the past while it waits for fetchers);
+    /// `null` when rotation is manual only.
+    pub next_rotation_at: Option<String>,
+    /// When the next retired key leaves the JWKS; `null` when none is waiting to.
+    pub next_removal_at: Option<String>,
+    pub rotation_gate: RotationGate,
+}
+
+/// Where a key set's scheduled rotation stands against `rotation_requires_fetch`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationGate {
+    pub state: GateState,
+    /// When a waiting rotation goes ahead anyway (`rotation_deadline` after it was due).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_at: Option<String>,
+    /// Recent fetchers not yet served the next key at least `jwks_max_age` ago
+    /// (user agent and network).
+    #[serde(default)]
+    pub unseen_by: Vec<String>,
+}
+
+/// The states of [`RotationGate`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateState {
+    /// `rotation_requires_fetch` is off, or the key set rotates only by hand.
+    Off,
+    /// The rotation is not due yet.
+    NotDue,
+    /// Due, and every recent fetcher has the next key: it rotates at the next tick.
+    Satisfied,
+    /// Due, waiting for the fetchers in `unseen_by` until `deadline_at`.
+    Waiting,
+    /// The deadline passed: it rotates without them.
+    DeadlinePassed,
+}
+
+/// `GET /admin/v1/keysets/{keyset}/fetchers`: who fetched this key set's JWKS, most recent
+/// fetch first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetcherList {
+    pub keyset: String,
+    pub fetchers: Vec<FetcherInfo>,
+}
+
+/// One distinct fetcher: a user agent from a source network (IPv4 /24, IPv6 /48).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetcherInfo {
+    /// As sent (shortened); empty when it sent none.
+    pub user_agent: String,
+    pub network: String,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    /// Whether it was served the key that signs now, and the published successor.
+    pub seen_current: bool,
+    pub seen_next: bool,
+    /// Every kid it was served, oldest first.
+    pub kids: Vec<ServedKidInfo>,
+}
+
+/// A kid a fetcher was served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedKidInfo {
+    pub kid: String,
+    pub first_served: Option<String>,
+    pub last_served: Option<String>,
+    /// The key's state now; `null` when it is not in this key set any more.
+    pub state: Option<KeyState>,
 }
 
 /// `GET /admin/v1/keysets/{keyset}/keys`: newest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyList {
     pub keys: Vec<KeyInfo>,
+    /// When the key set next changes by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
 }
 
 /// Where a key is in its lifecycle.
@@ -121,6 +209,10 @@ pub struct Rotation {
     pub forced: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Recent fetchers that had not been served the promoted key at least `jwks_max_age`
+    /// before: the EHRs whose token requests it risks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen_by: Vec<String>,
 }
 
 /// The optional body of `POST /admin/v1/keys/{kid}/revoke`.

@@ -29,6 +29,7 @@ pub use admin::{
     KeyState, KeysetInfo, KeysetList, Revocation, RevokeRequest, RotateQuery, RotateRequest,
     Rotation,
 };
+pub use admin::{FetcherInfo, FetcherList, GateState, RotationGate, Schedule, ServedKidInfo};
 pub use health::Health;
 pub use problem::{Problem, UpstreamFailure, PROBLEM_TYPE_PREFIX};
 pub use signing::{AssertionRequest, AssertionResponse};

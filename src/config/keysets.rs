@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::values::{parse_duration, show, IntOrString};
 use crate::keys::cert::parse_subject;
 use crate::keys::{Algorithm, KeyFamily, RsaBits};
-use crate::rotation::Timing;
+use crate::rotation::{FetchGate, Timing};
 
 /// The name of the key set served at `/.well-known/jwks.json`.
 pub const DEFAULT_KEYSET: &str = "default";
@@ -29,6 +29,16 @@ pub struct KeysetConfig {
     pub rsa_bits: RsaBits,
     pub timing: Timing,
     pub cert_subject: String,
+    /// `rotation_requires_fetch`, `fetcher_window`, `rotation_deadline`.
+    pub fetch_gate: FetchGate,
+}
+
+/// A flag from TOML (`true`) or from the environment (`"true"`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum BoolOrString {
+    Bool(bool),
+    Text(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -41,6 +51,9 @@ pub(super) struct RawKeyset {
     prepublish: Option<String>,
     retire_grace: Option<String>,
     cert_subject: Option<String>,
+    rotation_requires_fetch: Option<BoolOrString>,
+    fetcher_window: Option<String>,
+    rotation_deadline: Option<String>,
 }
 
 /// Key set names appear in URLs and file names.
@@ -121,6 +134,11 @@ fn validate_keyset(
 ) -> Option<KeysetConfig> {
     let before = problems.len();
     let key = |field: &str| format!("keysets.{name}.{field}");
+    let gate_raw = RawFetchGate {
+        rotation_requires_fetch: raw.rotation_requires_fetch.clone(),
+        fetcher_window: raw.fetcher_window.clone(),
+        rotation_deadline: raw.rotation_deadline.clone(),
+    };
 
     let alg = match raw.alg.as_deref().unwrap_or("RS384").parse::<Algorithm>() {
         Ok(alg) => alg,
@@ -226,6 +244,8 @@ fn validate_keyset(
         }
     }
 
+    let fetch_gate = validate_fetch_gate(name, &gate_raw, jwks_max_age, problems);
+
     let cert_subject = raw.cert_subject.unwrap_or_else(|| format!("CN={name}"));
     if let Err(e) = parse_subject(&cert_subject) {
         problems.push(format!("{}: {e}", key("cert_subject")));
@@ -246,5 +266,76 @@ fn validate_keyset(
             retire_grace: secs(retire_grace),
         },
         cert_subject,
+        fetch_gate,
     })
+}
+
+/// `rotation_requires_fetch`, `fetcher_window` (default 7 days, at least `jwks_max_age`: a
+/// fetcher that refetches on schedule must stay in the window between two fetches) and
+/// `rotation_deadline` (default 7 days; 0 waits not at all).
+/// The fetch gate's keys of a `[keysets.NAME]` section.
+struct RawFetchGate {
+    rotation_requires_fetch: Option<BoolOrString>,
+    fetcher_window: Option<String>,
+    rotation_deadline: Option<String>,
+}
+
+fn validate_fetch_gate(
+    name: &str,
+    raw: &RawFetchGate,
+    jwks_max_age: Option<Duration>,
+    problems: &mut Vec<String>,
+) -> FetchGate {
+    let key = |field: &str| format!("keysets.{name}.{field}");
+    let defaults = FetchGate::default();
+    let requires_fetch = match &raw.rotation_requires_fetch {
+        None => defaults.requires_fetch,
+        Some(BoolOrString::Bool(b)) => *b,
+        Some(BoolOrString::Text(t)) => match t.trim() {
+            "true" => true,
+            "false" => false,
+            _ => {
+                problems.push(format!(
+                    "{} must be true or false",
+                    key("rotation_requires_fetch")
+                ));
+                false
+            }
+        },
+    };
+    let secs = |field: &str, text: &Option<String>, default: i64, problems: &mut Vec<String>| {
+        text.as_deref()
+            .and_then(|t| parse_duration(&key(field), t, problems))
+            .map_or(default, |d| d.as_secs() as i64)
+    };
+    let fetcher_window = secs(
+        "fetcher_window",
+        &raw.fetcher_window,
+        defaults.fetcher_window,
+        problems,
+    );
+    let rotation_deadline = secs(
+        "rotation_deadline",
+        &raw.rotation_deadline,
+        defaults.rotation_deadline,
+        problems,
+    );
+    if let Some(max_age) = jwks_max_age {
+        let window = Duration::from_secs(fetcher_window.max(0) as u64);
+        if window < max_age {
+            problems.push(format!(
+                "{} = {} is shorter than jwks_max_age = {}: a verifier that refetches only when its \
+                 cache expires would fall out of the window between two fetches. Use at least \
+                 jwks_max_age (\"7d\" is usual)",
+                key("fetcher_window"),
+                show(window),
+                show(max_age)
+            ));
+        }
+    }
+    FetchGate {
+        requires_fetch,
+        fetcher_window,
+        rotation_deadline,
+    }
 }

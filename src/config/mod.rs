@@ -36,6 +36,7 @@ pub use clients::{
     Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
+pub use server::IpNetwork;
 pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
     ServerConfig,

@@ -1,6 +1,7 @@
 //! The `[server]` section: listeners, the public URL, where the store, the master key and
 //! the admin token are, and the HTTP limits. None of it changes without a restart.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -37,6 +38,64 @@ pub struct ServerConfig {
     /// how long another replica's change takes to reach this one's JWKS when a notification
     /// is lost. Unused on SQLite (one jwksd per store).
     pub poll_interval: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies, load balancers); from any
+    /// other peer the header is ignored. Empty: the TCP peer is always the source.
+    pub trusted_proxies: Vec<IpNetwork>,
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is its own
+/// /32 or /128), for `server.trusted_proxies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNetwork {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNetwork {
+    /// Parses `a.b.c.d/n`, `x:y::/n` or a bare address; host bits are ignored.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+        };
+        Some(IpNetwork { addr, prefix })
+    }
+
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`, as a
+    /// dual-stack listener reports an IPv4 peer) is compared as the IPv4 address it is.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// The default of `server.poll_interval`.
@@ -228,6 +287,7 @@ impl ServerConfig {
             initialize: _,
             upgrade_store: _,
             poll_interval,
+            trusted_proxies,
             limits:
                 HttpLimits {
                     header_timeout,
@@ -270,6 +330,10 @@ impl ServerConfig {
             "server.poll_interval",
             *poll_interval == other.poll_interval,
         );
+        compare(
+            "server.trusted_proxies",
+            *trusted_proxies == other.trusted_proxies,
+        );
         changed
     }
 
@@ -311,6 +375,7 @@ pub(super) struct RawServer {
     body_timeout: Option<String>,
     max_connections: Option<IntOrString>,
     poll_interval: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// Validates the `[server]` section; every problem is added to `problems`.
@@ -449,6 +514,22 @@ pub(super) fn validate(
         },
     };
 
+    let trusted_proxies = s
+        .trusted_proxies
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|text| {
+            let parsed = IpNetwork::parse(text);
+            if parsed.is_none() {
+                problems.push(format!(
+                    "server.trusted_proxies: {text:?} is not an IP network; write it like \
+                     \"10.0.0.0/8\", \"192.0.2.7\" or \"2001:db8::/32\""
+                ));
+            }
+            parsed
+        })
+        .collect();
+
     ServerConfig {
         public_listen,
         private_listen,
@@ -461,6 +542,7 @@ pub(super) fn validate(
         upgrade_store: false,
         limits,
         poll_interval,
+        trusted_proxies,
     }
 }
 
@@ -522,5 +604,33 @@ fn check_listen(what: &str, addr: &str, problems: &mut Vec<String>) {
         problems.push(format!(
             "server.{what} = {addr:?} is not HOST:PORT; for example \"127.0.0.1:8080\" or \"0.0.0.0:8080\""
         ));
+    }
+}
+
+#[cfg(test)]
+mod trusted_proxy_tests {
+    use super::IpNetwork;
+
+    #[test]
+    fn networks_contain_their_addresses_and_nothing_else() {
+        let net = IpNetwork::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.200.3.4".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:10.1.2.3".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        let host = IpNetwork::parse("192.0.2.7").unwrap();
+        assert!(host.contains("192.0.2.7".parse().unwrap()));
+        assert!(!host.contains("192.0.2.8".parse().unwrap()));
+        let v6 = IpNetwork::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains("2001:db8:ffff::1".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        assert!(IpNetwork::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "10.0.0/8", "example.org", "::/129", ""] {
+            assert_eq!(IpNetwork::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -14,13 +14,14 @@ use super::body::optional_json;
 use super::problem::Problem;
 use super::state::State;
 use crate::api::{
-    AuditEntry, AuditPage, AuditQuery, ClientInfo, ClientList, KeyInfo, KeyList, KeysetInfo,
-    KeysetList, Revocation, RevokeRequest, RotateQuery, RotateRequest, Rotation, TokenCheck,
-    TokenCheckFailed, TokenCheckPassed, TokenCheckRequest,
+    AuditEntry, AuditPage, AuditQuery, ClientInfo, ClientList, FetcherInfo, FetcherList, GateState,
+    KeyInfo, KeyList, KeysetInfo, KeysetList, Revocation, RevokeRequest, RotateQuery,
+    RotateRequest, Rotation, RotationGate, Schedule, ServedKidInfo, TokenCheck, TokenCheckFailed,
+    TokenCheckPassed, TokenCheckRequest,
 };
 use crate::config::is_valid_keyset_name;
-use crate::keyring::{KeysetView, RevocationOutcome, RotationOutcome, Snapshot};
-use crate::rotation::{KeyRecord, KeyState};
+use crate::keyring::{KeysetSchedule, KeysetView, RevocationOutcome, RotationOutcome, Snapshot};
+use crate::rotation::{GateStatus, KeyRecord, KeyState};
 use crate::tokens::{TokenContext, TokenError};
 
 /// Largest body the admin API reads (its bodies are a few optional flags).
@@ -31,6 +32,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::scope("/admin/v1")
             .service(web::resource("/keysets").get(list_keysets))
             .service(web::resource("/keysets/{keyset}/keys").get(list_keys))
+            .service(web::resource("/keysets/{keyset}/fetchers").get(list_fetchers))
             .service(web::resource("/keysets/{keyset}/rotate").post(rotate))
             .service(web::resource("/keys/{kid}/revoke").post(revoke))
             .service(web::resource("/keysets/{keyset}/jwks").get(keyset_jwks))
@@ -87,9 +89,45 @@ fn keyset_view<'a>(snapshot: &'a Snapshot, name: &str) -> Result<&'a KeysetView,
         .ok_or_else(|| Problem::from(crate::error::Error::UnknownKeyset(name.to_owned())))
 }
 
-async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
+/// A key set's schedule as the admin API shows it.
+fn schedule(s: KeysetSchedule) -> Schedule {
+    let names =
+        |unseen: Vec<crate::rotation::Unseen>| unseen.into_iter().map(|u| u.fetcher).collect();
+    let (state, deadline, unseen_by) = match s.gate {
+        GateStatus::Off => (GateState::Off, None, Vec::new()),
+        GateStatus::NotDue { unseen, .. } => (GateState::NotDue, None, names(unseen)),
+        GateStatus::Satisfied { .. } => (GateState::Satisfied, None, Vec::new()),
+        GateStatus::Waiting {
+            deadline, unseen, ..
+        } => (GateState::Waiting, Some(deadline), names(unseen)),
+        GateStatus::DeadlinePassed {
+            deadline, unseen, ..
+        } => (GateState::DeadlinePassed, Some(deadline), names(unseen)),
+    };
+    Schedule {
+        next_rotation_at: s.next_rotation_at.and_then(crate::rfc3339),
+        next_removal_at: s.next_removal_at.and_then(crate::rfc3339),
+        rotation_gate: RotationGate {
+            state,
+            deadline_at: deadline.and_then(crate::rfc3339),
+            unseen_by,
+        },
+    }
+}
+
+async fn keyset_schedule(state: &State, keyset: &str) -> Result<Schedule, Problem> {
+    Ok(schedule(
+        state.keyring.schedule(keyset, crate::unix_now()).await?,
+    ))
+}
+
+async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> Result<HttpResponse, Problem> {
     let snapshot = state.keyring.snapshot();
     let base = state.public_url.as_str();
+    let mut schedules = std::collections::BTreeMap::new();
+    for name in snapshot.keysets.keys() {
+        schedules.insert(name.clone(), keyset_schedule(&state, name).await?);
+    }
     let keysets = snapshot
         .keysets
         .values()
@@ -115,10 +153,14 @@ async fn list_keysets(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
                 jwks_url: format!("{base}/jwks/{}.json", c.name),
                 current_kid: of_state(KeyState::Current),
                 next_kid: of_state(KeyState::Next),
+                rotation_requires_fetch: c.fetch_gate.requires_fetch,
+                fetcher_window_seconds: c.fetch_gate.fetcher_window,
+                rotation_deadline_seconds: c.fetch_gate.rotation_deadline,
+                schedule: schedules.remove(&c.name),
             }
         })
         .collect();
-    HttpResponse::Ok().json(KeysetList { keysets })
+    Ok(HttpResponse::Ok().json(KeysetList { keysets }))
 }
 
 async fn list_keys(
@@ -135,7 +177,66 @@ async fn list_keys(
         .rev()
         .map(|r| key_info(r, base))
         .collect();
-    Ok(HttpResponse::Ok().json(KeyList { keys }))
+    let schedule = Some(keyset_schedule(&state, &view.config.name).await?);
+    Ok(HttpResponse::Ok().json(KeyList { keys, schedule }))
+}
+
+/// Who fetched the key set's JWKS (every replica's, from the store), most recent first.
+async fn list_fetchers(
+    _: AdminAuth,
+    state: web::Data<State>,
+    keyset: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let snapshot = state.keyring.snapshot();
+    let view = keyset_view(&snapshot, &keyset)?;
+    let name = view.config.name.clone();
+    let state_of = |kid: &str| {
+        view.records
+            .iter()
+            .find(|r| r.kid == kid)
+            .map(|r| api_state(r.state))
+    };
+    let kid_in = |s: KeyState| {
+        view.records
+            .iter()
+            .rfind(|r| r.state == s)
+            .map(|r| r.kid.clone())
+    };
+    let (current, next) = (kid_in(KeyState::Current), kid_in(KeyState::Next));
+    let fetchers = state
+        .fetchers
+        .fetchers(&name)
+        .await?
+        .into_iter()
+        .map(|f| {
+            let served = |kid: &Option<String>| {
+                kid.as_ref()
+                    .is_some_and(|kid| f.kids.iter().any(|k| &k.kid == kid))
+            };
+            FetcherInfo {
+                seen_current: served(&current),
+                seen_next: served(&next),
+                first_seen: crate::rfc3339(f.first_seen),
+                last_seen: crate::rfc3339(f.last_seen),
+                kids: f
+                    .kids
+                    .iter()
+                    .map(|k| ServedKidInfo {
+                        kid: k.kid.clone(),
+                        first_served: crate::rfc3339(k.first_served),
+                        last_served: crate::rfc3339(k.last_served),
+                        state: state_of(&k.kid),
+                    })
+                    .collect(),
+                user_agent: f.user_agent,
+                network: f.network,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(FetcherList {
+        keyset: name,
+        fetchers,
+    }))
 }
 
 /// The body of an admin request: none (or only whitespace) means the defaults; otherwise a
@@ -155,6 +256,7 @@ fn rotation(o: RotationOutcome) -> Rotation {
         new_next: o.new_next,
         forced: o.forced,
         warning: o.warning,
+        unseen_by: o.unseen_by,
     }
 }
 

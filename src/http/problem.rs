@@ -41,6 +41,8 @@ pub enum ProblemKind {
     MethodNotAllowed,
     BodyTimeout,
     RotationTooEarly,
+    /// `rotation_requires_fetch`: recent fetchers have not been served the next key.
+    NextKeyNotFetched,
     NoNextKey,
     NotRevocable,
     ConcurrentChange,
@@ -78,7 +80,9 @@ impl ProblemKind {
             NotFound | UnknownKeyset | UnknownKid => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            RotationTooEarly | NoNextKey | NotRevocable | ConcurrentChange => StatusCode::CONFLICT,
+            RotationTooEarly | NextKeyNotFetched | NoNextKey | NotRevocable | ConcurrentChange => {
+                StatusCode::CONFLICT
+            }
             BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidRequest | InvalidScope => StatusCode::UNPROCESSABLE_ENTITY,
@@ -104,6 +108,7 @@ impl ProblemKind {
             MethodNotAllowed => "method-not-allowed",
             BodyTimeout => "body-timeout",
             RotationTooEarly => "rotation-too-early",
+            NextKeyNotFetched => "next-key-not-fetched",
             NoNextKey => "no-next-key",
             NotRevocable => "not-revocable",
             ConcurrentChange => "concurrent-change",
@@ -136,6 +141,7 @@ impl ProblemKind {
             MethodNotAllowed => "Method Not Allowed",
             BodyTimeout => "Request Timeout",
             RotationTooEarly => "Next Key Not Published Long Enough",
+            NextKeyNotFetched => "Next Key Not Yet Fetched",
             NoNextKey => "No Next Key",
             NotRevocable => "Key Not Published",
             ConcurrentChange => "Concurrent Change",
@@ -296,6 +302,13 @@ impl From<Error> for Problem {
             Error::RotationTooEarly { retry_after, .. } => {
                 Problem::new(ProblemKind::RotationTooEarly, err.to_string())
                     .with_retry_after(retry_after)
+            }
+            Error::NextKeyNotFetched { retry_after, .. } => {
+                let problem = Problem::new(ProblemKind::NextKeyNotFetched, err.to_string());
+                match retry_after {
+                    Some(seconds) => problem.with_retry_after(seconds),
+                    None => problem,
+                }
             }
             Error::NoNextKey(_) => Problem::new(ProblemKind::NoNextKey, err.to_string()),
             Error::NotRevocable { .. } => Problem::new(ProblemKind::NotRevocable, err.to_string()),

@@ -70,8 +70,14 @@ fn serve_jwks(req: &HttpRequest, state: &State, keyset: &str) -> Result<HttpResp
         .get(keyset)
         .ok_or_else(|| Problem::not_found(format!("no key set named {keyset:?} is configured")))?;
     let jwks: Arc<PublishedJwks> = view.jwks.clone();
-    let max_age = jwks.max_age(crate::unix_now());
+    let now = crate::unix_now();
+    let max_age = jwks.max_age(now);
     let cache_control = format!("public, max-age={max_age}");
+    // A GET answered 200 or 304 leaves the fetcher holding this document's kids (a 304
+    // because its copy is this one); a HEAD holds nothing. Recorded in memory only.
+    if req.method() == actix_web::http::Method::GET {
+        record_fetch(req, state, keyset, &jwks, now);
+    }
     if if_none_match(req.headers(), &jwks.etag) {
         Metrics::bump(&state.metrics.jwks_not_modified);
         return Ok(HttpResponse::NotModified()
@@ -90,6 +96,28 @@ fn serve_jwks(req: &HttpRequest, state: &State, keyset: &str) -> Result<HttpResp
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
     // actix sends the headers of a GET, with its Content-Length, and no body for HEAD.
     Ok(response.body(jwks.body.clone()))
+}
+
+/// Notes who was served `jwks` (see [`crate::fetchers`]): the user agent and the source
+/// address, through `X-Forwarded-For` only from a trusted proxy.
+fn record_fetch(req: &HttpRequest, state: &State, keyset: &str, jwks: &PublishedJwks, now: i64) {
+    let Some(peer) = req.peer_addr() else {
+        return;
+    };
+    let forwarded: Vec<&str> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let source = crate::fetchers::source_address(peer.ip(), &forwarded, &state.trusted_proxies);
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    state
+        .fetchers
+        .record(keyset, user_agent, source, &jwks.kids, now);
 }
 
 /// RFC 9110 §13.1.2: `*` or any listed tag matching by weak comparison.

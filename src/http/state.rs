@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 use aws_lc_rs::digest;
 use subtle::ConstantTimeEq;
 
-use crate::config::{Access, ConfigUrl};
+use crate::config::{Access, ConfigUrl, IpNetwork};
+use crate::fetchers::FetcherLog;
 use crate::keyring::Keyring;
 use crate::ratelimit::RateLimiter;
 use crate::signing::SigningService;
@@ -29,6 +30,10 @@ pub struct State {
     pub limiter: RateLimiter,
     pub tokens: Arc<TokenService>,
     pub metrics: Metrics,
+    /// Who fetched each JWKS: recorded by the public handlers, listed by the admin API.
+    pub fetchers: Arc<FetcherLog>,
+    /// `server.trusted_proxies`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNetwork>,
 }
 
 /// Request counters, bumped by the handlers and read by `GET /metrics`.
@@ -61,15 +66,23 @@ impl State {
         tokens: Arc<TokenService>,
     ) -> Self {
         State {
-            keyring,
             admin_token,
             public_url: public_url.map_or_else(String::new, |url| url.as_str().to_owned()),
             access: RwLock::new(Arc::new(access)),
             signing,
             limiter: RateLimiter::default(),
+            fetchers: Arc::new(FetcherLog::new(keyring.store().clone())),
+            keyring,
             tokens,
             metrics: Metrics::default(),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from `proxies` (`server.trusted_proxies`).
+    pub fn with_trusted_proxies(mut self, proxies: Vec<IpNetwork>) -> Self {
+        self.trusted_proxies = proxies;
+        self
     }
 
     /// The clients and callers in force now.

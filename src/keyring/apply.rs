@@ -290,6 +290,7 @@ pub(super) mod tests {
                 retire_grace: 86_400,
             },
             cert_subject: "CN=jwksd test".to_owned(),
+            fetch_gate: rotation::FetchGate::default(),
         }
     }
 

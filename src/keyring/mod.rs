@@ -32,8 +32,8 @@ use crate::config::KeysetConfig;
 use crate::error::Error;
 use crate::keys::MasterKey;
 use crate::rotation::{
-    self, check_rotation, plan_revocation, Forced, RevocationRefused, RotationRefused, Step,
-    UnixTime,
+    self, check_rotation, plan_revocation, Forced, GateStatus, KeyRecord, Plan, RevocationRefused,
+    RotationRefused, Step, UnixTime,
 };
 use crate::store::{Store, StoredKey};
 use apply::{records_in, Actor};
@@ -51,6 +51,21 @@ pub struct RotationOutcome {
     pub forced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Recent fetchers that had not been served the promoted key at least `jwks_max_age`
+    /// before (see [`crate::fetchers`]): the EHRs this rotation risks.
+    pub unseen_by: Vec<String>,
+}
+
+/// When a key set next changes by itself, and where its fetch gate stands: for the admin
+/// API, `jwksd keys list` and the status page.
+#[derive(Clone, Debug)]
+pub struct KeysetSchedule {
+    /// When the scheduled rotation is due (in the past while it waits for fetch evidence);
+    /// `None` for manual rotation only.
+    pub next_rotation_at: Option<UnixTime>,
+    /// When the next retired key leaves the JWKS.
+    pub next_removal_at: Option<UnixTime>,
+    pub gate: GateStatus,
 }
 
 /// What a revocation did.
@@ -251,12 +266,36 @@ impl Keyring {
         let mut failures = Vec::new();
         for (name, config) in &self.configs {
             let records = records_in(&stored, name);
-            let plan = rotation::plan(&records, now, &config.timing);
+            let (plan, gate) = match self.gated_plan(config, &records, now, false).await {
+                Ok(planned) => planned,
+                Err(e) => {
+                    failures.push((name.clone(), e));
+                    continue;
+                }
+            };
+            let mut actor = Actor::scheduler();
+            if let GateStatus::DeadlinePassed { unseen, .. } = &gate {
+                if rotation::promotion(&plan.steps).is_some() {
+                    let unseen: Vec<&str> = unseen.iter().map(|u| u.fetcher.as_str()).collect();
+                    warn!(
+                        keyset = %name,
+                        unseen_by = %unseen.join("; "),
+                        "rotation_deadline passed without every recent fetcher having been served the next key; rotating anyway"
+                    );
+                    actor.detail = Some(
+                        serde_json::json!({ "rotation_deadline_passed": true, "unseen_by": unseen })
+                            .to_string(),
+                    );
+                }
+            }
+            if let GateStatus::Waiting {
+                unseen, deadline, ..
+            } = &gate
+            {
+                tracing::debug!(keyset = %name, waiting_for = unseen.len(), deadline, "the scheduled rotation waits for fetch evidence");
+            }
             if !plan.steps.is_empty() {
-                match self
-                    .apply(config, &stored, &plan.steps, now, &Actor::scheduler())
-                    .await
-                {
+                match self.apply(config, &stored, &plan.steps, now, &actor).await {
                     Ok(applied) => {
                         info!(keyset = %name, steps = ?plan.steps, created = ?applied.created, "applied the key schedule");
                         stored = applied.keys;
@@ -274,7 +313,63 @@ impl Keyring {
         Ok((next_change, failures))
     }
 
-    /// Promotes the published successor of `keyset`; see [`rotation::check_rotation`].
+    /// The plan of one key set under its fetch gate (see [`rotation::plan_gated`]). The
+    /// fetcher record is read only when the gate is on and the rotation is due (or when
+    /// `always`, for an outlook).
+    async fn gated_plan(
+        &self,
+        config: &KeysetConfig,
+        records: &[KeyRecord],
+        now: UnixTime,
+        always: bool,
+    ) -> Result<(Plan, GateStatus), Error> {
+        let gate = &config.fetch_gate;
+        let sightings = match rotation::rotation_due(records, &config.timing) {
+            Some((due, next)) if gate.requires_fetch && (always || due <= now) => {
+                let fetchers = self.store.fetchers(&config.name).await?;
+                crate::fetchers::sightings(&fetchers, &next.kid)
+            }
+            _ => Vec::new(),
+        };
+        Ok(rotation::plan_gated(
+            records,
+            now,
+            &config.timing,
+            gate,
+            &sightings,
+        ))
+    }
+
+    /// When `keyset` next changes by itself and where its fetch gate stands, from the keys
+    /// served now and the fetcher record.
+    pub async fn schedule(&self, keyset: &str, now: UnixTime) -> Result<KeysetSchedule, Error> {
+        let config = self
+            .configs
+            .get(keyset)
+            .ok_or_else(|| Error::UnknownKeyset(keyset.to_owned()))?;
+        let snapshot = self.snapshot();
+        let records = snapshot
+            .keysets
+            .get(keyset)
+            .map(|view| view.records.clone())
+            .unwrap_or_default();
+        // Without the gate nothing here needs the store: listing keys keeps working while
+        // the store is unavailable, as it did before there was a schedule to show.
+        let gate = if config.fetch_gate.requires_fetch {
+            let now = self.lifecycle_now(now).await?;
+            self.gated_plan(config, &records, now, true).await?.1
+        } else {
+            GateStatus::Off
+        };
+        Ok(KeysetSchedule {
+            next_rotation_at: rotation::rotation_due(&records, &config.timing).map(|(at, _)| at),
+            next_removal_at: rotation::next_removal(&records),
+            gate,
+        })
+    }
+
+    /// Promotes the published successor of `keyset`; see [`rotation::check_rotation`] and,
+    /// for the fetch evidence, [`rotation::check_rotation_evidence`].
     pub async fn rotate(
         &self,
         keyset: &str,
@@ -302,13 +397,42 @@ impl Keyring {
                 retry_after,
             },
             RotationRefused::NoNextKey => Error::NoNextKey(keyset.to_owned()),
+            RotationRefused::NotFetched { .. } => unreachable!("check_rotation reads no fetchers"),
         })?;
         let Some((promoted, retired)) = rotation::promotion(&steps) else {
             unreachable!("check_rotation always promotes")
         };
         let (promoted, retired) = (promoted.to_owned(), retired.map(str::to_owned));
+        // Read under the writer lock, with the keys the decision is made from.
+        let fetchers = self.store.fetchers(keyset).await?;
+        let sightings = crate::fetchers::sightings(&fetchers, &promoted);
+        let unseen = rotation::check_rotation_evidence(
+            &sightings,
+            now,
+            &config.timing,
+            &config.fetch_gate,
+            force,
+        )
+        .map_err(|r| match r {
+            RotationRefused::NotFetched {
+                unseen,
+                retry_after,
+            } => Error::NextKeyNotFetched {
+                keyset: keyset.to_owned(),
+                next_kid: promoted.clone(),
+                unseen: unseen.into_iter().map(|u| u.fetcher).collect(),
+                jwks_max_age: config.timing.jwks_max_age,
+                retry_after,
+            },
+            other => unreachable!("check_rotation_evidence refuses only for fetchers: {other:?}"),
+        })?;
+        let unseen_by: Vec<String> = unseen.into_iter().map(|u| u.fetcher).collect();
         let forced = rotation::forced(&records, &steps, now, &config.timing);
-        let actor = Actor::admin(serde_json::json!({ "forced": forced.is_some() }));
+        let gate_forced = force && config.fetch_gate.requires_fetch && !unseen_by.is_empty();
+        let actor = Actor::admin(serde_json::json!({
+            "forced": forced.is_some() || gate_forced,
+            "unseen_by": unseen_by,
+        }));
         let created = self
             .apply(config, &stored, &steps, now, &actor)
             .await?
@@ -316,14 +440,31 @@ impl Keyring {
         if let Some(Forced::Early { published_for }) = forced {
             warn!(keyset, kid = %promoted, published_for, "forced rotation before prepublish elapsed");
         }
+        if !unseen_by.is_empty() {
+            warn!(keyset, kid = %promoted, unseen_by = %unseen_by.join("; "), "rotated before every recent fetcher had been served the new signing key");
+        }
         info!(keyset, promoted = %promoted, retired = ?retired, new_next = ?created, "rotated");
+        let mut warnings: Vec<String> = forced
+            .map(|f| f.warning(&promoted, &config.timing))
+            .into_iter()
+            .collect();
+        if !unseen_by.is_empty() {
+            warnings.push(format!(
+                "these recent fetchers had not been served {promoted} at least {}s before: {}; \
+                 their token requests may fail until they fetch the JWKS again (up to {}s)",
+                config.timing.jwks_max_age,
+                unseen_by.join("; "),
+                config.timing.jwks_max_age
+            ));
+        }
         Ok(RotationOutcome {
             keyset: keyset.to_owned(),
-            warning: forced.map(|f| f.warning(&promoted, &config.timing)),
+            warning: (!warnings.is_empty()).then(|| warnings.join(". ")),
             promoted,
             retired,
             new_next: created.into_iter().next(),
-            forced: forced.is_some(),
+            forced: forced.is_some() || gate_forced,
+            unseen_by,
         })
     }
 

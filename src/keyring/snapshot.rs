@@ -34,6 +34,9 @@ pub struct PublishedJwks {
     pub next_change_at: Option<UnixTime>,
     /// The configured `jwks_max_age`, in seconds.
     pub max_age_ceiling: i64,
+    /// The kids `body` lists, in its order: what a fetcher served this document holds (the
+    /// fetcher record notes them without parsing the body).
+    pub kids: Arc<[String]>,
 }
 
 impl PublishedJwks {
@@ -179,6 +182,7 @@ fn render_jwks(
         etag,
         next_change_at,
         max_age_ceiling,
+        kids: published.iter().map(|(r, _)| r.kid.clone()).collect(),
     }
 }
 

@@ -174,6 +174,38 @@ pub struct Change {
     pub events: Vec<AuditEvent>,
 }
 
+/// One distinct fetcher of a key set's JWKS, as the fetcher record keeps it: no key
+/// material, no MAC (it never decides what is published or signs; see `crate::fetchers`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetcher {
+    pub keyset: String,
+    /// The `User-Agent` it sent, shortened (empty when it sent none).
+    pub user_agent: String,
+    /// Its source network: the IPv4 /24 or IPv6 /48 of its address (`203.0.113.0/24`).
+    pub network: String,
+    pub first_seen: UnixTime,
+    pub last_seen: UnixTime,
+    /// The kids it was served, oldest first.
+    pub kids: Vec<ServedKid>,
+}
+
+/// A kid a fetcher was served: first and last time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedKid {
+    pub kid: String,
+    pub first_served: UnixTime,
+    pub last_served: UnixTime,
+}
+
+/// What one batch of fetches did to the record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FetchersWritten {
+    /// Fetchers not recorded because their key set holds `cap` fetchers already.
+    pub refused_at_cap: usize,
+    /// Fetchers deleted because their last fetch is older than the retention.
+    pub pruned: u64,
+}
+
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -280,6 +312,24 @@ pub trait Store: Send + Sync {
     /// second, so that frequent checks cost at most one disk sync a second.
     fn ping(&self) -> StoreFuture<'_, ()>;
 
+    /// Merges `batch` into the fetcher record in one transaction: a fetcher's first times
+    /// only move earlier and its last times only later, so batches from several processes
+    /// merge in any order. A fetcher new to its key set is not recorded when the key set
+    /// already has `cap` fetchers (counted in the answer); fetchers whose last fetch is
+    /// before `prune_before` are deleted first. Touches no key row, no audit record and
+    /// not the seal.
+    fn record_fetchers<'a>(
+        &'a self,
+        batch: &'a [Fetcher],
+        cap: usize,
+        prune_before: UnixTime,
+    ) -> StoreFuture<'a, FetchersWritten>;
+
+    /// The fetcher record of `keyset`, most recent fetch first. A row jwksd cannot read is
+    /// left out (and logged): the record is evidence about fetchers, never a reason to
+    /// fail.
+    fn fetchers<'a>(&'a self, keyset: &'a str) -> StoreFuture<'a, Vec<Fetcher>>;
+
     /// Closes all connections once in-flight work is done (at shutdown). Later calls fail.
     fn close(&self) -> StoreFuture<'_, ()>;
 
@@ -290,6 +340,41 @@ pub trait Store: Send + Sync {
     fn database_time(&self) -> StoreFuture<'_, Option<UnixTime>> {
         Box::pin(async { Ok(None) })
     }
+}
+
+/// Joins fetcher rows and served-kid rows (keyed by user agent and network) of one key set,
+/// keeping the fetchers' order. A row that does not decode is left out with a warning: the
+/// record is evidence, never a reason for a request or a rotation to fail.
+pub(crate) fn assemble_fetchers(
+    fetchers: impl Iterator<Item = Result<Fetcher, sqlx::Error>>,
+    kids: impl Iterator<Item = Result<((String, String), ServedKid), sqlx::Error>>,
+) -> Vec<Fetcher> {
+    let mut skipped = 0usize;
+    let mut out: Vec<Fetcher> = fetchers
+        .filter_map(|row| row.map_err(|_| skipped += 1).ok())
+        .collect();
+    let index: std::collections::HashMap<(String, String), usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, f)| ((f.user_agent.clone(), f.network.clone()), i))
+        .collect();
+    for row in kids {
+        match row {
+            Ok((fetcher, kid)) => {
+                if let Some(&i) = index.get(&fetcher) {
+                    out[i].kids.push(kid);
+                }
+            }
+            Err(_) => skipped += 1,
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            rows = skipped,
+            "fetcher record rows that jwksd cannot read were left out"
+        );
+    }
+    out
 }
 
 pub(crate) fn parse_state(text: &str) -> Result<KeyState, StoreError> {

@@ -47,8 +47,8 @@ use super::integrity::{
     SealTables, WriteConn,
 };
 use super::{
-    keys_digest, parse_alg, parse_state, AuditHead, Change, Store, StoreError, StoreFuture,
-    StoredKey,
+    keys_digest, parse_alg, parse_state, AuditHead, Change, Fetcher, FetchersWritten, ServedKid,
+    Store, StoreError, StoreFuture, StoredKey,
 };
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::keys::MasterKey;
@@ -56,7 +56,8 @@ use crate::rotation::{KeyRecord, KeyState, UnixTime};
 
 /// Schema migrations, applied in order inside one transaction; the number applied is kept
 /// in `meta` as `schema_version`. The schema is the SQLite one's final state.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -102,12 +103,40 @@ CREATE INDEX audit_by_client ON audit (client_id, seq);
 CREATE INDEX audit_by_caller ON audit (caller, seq);
 CREATE INDEX audit_by_kid ON audit (kid, seq);
 CREATE INDEX audit_by_event ON audit (event, seq);
-"#];
+"#,
+    // The fetcher record (see `crate::fetchers`): tables of their own, which no key load,
+    // row MAC or seal reads, so nothing in them can keep the keys from loading.
+    r#"
+CREATE TABLE fetchers (
+    keyset     TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    network    TEXT NOT NULL,
+    first_seen BIGINT NOT NULL,
+    last_seen  BIGINT NOT NULL,
+    PRIMARY KEY (keyset, user_agent, network)
+);
+CREATE TABLE fetcher_kids (
+    keyset       TEXT NOT NULL,
+    user_agent   TEXT NOT NULL,
+    network      TEXT NOT NULL,
+    kid          TEXT NOT NULL,
+    first_served BIGINT NOT NULL,
+    last_served  BIGINT NOT NULL,
+    PRIMARY KEY (keyset, user_agent, network, kid)
+);
+CREATE INDEX fetcher_kids_by_kid ON fetcher_kids (keyset, kid);
+"#,
+];
 
 /// The advisory lock every write transaction takes first (the bytes of "jwksd" as a
 /// number): all writers to one database, in every process, go one at a time. Advisory locks
 /// are per database, so databases on one server do not wait for each other.
 pub const WRITE_LOCK: i64 = 0x006a_776b_7364;
+
+/// The advisory lock of fetcher-record writes: replicas flush their batches one at a time
+/// (so the per-key-set cap holds and two upserts of one row never deadlock), without
+/// waiting for key changes or audit writes, which take [`WRITE_LOCK`].
+pub const FETCHERS_LOCK: i64 = WRITE_LOCK + 1;
 
 /// How long a request waits for a connection before it is answered 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -353,6 +382,131 @@ impl PgStore {
 
     fn master(&self) -> Result<&MasterKey, StoreError> {
         self.master.as_deref().ok_or(StoreError::Unauthenticated)
+    }
+
+    async fn write_fetchers(
+        &self,
+        batch: &[Fetcher],
+        cap: usize,
+        prune_before: UnixTime,
+    ) -> Result<FetchersWritten, StoreError> {
+        let mut written = FetchersWritten::default();
+        let mut conn = self.conn().await?;
+        let mut tx = conn.get()?.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FETCHERS_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM fetcher_kids WHERE (keyset, user_agent, network) IN \
+             (SELECT keyset, user_agent, network FROM fetchers WHERE last_seen < $1)",
+        )
+        .bind(prune_before)
+        .execute(&mut *tx)
+        .await?;
+        written.pruned = sqlx::query("DELETE FROM fetchers WHERE last_seen < $1")
+            .bind(prune_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for f in batch {
+            let known: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM fetchers WHERE keyset = $1 AND user_agent = $2 AND network = $3",
+            )
+            .bind(&f.keyset)
+            .bind(&f.user_agent)
+            .bind(&f.network)
+            .fetch_one(&mut *tx)
+            .await?;
+            if known == 0 {
+                let count: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM fetchers WHERE keyset = $1")
+                        .bind(&f.keyset)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if count as usize >= cap {
+                    written.refused_at_cap += 1;
+                    continue;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO fetchers (keyset, user_agent, network, first_seen, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (keyset, user_agent, network) DO UPDATE \
+                 SET first_seen = LEAST(fetchers.first_seen, excluded.first_seen), \
+                 last_seen = GREATEST(fetchers.last_seen, excluded.last_seen)",
+            )
+            .bind(&f.keyset)
+            .bind(&f.user_agent)
+            .bind(&f.network)
+            .bind(f.first_seen)
+            .bind(f.last_seen)
+            .execute(&mut *tx)
+            .await?;
+            for k in &f.kids {
+                sqlx::query(
+                    "INSERT INTO fetcher_kids (keyset, user_agent, network, kid, first_served, \
+                     last_served) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (keyset, user_agent, network, kid) DO UPDATE SET \
+                     first_served = LEAST(fetcher_kids.first_served, excluded.first_served), \
+                     last_served = GREATEST(fetcher_kids.last_served, excluded.last_served)",
+                )
+                .bind(&f.keyset)
+                .bind(&f.user_agent)
+                .bind(&f.network)
+                .bind(&k.kid)
+                .bind(k.first_served)
+                .bind(k.last_served)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        conn.done();
+        Ok(written)
+    }
+
+    async fn read_fetchers(&self, keyset: &str) -> Result<Vec<Fetcher>, StoreError> {
+        let mut conn = self.conn().await?;
+        // One snapshot: fetchers and their kids of the same instant.
+        let mut tx = conn.begin_read().await?;
+        let fetchers = sqlx::query(
+            "SELECT keyset, user_agent, network, first_seen, last_seen FROM fetchers \
+             WHERE keyset = $1 ORDER BY last_seen DESC, user_agent, network",
+        )
+        .bind(keyset)
+        .fetch_all(&mut *tx)
+        .await?;
+        let kids = sqlx::query(
+            "SELECT user_agent, network, kid, first_served, last_served FROM fetcher_kids \
+             WHERE keyset = $1 ORDER BY first_served, kid",
+        )
+        .bind(keyset)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        conn.done();
+        Ok(super::assemble_fetchers(
+            fetchers.iter().map(|row| {
+                Ok(Fetcher {
+                    keyset: row.try_get("keyset")?,
+                    user_agent: row.try_get("user_agent")?,
+                    network: row.try_get("network")?,
+                    first_seen: row.try_get("first_seen")?,
+                    last_seen: row.try_get("last_seen")?,
+                    kids: Vec::new(),
+                })
+            }),
+            kids.iter().map(|row| {
+                Ok((
+                    (row.try_get("user_agent")?, row.try_get("network")?),
+                    ServedKid {
+                        kid: row.try_get("kid")?,
+                        first_served: row.try_get("first_served")?,
+                        last_served: row.try_get("last_served")?,
+                    },
+                ))
+            }),
+        ))
     }
 
     async fn write_probe(&self) -> Result<(), StoreError> {
@@ -967,6 +1121,19 @@ impl Store for PgStore {
             conn.done();
             Ok(Some(time))
         })
+    }
+
+    fn record_fetchers<'a>(
+        &'a self,
+        batch: &'a [Fetcher],
+        cap: usize,
+        prune_before: UnixTime,
+    ) -> StoreFuture<'a, FetchersWritten> {
+        Box::pin(self.write_fetchers(batch, cap, prune_before))
+    }
+
+    fn fetchers<'a>(&'a self, keyset: &'a str) -> StoreFuture<'a, Vec<Fetcher>> {
+        Box::pin(self.read_fetchers(keyset))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

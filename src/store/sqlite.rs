@@ -27,12 +27,12 @@ use super::integrity::{
     SealTables, WriteConn,
 };
 use super::{
-    keys_digest, parse_alg, parse_state, AuditHead, Change, Store, StoreError, StoreFuture,
-    StoredKey,
+    keys_digest, parse_alg, parse_state, AuditHead, Change, Fetcher, FetchersWritten, ServedKid,
+    Store, StoreError, StoreFuture, StoredKey,
 };
 use crate::audit::{chain_hash, AuditEvent, AuditFilter, AuditRecord, GENESIS_HASH};
 use crate::keys::MasterKey;
-use crate::rotation::{KeyRecord, KeyState};
+use crate::rotation::{KeyRecord, KeyState, UnixTime};
 
 /// Schema migrations, applied in order; the number of applied ones is kept in `meta`.
 const MIGRATIONS: &[&str] = &[
@@ -88,6 +88,28 @@ CREATE INDEX audit_by_kid ON audit (kid, seq);
     r#"
 ALTER TABLE keys ADD COLUMN mac BLOB;
 CREATE INDEX audit_by_event ON audit (event, seq);
+"#,
+    // The fetcher record (see `crate::fetchers`): tables of their own, which no key load,
+    // row MAC or seal reads, so nothing in them can keep the keys from loading.
+    r#"
+CREATE TABLE fetchers (
+    keyset     TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    network    TEXT NOT NULL,
+    first_seen INTEGER NOT NULL,
+    last_seen  INTEGER NOT NULL,
+    PRIMARY KEY (keyset, user_agent, network)
+);
+CREATE TABLE fetcher_kids (
+    keyset       TEXT NOT NULL,
+    user_agent   TEXT NOT NULL,
+    network      TEXT NOT NULL,
+    kid          TEXT NOT NULL,
+    first_served INTEGER NOT NULL,
+    last_served  INTEGER NOT NULL,
+    PRIMARY KEY (keyset, user_agent, network, kid)
+);
+CREATE INDEX fetcher_kids_by_kid ON fetcher_kids (keyset, kid);
 "#,
 ];
 
@@ -516,6 +538,125 @@ impl SqliteStore {
         self.master.as_deref().ok_or(StoreError::Unauthenticated)
     }
 
+    async fn write_fetchers(
+        &self,
+        batch: &[Fetcher],
+        cap: usize,
+        prune_before: UnixTime,
+    ) -> Result<FetchersWritten, StoreError> {
+        let mut written = FetchersWritten::default();
+        let mut conn = WriteConn::acquire(&self.pool).await?;
+        let mut tx = begin_immediate(&mut conn).await?;
+        sqlx::query(
+            "DELETE FROM fetcher_kids WHERE (keyset, user_agent, network) IN \
+             (SELECT keyset, user_agent, network FROM fetchers WHERE last_seen < ?)",
+        )
+        .bind(prune_before)
+        .execute(&mut *tx)
+        .await?;
+        written.pruned = sqlx::query("DELETE FROM fetchers WHERE last_seen < ?")
+            .bind(prune_before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        for f in batch {
+            let known: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM fetchers WHERE keyset = ? AND user_agent = ? AND network = ?",
+            )
+            .bind(&f.keyset)
+            .bind(&f.user_agent)
+            .bind(&f.network)
+            .fetch_one(&mut *tx)
+            .await?;
+            if known == 0 {
+                let count: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM fetchers WHERE keyset = ?")
+                        .bind(&f.keyset)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if count as usize >= cap {
+                    written.refused_at_cap += 1;
+                    continue;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO fetchers (keyset, user_agent, network, first_seen, last_seen) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (keyset, user_agent, network) DO UPDATE SET \
+                 first_seen = min(first_seen, excluded.first_seen), \
+                 last_seen = max(last_seen, excluded.last_seen)",
+            )
+            .bind(&f.keyset)
+            .bind(&f.user_agent)
+            .bind(&f.network)
+            .bind(f.first_seen)
+            .bind(f.last_seen)
+            .execute(&mut *tx)
+            .await?;
+            for k in &f.kids {
+                sqlx::query(
+                    "INSERT INTO fetcher_kids (keyset, user_agent, network, kid, first_served, \
+                     last_served) VALUES (?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (keyset, user_agent, network, kid) DO UPDATE SET \
+                     first_served = min(first_served, excluded.first_served), \
+                     last_served = max(last_served, excluded.last_served)",
+                )
+                .bind(&f.keyset)
+                .bind(&f.user_agent)
+                .bind(&f.network)
+                .bind(&k.kid)
+                .bind(k.first_served)
+                .bind(k.last_served)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        conn.committed();
+        Ok(written)
+    }
+
+    async fn read_fetchers(&self, keyset: &str) -> Result<Vec<Fetcher>, StoreError> {
+        // One read transaction: fetchers and their kids of the same instant.
+        let mut tx = self.pool.begin().await?;
+        let fetchers = sqlx::query(
+            "SELECT keyset, user_agent, network, first_seen, last_seen FROM fetchers \
+             WHERE keyset = ? ORDER BY last_seen DESC, user_agent, network",
+        )
+        .bind(keyset)
+        .fetch_all(&mut *tx)
+        .await?;
+        let kids = sqlx::query(
+            "SELECT user_agent, network, kid, first_served, last_served FROM fetcher_kids \
+             WHERE keyset = ? ORDER BY first_served, kid",
+        )
+        .bind(keyset)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+        Ok(super::assemble_fetchers(
+            fetchers.iter().map(|row| {
+                Ok(Fetcher {
+                    keyset: row.try_get("keyset")?,
+                    user_agent: row.try_get("user_agent")?,
+                    network: row.try_get("network")?,
+                    first_seen: row.try_get("first_seen")?,
+                    last_seen: row.try_get("last_seen")?,
+                    kids: Vec::new(),
+                })
+            }),
+            kids.iter().map(|row| {
+                Ok((
+                    (row.try_get("user_agent")?, row.try_get("network")?),
+                    ServedKid {
+                        kid: row.try_get("kid")?,
+                        first_served: row.try_get("first_served")?,
+                        last_served: row.try_get("last_served")?,
+                    },
+                ))
+            }),
+        ))
+    }
+
     /// Truncates the WAL, so that pages holding erased private halves leave the disk. A
     /// reader can keep SQLite from finishing (`busy`); then it is retried after the next
     /// write. A failure here never undoes or hides the committed change.
@@ -755,6 +896,19 @@ impl Store for SqliteStore {
                 .await?;
             Ok(())
         })
+    }
+
+    fn record_fetchers<'a>(
+        &'a self,
+        batch: &'a [Fetcher],
+        cap: usize,
+        prune_before: UnixTime,
+    ) -> StoreFuture<'a, FetchersWritten> {
+        Box::pin(self.write_fetchers(batch, cap, prune_before))
+    }
+
+    fn fetchers<'a>(&'a self, keyset: &'a str) -> StoreFuture<'a, Vec<Fetcher>> {
+        Box::pin(self.read_fetchers(keyset))
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {

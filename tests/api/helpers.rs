@@ -16,6 +16,8 @@ pub struct TestApp {
     pub private: String,
     pub admin_token: String,
     pub keyring: Arc<Keyring>,
+    /// The fetcher record (tests with invented fetch times record and flush through it).
+    pub fetchers: Arc<jwksd::fetchers::FetcherLog>,
     pub http: reqwest::Client,
     stop: Option<[actix_web::dev::ServerHandle; 2]>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -284,6 +286,7 @@ pub fn into_test_app(app: Application) -> TestApp {
         .trim()
         .to_owned();
     let keyring = app.keyring();
+    let fetchers = app.fetchers();
     let stop = Some(app.stop_handles());
     let task = Some(tokio::spawn(app.run_until_stopped()));
     TestApp {
@@ -291,6 +294,7 @@ pub fn into_test_app(app: Application) -> TestApp {
         private,
         admin_token,
         keyring,
+        fetchers,
         http: http_client(),
         stop,
         task,
@@ -559,7 +563,11 @@ pub async fn store_exists(dir: &Path) -> bool {
 /// SQLite files, or jwksd's tables.
 pub async fn delete_store(dir: &Path) {
     if on_postgres() {
-        run_sql(dir, &["DROP TABLE meta, keys, audit"]).await;
+        run_sql(
+            dir,
+            &["DROP TABLE meta, keys, audit, fetchers, fetcher_kids"],
+        )
+        .await;
         return;
     }
     for suffix in ["", "-wal", "-shm"] {

@@ -457,6 +457,19 @@ impl Store for FaultyStore {
         self.inner.ping()
     }
 
+    fn record_fetchers<'a>(
+        &'a self,
+        batch: &'a [jwksd::store::Fetcher],
+        cap: usize,
+        prune_before: i64,
+    ) -> StoreFuture<'a, jwksd::store::FetchersWritten> {
+        self.inner.record_fetchers(batch, cap, prune_before)
+    }
+
+    fn fetchers<'a>(&'a self, keyset: &'a str) -> StoreFuture<'a, Vec<jwksd::store::Fetcher>> {
+        self.inner.fetchers(keyset)
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         self.inner.close()
     }

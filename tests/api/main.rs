@@ -9,6 +9,7 @@ mod cli_config;
 mod concurrency;
 mod discovered_endpoints;
 mod faults;
+mod fetchers;
 mod hardening;
 mod hostile_input;
 mod integrity;
