@@ -572,4 +572,194 @@ mod tests {
             assert!(err.contains(wrong.to_str().unwrap()), "{variable}: {err}");
         }
     }
+
+    /// A file whose line 17 holds `key`, as in issue 11's report.
+    fn client_file_with(line_17: &str) -> String {
+        let mut text = String::from("[server]\npublic_url = \"https://keys.example.org\"\n");
+        for i in 0..12 {
+            text.push_str(&format!("# comment {i}\n"));
+        }
+        text.push_str("[clients.ecw]\nclient_id = \"abc\"\n");
+        text.push_str(line_17);
+        text.push('\n');
+        assert_eq!(text.lines().nth(16), Some(line_17));
+        text
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_at_its_line_in_the_users_file_with_a_suggestion() {
+        let err = problems(
+            &client_file_with("token_endpiont = \"https://ehr.example/token\""),
+            &[],
+        );
+        assert!(
+            err.contains(
+                "jwksd.toml: line 17, column 1: clients.ecw.token_endpiont is not a known key; \
+                 did you mean `token_endpoint`?"
+            ),
+            "{err}"
+        );
+        let err = problems("[sever]\npublic_url = \"https://keys.example.org\"\n", &[]);
+        assert!(
+            err.contains(
+                "jwksd.toml: line 1, column 2: `sever` is not a known section; did you mean \
+                 `server`?"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_hides_no_other_problem_and_each_is_at_its_own_line() {
+        let err = problems(
+            "[server]\npublik_url = \"x\"\n[keysets.default]\nprepublish = 4500\nretire_grace = \"1m\"\n\
+             [clients.ecw]\nclient_id = \"abc\"\ntoken_endpoint = \"http://ehr.example/t\"\n",
+            &[],
+        );
+        for needle in [
+            "jwksd.toml: line 2, column 1: server.publik_url is not a known key; did you mean `public_url`?",
+            "jwksd.toml: line 4, column 14: keysets.default.prepublish: wrong type",
+            "jwksd.toml: line 5, column 16: keysets.default.retire_grace = 1m is too short",
+            "jwksd.toml: line 8, column 18: clients.ecw.token_endpoint = \"http://ehr.example/t\" must be an https:// URL",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        assert_eq!(err.matches("\n  - ").count(), 4, "no knock-on problem: {err}");
+    }
+
+    #[test]
+    fn a_problem_from_the_environment_names_the_variable_not_a_line() {
+        let err = problems(
+            "[keysets.default]\nalg = \"ES256\"\n",
+            &[("JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE", "abc")],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE=abc: keysets.default.jwks_max_age = \"abc\" \
+                 is not a duration"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("line"), "{err}");
+        let err = problems("", &[("JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT", "https://e.example/t")]);
+        assert!(
+            err.contains(
+                "JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT=https://e.example/t: \
+                 clients.ecw.token_endpiont is not a known key; did you mean `token_endpoint`?"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_set_or_client_with_a_bad_value_still_counts_as_configured() {
+        let caller = "a".repeat(64);
+        let err = problems(
+            &format!(
+                "[keysets.epic]\nalg = \"ES256\"\njwks_max_age = \"soon\"\n\
+                 [clients.ecw]\nclient_id = \"abc\"\nkeyset = \"epic\"\ntoken_endpoint = \"https://e.example/t\"\n\
+                 [clients.bad]\nclient_id = \"def\"\nkeyset = \"epic\"\ntoken_endpoint = \"ftp://e.example/t\"\n\
+                 [callers.sync]\ntoken_sha256 = \"{caller}\"\nclients = [\"ecw\", \"bad\"]\n"
+            ),
+            &[],
+        );
+        assert!(err.contains("keysets.epic.jwks_max_age"), "{err}");
+        assert!(err.contains("clients.bad.token_endpoint"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 2, "no knock-on problem: {err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_adds_no_knock_on_problem() {
+        let err = problems(
+            "[keysets.default]\njwks_max_age = \"2h\"\nprepublish = 9000\n\
+             [clients.ecw]\nclient_id = 5\ntoken_endpoint = [\"https://e.example/t\"]\n",
+            &[],
+        );
+        assert!(err.contains("keysets.default.prepublish: wrong type"), "{err}");
+        assert!(err.contains("clients.ecw.client_id: wrong type"), "{err}");
+        assert!(err.contains("clients.ecw.token_endpoint: wrong type"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 3, "no knock-on problem: {err}");
+    }
+
+    #[test]
+    fn duplicate_client_ids_are_refused_naming_both_sections() {
+        let err = problems(
+            "[clients.ecw-prod]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n\
+             [clients.ecw-copy]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("[clients.ecw-copy]") && err.contains("[clients.ecw-prod]"),
+            "{err}"
+        );
+        assert!(err.contains("jwksd.toml: line 5, column 13"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_address_dashed_sections_ignoring_case_and_dashes() {
+        let file = "[clients.ecw-prod]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n\
+                    [keysets.epic-prod]\nalg = \"ES256\"\n[keysets.default]\n";
+        let config = load(
+            file,
+            &[
+                ("JWKSD_CLIENTS__ECW_PROD__SCOPE", "system/Patient.read"),
+                ("JWKSD_KEYSETS__EPIC_PROD__JWKS_MAX_AGE", "30m"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.access.clients["ecw-prod"].scope.as_deref(),
+            Some("system/Patient.read")
+        );
+        assert_eq!(config.access.clients.len(), 1, "no new section");
+        assert_eq!(config.keysets["epic-prod"].timing.jwks_max_age, 1800);
+        // A variable that matches no section and would make a client that cannot work.
+        let err = problems(file, &[("JWKSD_CLIENTS__ECWPROD__SCOPE", "system/Patient.read")]);
+        assert!(err.contains("JWKSD_CLIENTS__ECWPROD__SCOPE"), "{err}");
+        assert!(err.contains("ecw-prod"), "names the candidates: {err}");
+        // Two sections the variable could mean.
+        let err = problems(
+            &format!("{file}[clients.ecw_prod]\nclient_id = \"x\"\ntoken_endpoint = \"https://e.example/t\"\n"),
+            &[("JWKSD_CLIENTS__ECW_PROD__SCOPE", "system/Patient.read")],
+        );
+        assert!(
+            err.contains("JWKSD_CLIENTS__ECW_PROD__SCOPE")
+                && err.contains("ecw-prod")
+                && err.contains("ecw_prod"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_default_key_set_exists_only_when_no_key_set_is_configured() {
+        let config = load("[keysets.epic-prod]\nalg = \"ES384\"\n", &[]).unwrap();
+        assert_eq!(config.keysets.keys().collect::<Vec<_>>(), ["epic-prod"]);
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.keysets.keys().collect::<Vec<_>>(), ["default"]);
+    }
+
+    #[test]
+    fn urls_with_a_user_name_or_password_are_refused_without_showing_them() {
+        let err = problems(
+            "[clients.ecw]\nclient_id = \"abc\"\ntoken_endpoint = \"https://me:hunter22@e.example/t\"\n\
+             fhir_base_url = \"https://me@e.example/fhir\"\n",
+            &[],
+        );
+        assert!(err.contains("clients.ecw.token_endpoint"), "{err}");
+        assert!(err.contains("clients.ecw.fhir_base_url"), "{err}");
+        assert!(err.contains("user name or password"), "{err}");
+        assert!(!err.contains("hunter22"), "{err}");
+    }
+
+    #[test]
+    fn durations_in_messages_are_written_as_people_write_them() {
+        let err = problems(
+            "[keysets.default]\nrotation_period = \"90d\"\nprepublish = \"100d\"\njwks_max_age = \"2h\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("rotation_period = 90d is shorter than prepublish = 100d"),
+            "{err}"
+        );
+    }
 }
