@@ -1,12 +1,18 @@
 //! Configuration: defaults, then a TOML file, then `JWKSD_` environment variables, then
 //! validation into a [`Config`] that the rest of jwksd can trust. Every problem found is
-//! reported at once, each with what to do, and no message shows a secret.
+//! reported at once, each at its place in the user's terms (the file's line and column, or
+//! the variable) and with what to do, and no message shows a secret.
 //!
 //! This module owns [`Config`], [`ConfigError`] and the load pipeline (read the file,
 //! overlay the environment, deserialise, validate each part). The parts, each a leaf or
 //! depending only on leaves, never on this module:
 //!
-//! - `env`: the `JWKSD_` overlay (double-underscore paths, `_FILE` values, refusals);
+//! - `env`: the `JWKSD_` overlay (double-underscore paths, `_FILE` values, dashed section
+//!   names, refusals);
+//! - `origin`: where each value came from (the user's file, by line and column, or the
+//!   variable), and every problem prefixed with that place;
+//! - `shape`: the merged table read into each section key by key, so that one unknown key
+//!   or wrong type neither hides the other problems nor causes knock-on ones;
 //! - `report`: describing TOML and serde errors without quoting values;
 //! - `values`: durations, numbers-or-strings, URLs ([`ConfigUrl`]), digests;
 //! - `server`: `[server]`, with the secrets in `secrecy` types and the admin token kept
@@ -28,8 +34,10 @@ mod env;
 #[cfg(test)]
 mod example;
 mod keysets;
+mod origin;
 mod report;
 mod server;
+mod shape;
 mod values;
 
 pub use clients::{
@@ -40,10 +48,12 @@ pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
     ServerConfig,
 };
-pub use values::ConfigUrl;
+pub use origin::Provenance;
+pub use values::{parse_bool, show as show_duration, ConfigUrl, Flag, BOOLEAN_WORDS};
 
 pub use env::is_command_line_variable;
-use env::{hide_file_contents, overlay_env, EnvSource, SECRET_KEYS};
+use env::{hide_file_contents, overlay_env, EnvSource};
+use origin::Finding;
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -56,6 +66,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Things that are allowed but probably wrong; logged at start.
     pub warnings: Vec<String>,
+    /// Where each value came from (the file's line, or the variable), for `check-config`.
+    pub provenance: Provenance,
 }
 
 /// The configuration could not be used. Holds every problem found, each a sentence that
@@ -85,6 +97,8 @@ impl ConfigError {
     }
 }
 
+/// The sections as written. The loader fills it section by section (`shape`); its
+/// `Deserialize` is the list of sections that `example` checks the example file against.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -100,18 +114,20 @@ struct RawConfig {
 
 impl Config {
     /// Reads the optional TOML file, overlays `env` (pairs of name and value, normally
-    /// `std::env::vars()`), and validates the result.
+    /// `std::env::vars()`), and validates the result. Every problem is reported at its place
+    /// in the user's terms (the file's line and column, or the variable), all of them at once.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
-        let (mut table, file_text) = match file {
+        let (mut table, index) = match file {
             None => (toml::Table::new(), None),
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => match text.parse::<toml::Table>() {
-                    Ok(table) => (table, Some(text)),
+                    // The places are taken from the user's own text, before any merging.
+                    Ok(table) => (table, Some(origin::FileIndex::new(path, &text))),
                     Err(e) => {
                         let origin = path.display().to_string();
                         return Err(ConfigError {
@@ -135,21 +151,20 @@ impl Config {
             },
         };
         let sources = overlay_env(&mut table, env, &mut problems, &mut warnings);
-        if !problems.is_empty() {
-            return Err(ConfigError::hiding_file_contents(problems, &sources));
-        }
-        // Deserialise from text, so that an error has a span from which the key is found.
-        let merged = toml::to_string(&table).unwrap_or_default();
-        let raw = match toml::from_str::<RawConfig>(&merged) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let problem = shape_error(&e, &merged, file, file_text.as_deref(), &sources);
-                return Err(ConfigError::hiding_file_contents(vec![problem], &sources));
-            }
+        let mut findings: Vec<Finding> = problems.into_iter().map(Finding::text).collect();
+        let mut refused = shape::Refused::default();
+        let raw = shape_sections(table, &mut findings, &mut refused);
+        let mut problems = Vec::new();
+        let mut config = validate(raw, &refused, &mut problems, warnings);
+        findings.extend(problems.into_iter().map(Finding::text));
+        let places = origin::Places {
+            file: index.as_ref(),
+            env: &sources,
         };
-        let mut config = validate(raw, &mut problems, warnings);
+        let problems = places.describe(findings);
         config.source = file.map(Path::to_path_buf);
         config.warnings = hide_file_contents(std::mem::take(&mut config.warnings), &sources);
+        config.provenance = Provenance::new(index, &sources);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -163,67 +178,62 @@ impl Config {
     }
 }
 
-/// Describes a configuration that is valid TOML but not of jwksd's shape (an unknown key,
-/// a number where a string belongs): where it is (the variable that set it, or the file's
-/// line and column), the key, and what is wrong, without the value.
-fn shape_error(
-    e: &toml::de::Error,
-    merged: &str,
-    file: Option<&Path>,
-    file_text: Option<&str>,
-    sources: &[EnvSource],
-) -> String {
-    let key = e.span().and_then(|span| report::key_at(merged, span.start));
-    let is_secret = key
-        .as_deref()
-        .and_then(|k| k.rsplit('.').next())
-        .is_some_and(|last| SECRET_KEYS.contains(&last));
-    let what = if is_secret {
-        "wrong type; write it as a quoted string".to_owned()
-    } else {
-        report::safe_message(e.message(), &report::values_of(merged))
+/// The merged table read into the raw sections, key by key (see `shape`).
+fn shape_sections(
+    mut table: toml::Table,
+    findings: &mut Vec<Finding>,
+    refused: &mut shape::Refused,
+) -> RawConfig {
+    shape::top_level(&mut table, findings);
+    let server = shape::section("server", table.remove("server"), findings, refused);
+    let mut raw = RawConfig {
+        server,
+        ..RawConfig::default()
     };
-    let from_env = key.as_deref().and_then(|key| {
-        sources.iter().rev().find(|s| {
-            let path = s.path.join(".");
-            key == path || key.starts_with(&format!("{path}."))
-        })
-    });
-    let origin = match (from_env, file, file_text) {
-        (Some(source), _, _) => source.origin(),
-        (None, Some(path), Some(text)) => match toml::from_str::<RawConfig>(text) {
-            // The same error in the file alone: its span is a position in the file.
-            Err(in_file) if in_file.message() == e.message() => match in_file.span() {
-                Some(span) => {
-                    let (line, column) = report::position(text, span.start);
-                    format!("{}: line {line}, column {column}", path.display())
-                }
-                None => path.display().to_string(),
-            },
-            _ => path.display().to_string(),
-        },
-        _ => "the configuration".to_owned(),
-    };
-    match key {
-        Some(key) => format!("{origin}: {key}: {what}"),
-        None => format!("{origin}: {what}"),
+    for (name, value) in shape::named_tables("keysets", table.remove("keysets"), findings) {
+        let path = format!("keysets.{name}");
+        let keyset = shape::section(&path, Some(value), findings, refused);
+        raw.keysets.insert(name, keyset);
     }
+    for (name, value) in shape::named_tables("clients", table.remove("clients"), findings) {
+        let path = format!("clients.{name}");
+        let client = shape::section(&path, Some(value), findings, refused);
+        raw.clients.insert(name, client);
+    }
+    for (name, value) in shape::named_tables("callers", table.remove("callers"), findings) {
+        let path = format!("callers.{name}");
+        let caller = shape::section(&path, Some(value), findings, refused);
+        raw.callers.insert(name, caller);
+    }
+    raw
 }
 
-fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String>) -> Config {
-    let server = server::validate(raw.server, problems, &mut warnings);
-    let keysets = keysets::validate(raw.keysets, problems, &mut warnings);
+fn validate(
+    raw: RawConfig,
+    refused: &shape::Refused,
+    problems: &mut Vec<String>,
+    mut warnings: Vec<String>,
+) -> Config {
+    let server = server::validate(raw.server, refused, problems, &mut warnings);
+    let (keysets, keyset_names) = keysets::validate(raw.keysets, refused, problems, &mut warnings);
     if matches!(server.database, Database::Postgres(_)) {
         keysets::check_replica_timing(&keysets, server.poll_interval, problems);
     }
-    let access =
-        clients::validate_access(raw.clients, raw.callers, &keysets, problems, &mut warnings);
+    let access = clients::validate_access(
+        raw.clients,
+        raw.callers,
+        &keyset_names,
+        refused,
+        problems,
+        &mut warnings,
+    );
     Config {
         server,
         keysets,
         access,
         source: None,
         warnings,
+        provenance: Provenance::default(),
     }
 }
 
@@ -398,14 +408,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_names_are_refused() {
-        assert!(
-            problems("[server]\npublik_url = \"x\"\n", &[]).contains("unknown field `publik_url`")
-        );
+        assert!(problems("[server]\npublik_url = \"x\"\n", &[])
+            .contains("server.publik_url is not a known key"));
         assert!(problems("[keysets.\"../etc\"]\n", &[]).contains("must be 1-63 characters"));
     }
 
     #[test]
-    fn rotation_can_be_turned_off_and_default_always_exists() {
+    fn rotation_can_be_turned_off_and_named_key_sets_are_exactly_those() {
         let config = load(
             "[keysets.epic-prod]\nalg = \"ES384\"\nrotation_period = \"off\"\n",
             &[],
@@ -415,14 +424,11 @@ mod tests {
         assert_eq!(keyset.timing.rotation_period, None);
         assert_eq!(keyset.alg, Algorithm::Es384);
         assert!(
-            config.default_keyset().is_some(),
-            "a key set added elsewhere keeps default"
+            config.default_keyset().is_none(),
+            "default is there only when no key set is configured"
         );
         let from_env = load("", &[("JWKSD_KEYSETS__EPIC__ALG", "ES384")]).unwrap();
-        assert_eq!(
-            from_env.keysets.keys().collect::<Vec<_>>(),
-            ["default", "epic"]
-        );
+        assert_eq!(from_env.keysets.keys().collect::<Vec<_>>(), ["epic"]);
     }
 
     #[test]
@@ -692,7 +698,12 @@ mod tests {
             err.contains("[clients.ecw-copy]") && err.contains("[clients.ecw-prod]"),
             "{err}"
         );
-        assert!(err.contains("jwksd.toml: line 5, column 13"), "{err}");
+        // Placed at the client_id of the section read second.
+        assert!(
+            err.contains("jwksd.toml: line 2, column 13: clients.ecw-prod.client_id")
+                || err.contains("jwksd.toml: line 5, column 13: clients.ecw-copy.client_id"),
+            "{err}"
+        );
     }
 
     #[test]

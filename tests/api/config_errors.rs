@@ -132,8 +132,8 @@ fn check_config_refuses_duplicate_client_ids_naming_both_sections() {
     let shown = printed(&output);
     assert!(!output.status.success(), "{shown}");
     assert!(
-        shown.contains("jwksd.toml: line 5, column 13: clients.ecw-copy.client_id")
-            && shown.contains("[clients.ecw-prod]"),
+        shown.contains("jwksd.toml: line 2, column 13: clients.ecw-prod.client_id")
+            && shown.contains("[clients.ecw-copy] and [clients.ecw-prod]"),
         "{shown}"
     );
 }
