@@ -354,7 +354,12 @@ mod tests {
             };
             for (text, meant) in [("1", true), ("yes", true), ("On", true), ("TRUE", true)]
                 .into_iter()
-                .chain([("0", false), ("no", false), ("off", false), ("False", false)])
+                .chain([
+                    ("0", false),
+                    ("no", false),
+                    ("off", false),
+                    ("False", false),
+                ])
             {
                 assert_eq!(parse(text).ok().flatten(), Some(meant), "{arg}: {text}");
             }

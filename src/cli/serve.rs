@@ -50,7 +50,7 @@ fn resolved(config: &Config) -> Vec<String> {
         config
             .provenance
             .of(path)
-            .map_or_else(|| "the default".to_owned(), |place| place)
+            .unwrap_or_else(|| "the default".to_owned())
     };
     let seconds = |s: i64| show_duration(Duration::from_secs(s.max(0) as u64));
     let mut lines = vec![

@@ -270,10 +270,16 @@ pub(super) fn validate_access(
                 .as_deref()
                 .map(|scope| scope.split_whitespace().map(str::to_owned).collect()),
         };
-        let any_refused = ["client_id", "keyset", "token_endpoint", "audiences", "fhir_base_url"]
-            .iter()
-            .chain(&["scope", "allowed_scopes", "assertion_lifetime"])
-            .any(|field| !usable(field));
+        let any_refused = [
+            "client_id",
+            "keyset",
+            "token_endpoint",
+            "audiences",
+            "fhir_base_url",
+        ]
+        .iter()
+        .chain(&["scope", "allowed_scopes", "assertion_lifetime"])
+        .any(|field| !usable(field));
         if problems.len() == before && !any_refused {
             access.clients.insert(
                 name.clone(),
@@ -375,9 +381,14 @@ pub(super) fn validate_access(
             }
         };
         if let (Some(token_sha256), Some(rate)) = (token_sha256, rate) {
-            let any_refused = ["token_sha256", "token_file", "clients", "rate_limit_per_minute"]
-                .iter()
-                .any(|field| !usable(field));
+            let any_refused = [
+                "token_sha256",
+                "token_file",
+                "clients",
+                "rate_limit_per_minute",
+            ]
+            .iter()
+            .any(|field| !usable(field));
             if problems.len() == before && !any_refused {
                 access.callers.insert(
                     name.clone(),

@@ -44,11 +44,11 @@ pub use clients::{
     Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
+pub use origin::Provenance;
 pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
     ServerConfig,
 };
-pub use origin::Provenance;
 pub use values::{parse_bool, show as show_duration, ConfigUrl, Flag, BOOLEAN_WORDS};
 
 pub use env::is_command_line_variable;
@@ -630,7 +630,11 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in {err}");
         }
-        assert_eq!(err.matches("\n  - ").count(), 4, "no knock-on problem: {err}");
+        assert_eq!(
+            err.matches("\n  - ").count(),
+            4,
+            "no knock-on problem: {err}"
+        );
     }
 
     #[test]
@@ -647,7 +651,10 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("line"), "{err}");
-        let err = problems("", &[("JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT", "https://e.example/t")]);
+        let err = problems(
+            "",
+            &[("JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT", "https://e.example/t")],
+        );
         assert!(
             err.contains(
                 "JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT=https://e.example/t: \
@@ -671,7 +678,11 @@ mod tests {
         );
         assert!(err.contains("keysets.epic.jwks_max_age"), "{err}");
         assert!(err.contains("clients.bad.token_endpoint"), "{err}");
-        assert_eq!(err.matches("\n  - ").count(), 2, "no knock-on problem: {err}");
+        assert_eq!(
+            err.matches("\n  - ").count(),
+            2,
+            "no knock-on problem: {err}"
+        );
     }
 
     #[test]
@@ -681,10 +692,31 @@ mod tests {
              [clients.ecw]\nclient_id = 5\ntoken_endpoint = [\"https://e.example/t\"]\n",
             &[],
         );
-        assert!(err.contains("keysets.default.prepublish: wrong type"), "{err}");
+        assert!(
+            err.contains("keysets.default.prepublish: wrong type"),
+            "{err}"
+        );
         assert!(err.contains("clients.ecw.client_id: wrong type"), "{err}");
-        assert!(err.contains("clients.ecw.token_endpoint: wrong type"), "{err}");
-        assert_eq!(err.matches("\n  - ").count(), 3, "no knock-on problem: {err}");
+        assert!(
+            err.contains("clients.ecw.token_endpoint: wrong type"),
+            "{err}"
+        );
+        assert_eq!(
+            err.matches("\n  - ").count(),
+            3,
+            "no knock-on problem: {err}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_not_also_reported_missing() {
+        let err = problems(
+            "[clients.ecw]\nclient_id = \"abc\"\ntoken_endpiont = \"https://e.example/t\"\n",
+            &[],
+        );
+        assert!(err.contains("did you mean `token_endpoint`?"), "{err}");
+        assert!(!err.contains("is required"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 1, "{err}");
     }
 
     #[test]
@@ -708,7 +740,8 @@ mod tests {
 
     #[test]
     fn environment_variables_address_dashed_sections_ignoring_case_and_dashes() {
-        let file = "[clients.ecw-prod]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n\
+        let file =
+            "[clients.ecw-prod]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n\
                     [keysets.epic-prod]\nalg = \"ES256\"\n[keysets.default]\n";
         let config = load(
             file,
@@ -725,7 +758,10 @@ mod tests {
         assert_eq!(config.access.clients.len(), 1, "no new section");
         assert_eq!(config.keysets["epic-prod"].timing.jwks_max_age, 1800);
         // A variable that matches no section and would make a client that cannot work.
-        let err = problems(file, &[("JWKSD_CLIENTS__ECWPROD__SCOPE", "system/Patient.read")]);
+        let err = problems(
+            file,
+            &[("JWKSD_CLIENTS__ECWPROD__SCOPE", "system/Patient.read")],
+        );
         assert!(err.contains("JWKSD_CLIENTS__ECWPROD__SCOPE"), "{err}");
         assert!(err.contains("ecw-prod"), "names the candidates: {err}");
         // Two sections the variable could mean.

@@ -192,7 +192,10 @@ impl Places<'_> {
             (Some(source), in_file)
                 if in_file.is_none_or(|(len, _)| source.path.join(".").len() >= len) =>
             {
-                ((1, 0, 0), format!("{}: {text}{}", self.variable(source), self.hint(source)))
+                (
+                    (1, 0, 0),
+                    format!("{}: {text}{}", self.variable(source), self.hint(source)),
+                )
             }
             (_, Some((_, spot))) => {
                 let (line, column) = if finding.at_key { spot.key } else { spot.value };
@@ -214,8 +217,7 @@ impl Places<'_> {
                 match makers.first() {
                     None => ((2, 0, 0), text),
                     Some(first) => {
-                        let names: Vec<&str> =
-                            makers.iter().map(|s| s.variable.as_str()).collect();
+                        let names: Vec<&str> = makers.iter().map(|s| s.variable.as_str()).collect();
                         (
                             (1, 0, 0),
                             format!("{}: {text}{}", names.join(", "), self.hint(first)),
@@ -338,8 +340,7 @@ impl Provenance {
     /// JWKSD_X_FILE (file /run/x)`, `jwksd.toml, line 3`, or `None` (not configured: the
     /// default).
     pub fn of(&self, path: &str) -> Option<String> {
-        if let Some((_, variable, file)) = self.variables.iter().rev().find(|(p, ..)| p == path)
-        {
+        if let Some((_, variable, file)) = self.variables.iter().rev().find(|(p, ..)| p == path) {
             return Some(match file {
                 None => format!("the variable {variable}"),
                 Some(file) => format!("the variable {variable} (file {})", file.display()),

@@ -121,6 +121,10 @@ pub(super) fn section<T: DeserializeOwned + Default>(
         let key_path = format!("{path}.{key}");
         if let Some(rest) = message.strip_prefix("unknown field") {
             let accepted: Vec<&str> = rest.split('`').skip(3).step_by(2).collect();
+            // The key meant is given, though misspelt: no "is required" for it.
+            if let Some(meant) = closest(&key, &accepted) {
+                refused.0.insert(format!("{path}.{meant}"));
+            }
             findings.push(Finding {
                 path: Some(key_path.clone()),
                 at_key: true,
@@ -160,17 +164,21 @@ pub(super) fn section<T: DeserializeOwned + Default>(
 /// `; did you mean `x`?` for the accepted word closest to `word`, when it is close enough
 /// to be a typo (a third of its letters, at least one); else the accepted words.
 fn did_you_mean(word: &str, accepted: &[&str]) -> String {
-    let closest = accepted
+    match closest(word, accepted) {
+        Some(candidate) => format!("; did you mean `{candidate}`?"),
+        None if accepted.is_empty() => String::new(),
+        None => format!("; it takes {}", accepted.join(", ")),
+    }
+}
+
+/// The accepted word `word` is a typo of, if any.
+fn closest<'a>(word: &str, accepted: &[&'a str]) -> Option<&'a str> {
+    accepted
         .iter()
         .map(|candidate| (edit_distance(word, candidate), *candidate))
-        .min();
-    match closest {
-        Some((distance, candidate)) if distance <= (word.chars().count() / 3).max(1) => {
-            format!("; did you mean `{candidate}`?")
-        }
-        _ if accepted.is_empty() => String::new(),
-        _ => format!("; it takes {}", accepted.join(", ")),
-    }
+        .min()
+        .filter(|(distance, _)| *distance <= (word.chars().count() / 3).max(1))
+        .map(|(_, candidate)| candidate)
 }
 
 /// Edits (insert, delete, substitute, swap two neighbours) between `a` and `b`: the
@@ -182,13 +190,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }

@@ -87,7 +87,9 @@ impl<'de> Deserialize<'de> for Flag {
         }
         match BoolOrText::deserialize(deserializer) {
             Ok(BoolOrText::Bool(b)) => Ok(Flag(b)),
-            Ok(BoolOrText::Text(text)) => parse_bool(&text).map(Flag).map_err(serde::de::Error::custom),
+            Ok(BoolOrText::Text(text)) => parse_bool(&text)
+                .map(Flag)
+                .map_err(serde::de::Error::custom),
             Err(_) => Err(serde::de::Error::custom(format!(
                 "wrong type: expected {BOOLEAN_WORDS}"
             ))),

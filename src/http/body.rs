@@ -103,7 +103,11 @@ fn plain_words<T: DeserializeOwned>(
     let found = message
         .strip_prefix("invalid type: ")
         .and_then(|rest| rest.split([' ', ',']).next());
-    let member: String = member.chars().filter(|c| !c.is_control()).take(64).collect();
+    let member: String = member
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
     match (expected.map(expected_words), found.map(found_words)) {
         (Some(expected), Some(found)) => format!("`{member}` must be {expected}, not {found}"),
         (Some(expected), None) => format!("`{member}` must be {expected}"),
@@ -119,8 +123,8 @@ fn quoted_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 /// serde's name of what it expected, as a person says it.
 fn expected_words(expected: &str) -> &'static str {
     match expected.trim() {
-        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64"
-        | "u128" | "usize" => "a whole number",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64" | "u128"
+        | "usize" => "a whole number",
         "f32" | "f64" => "a number",
         "a boolean" => "true or false",
         "a string" | "a borrowed string" => "a string",

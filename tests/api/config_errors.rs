@@ -103,7 +103,10 @@ fn serve_refuses_the_same_file_with_the_same_places_and_reads_booleans_people_wr
         );
         let shown = printed(&output);
         assert!(!output.status.success(), "{shown}");
-        assert!(!shown.contains("invalid value"), "JWKSD_INIT={init}: {shown}");
+        assert!(
+            !shown.contains("invalid value"),
+            "JWKSD_INIT={init}: {shown}"
+        );
         assert_first_day_problems(&shown);
     }
     let output = jwksd(
