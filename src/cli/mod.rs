@@ -45,6 +45,12 @@ fn vendor_parser() -> impl TypedValueParser<Value = Vendor> {
     })
 }
 
+/// Every boolean flag that a variable can set (`JWKSD_INIT=1`): reads what people write,
+/// with the configuration's one reading of booleans ([`crate::config::parse_bool`]).
+fn boolean_parser() -> impl TypedValueParser<Value = bool> {
+    clap::builder::StringValueParser::new().try_map(|text| crate::config::parse_bool(&text))
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "jwksd",
@@ -65,11 +71,11 @@ pub enum Command {
         config: Option<PathBuf>,
         /// Create a new key store on this first start although the master key is external
         /// (never needed with the development master key in data_dir).
-        #[arg(long, env = "JWKSD_INIT")]
+        #[arg(long, env = "JWKSD_INIT", value_parser = boolean_parser())]
         init: bool,
         /// Authenticate a store written by a jwksd from before key rows carried MACs (once,
         /// after checking `jwksd keys list` and `jwksd audit verify` show what you expect).
-        #[arg(long, env = "JWKSD_UPGRADE_STORE")]
+        #[arg(long, env = "JWKSD_UPGRADE_STORE", value_parser = boolean_parser())]
         upgrade_store: bool,
     },
     /// Validate the configuration and print what it resolves to, without starting.
@@ -355,6 +361,60 @@ mod tests {
                 .is_err()
         );
         Cli::command().debug_assert();
+    }
+
+    /// Every flag a variable sets, in every subcommand, with the subcommand it is in.
+    fn flags_with_variables(command: &clap::Command, out: &mut Vec<(String, clap::Arg)>) {
+        for arg in command.get_arguments() {
+            if arg.get_env().is_some() && matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                out.push((command.get_name().to_owned(), arg.clone()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            flags_with_variables(sub, out);
+        }
+    }
+
+    #[test]
+    fn every_boolean_variable_reads_the_words_people_write() {
+        let mut flags = Vec::new();
+        flags_with_variables(&Cli::command(), &mut flags);
+        assert!(flags.len() >= 2, "--init and --upgrade-store at least");
+        for (_, arg) in flags {
+            // The flag's own value parser, given a value as its variable gives one.
+            let id = arg.get_id().to_string();
+            let long = format!("--{}", arg.get_long().unwrap());
+            let command = clap::Command::new("t").arg(
+                arg.clone()
+                    .env(None::<&str>)
+                    .action(clap::ArgAction::Set)
+                    .num_args(1)
+                    .default_value(None::<&str>)
+                    .default_missing_value(None::<&str>),
+            );
+            let parse = |text: &str| {
+                command
+                    .clone()
+                    .try_get_matches_from(["t", long.as_str(), text])
+                    .map(|m| m.get_one::<bool>(&id).copied())
+            };
+            for (text, meant) in [("1", true), ("yes", true), ("On", true), ("TRUE", true)]
+                .into_iter()
+                .chain([
+                    ("0", false),
+                    ("no", false),
+                    ("off", false),
+                    ("False", false),
+                ])
+            {
+                assert_eq!(parse(text).ok().flatten(), Some(meant), "{arg}: {text}");
+            }
+            let refusal = parse("maybe").unwrap_err().to_string();
+            assert!(
+                refusal.contains(crate::config::BOOLEAN_WORDS),
+                "{arg}: {refusal}"
+            );
+        }
     }
 
     #[test]

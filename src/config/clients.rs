@@ -5,12 +5,13 @@
 //! bearer token, allowed to ask for assertions for a list of clients. These sections can be
 //! reloaded without a restart (SIGHUP), so they are validated into their own [`Access`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::keysets::{KeysetConfig, DEFAULT_KEYSET};
+use super::keysets::DEFAULT_KEYSET;
+use super::shape::Refused;
 use super::values::{
     outbound_base_url, outbound_url, parse_duration, show, ConfigUrl, IntOrString,
 };
@@ -32,7 +33,26 @@ pub(super) struct RawClient {
     audiences: Vec<String>,
     fhir_base_url: Option<String>,
     scope: Option<String>,
+    allowed_scopes: Option<Scopes>,
     assertion_lifetime: Option<String>,
+}
+
+/// Scopes written as one space-separated string, like `scope`, or as a list of strings.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum Scopes {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl Scopes {
+    fn split(self) -> Vec<String> {
+        let text = match self {
+            Scopes::Text(text) => text,
+            Scopes::List(list) => list.join(" "),
+        };
+        text.split_whitespace().map(str::to_owned).collect()
+    }
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -61,7 +81,11 @@ pub struct ClientConfig {
     pub audiences: Vec<String>,
     /// The FHIR base URL, without a trailing slash.
     pub fhir_base_url: Option<ConfigUrl>,
+    /// The scope a token request asks for when its caller names none (`scope`).
     pub scope: Option<String>,
+    /// The scopes a caller may ask for (`allowed_scopes`, by default the scopes of `scope`);
+    /// `None` when neither is configured: then any short list of `system/` scopes.
+    pub allowed_scopes: Option<Vec<String>>,
     /// Default assertion lifetime in seconds (at most 300).
     pub assertion_lifetime: i64,
 }
@@ -107,34 +131,58 @@ impl Access {
     }
 }
 
+/// Validates the clients and callers. `keysets` are the names of every configured key set
+/// (valid or not) and a caller may name any configured client (valid or not): a section
+/// with a problem has that problem, and its users no second one.
 pub(super) fn validate_access(
     raw_clients: BTreeMap<String, RawClient>,
     raw_callers: BTreeMap<String, RawCaller>,
-    keysets: &BTreeMap<String, KeysetConfig>,
+    keysets: &BTreeSet<String>,
+    refused: &Refused,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Access {
     let mut access = Access::default();
+    let client_names: BTreeSet<String> = raw_clients.keys().cloned().collect();
+    // client_id -> the first section that has it.
+    let mut client_ids: BTreeMap<String, String> = BTreeMap::new();
     for (name, raw) in raw_clients {
         let key = |field: &str| format!("clients.{name}.{field}");
+        let section = format!("clients.{name}");
+        // A refused value is unusable, not absent: no "is required" for it.
+        let usable = |field: &str| !refused.has(&section, field);
         let before = problems.len();
         let client_id = raw.client_id.unwrap_or_default();
-        if client_id.trim().is_empty() {
+        if client_id.trim().is_empty() && usable("client_id") {
             problems.push(format!(
                 "{} is required: the client_id the EHR issued",
                 key("client_id")
             ));
         }
+        if !client_id.trim().is_empty() {
+            if let Some(first) = client_ids.get(&client_id) {
+                problems.push(format!(
+                    "{} = {client_id:?} is also the client_id of [clients.{first}]: requests \
+                     name a client by its client_id, and [clients.{first}] and [clients.{name}] \
+                     would both answer to it. Keep one of the two sections, or give each the \
+                     client_id the EHR issued to it",
+                    key("client_id")
+                ));
+            } else {
+                client_ids.insert(client_id.clone(), name.clone());
+            }
+        }
         let keyset = raw.keyset.unwrap_or_else(|| DEFAULT_KEYSET.to_owned());
-        if !keysets.contains_key(&keyset) {
+        if !keysets.contains(&keyset) && usable("keyset") {
             problems.push(format!(
                 "{} = {keyset:?} names no configured key set (configured: {})",
                 key("keyset"),
-                keysets.keys().cloned().collect::<Vec<_>>().join(", ")
+                keysets.iter().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
         let token_endpoint_text = raw.token_endpoint.filter(|t| !t.trim().is_empty());
         let token_endpoint = match &token_endpoint_text {
+            None if !usable("token_endpoint") || !usable("fhir_base_url") => None,
             None if raw.fhir_base_url.is_none() => {
                 problems.push(format!(
                     "{} is required unless {} is set (then it is discovered): the exact token \
@@ -184,7 +232,55 @@ pub(super) fn validate_access(
                 ));
             }
         }
-        if problems.len() == before {
+        let allowed_scopes = match raw.allowed_scopes.map(Scopes::split) {
+            Some(allowed) => {
+                if allowed.is_empty() {
+                    problems.push(format!(
+                        "{} is empty: no caller could ask for any scope; list the scopes callers \
+                         may ask for, or leave it out to allow those of {}",
+                        key("allowed_scopes"),
+                        key("scope")
+                    ));
+                }
+                let default = raw.scope.as_deref().unwrap_or_default();
+                let missing: Vec<&str> = default
+                    .split_whitespace()
+                    .filter(|s| !allowed.iter().any(|a| a == s))
+                    .collect();
+                if !missing.is_empty() {
+                    problems.push(format!(
+                        "{} = {default:?} asks by default for {}, which {} does not allow; add \
+                         it there or remove it from the default",
+                        key("scope"),
+                        missing.join(" "),
+                        key("allowed_scopes")
+                    ));
+                }
+                if allowed.iter().any(|s| !s.starts_with("system/")) {
+                    warnings.push(format!(
+                        "{} holds scopes that are not system/ scopes; backend services get only \
+                         system/ scopes",
+                        key("allowed_scopes")
+                    ));
+                }
+                Some(allowed)
+            }
+            None => raw
+                .scope
+                .as_deref()
+                .map(|scope| scope.split_whitespace().map(str::to_owned).collect()),
+        };
+        let any_refused = [
+            "client_id",
+            "keyset",
+            "token_endpoint",
+            "audiences",
+            "fhir_base_url",
+        ]
+        .iter()
+        .chain(&["scope", "allowed_scopes", "assertion_lifetime"])
+        .any(|field| !usable(field));
+        if problems.len() == before && !any_refused {
             access.clients.insert(
                 name.clone(),
                 ClientConfig {
@@ -195,6 +291,7 @@ pub(super) fn validate_access(
                     audiences,
                     fhir_base_url,
                     scope: raw.scope,
+                    allowed_scopes,
                     assertion_lifetime,
                 },
             );
@@ -203,8 +300,11 @@ pub(super) fn validate_access(
 
     for (name, raw) in raw_callers {
         let key = |field: &str| format!("callers.{name}.{field}");
+        let section = format!("callers.{name}");
+        let usable = |field: &str| !refused.has(&section, field);
         let before = problems.len();
         let hash_text = match (raw.token_sha256, raw.token_file) {
+            (None, None) if !usable("token_sha256") || !usable("token_file") => None,
             (Some(_), Some(_)) => {
                 problems.push(format!(
                     "{} and {} are both set; keep one",
@@ -249,14 +349,14 @@ pub(super) fn validate_access(
                 out
             })
         });
-        if raw.clients.is_empty() {
+        if raw.clients.is_empty() && usable("clients") {
             warnings.push(format!(
                 "{} is empty: this caller may sign for no client",
                 key("clients")
             ));
         }
         for client in &raw.clients {
-            if !access.clients.contains_key(client) {
+            if !client_names.contains(client) {
                 problems.push(format!(
                     "{} names {client:?}, which is not a configured client",
                     key("clients")
@@ -281,7 +381,15 @@ pub(super) fn validate_access(
             }
         };
         if let (Some(token_sha256), Some(rate)) = (token_sha256, rate) {
-            if problems.len() == before {
+            let any_refused = [
+                "token_sha256",
+                "token_file",
+                "clients",
+                "rate_limit_per_minute",
+            ]
+            .iter()
+            .any(|field| !usable(field));
+            if problems.len() == before && !any_refused {
                 access.callers.insert(
                     name.clone(),
                     CallerConfig {
@@ -298,9 +406,9 @@ pub(super) fn validate_access(
         if let Some(other) = access.clients.get(&client.client_id) {
             if other.name != client.name {
                 problems.push(format!(
-                    "client {}'s client_id is {:?}, the name of another client; requests name a \
-                     client by either, so rename one of them",
-                    client.name, client.client_id
+                    "clients.{}.client_id = {:?} is the name of another section, [clients.{}]; \
+                     requests name a client by either, so rename one of them",
+                    client.name, client.client_id, other.name
                 ));
             }
         }

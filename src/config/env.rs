@@ -5,6 +5,12 @@
 //! value that looks like a TOML list but is not one. Variables without `__` are the CLI's
 //! (or a typo, which is warned about). This module also owns the rule that what a `_FILE`
 //! held never appears in a message.
+//!
+//! Section names are the operator's (`[clients.ecw-prod]`), and a variable name cannot hold
+//! a dash: `JWKSD_CLIENTS__ECW_PROD__SCOPE` addresses the section whose name matches `ECW_PROD`
+//! ignoring case, `-` and `_`. Two sections that both match are refused (naming the
+//! variable and both); none makes a new section, marked so that its problems can say which
+//! sections the file has.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -43,6 +49,11 @@ pub(super) struct EnvSource {
     pub(super) variable: String,
     /// For a `_FILE` variable: the file and what it held (never shown).
     pub(super) file: Option<(PathBuf, SecretString)>,
+    /// The value as given, for messages (`JWKSD_X=abc: ...`); `None` for secrets and
+    /// file contents, which are never shown.
+    pub(super) value: Option<String>,
+    /// Whether the variable made a section (`[clients.NAME]`) that did not exist before.
+    pub(super) created_section: bool,
 }
 
 impl EnvSource {
@@ -69,6 +80,8 @@ pub(super) fn overlay_env(
         .collect();
     vars.sort();
     let names: HashSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
+    // Sections the variables made (no such section before them).
+    let mut made_sections: HashSet<String> = HashSet::new();
     for (name, value) in vars {
         if let Some(stem) = name.strip_suffix("_FILE") {
             if names.contains(stem) {
@@ -95,7 +108,26 @@ pub(super) fn overlay_env(
             path: Vec::new(),
             variable: name.clone(),
             file: None,
+            value: None,
+            created_section: false,
         };
+        match address_section(table, &mut path) {
+            Ok(created) => {
+                let section = path[..2.min(path.len())].join(".");
+                if created {
+                    made_sections.insert(section.clone());
+                }
+                source.created_section = made_sections.contains(&section);
+            }
+            Err(candidates) => {
+                problems.push(format!(
+                    "{name}: the section name matches {} (ignoring case, '-' and '_'); rename \
+                     one of them so that a variable can address it",
+                    candidates.join(" and ")
+                ));
+                continue;
+            }
+        }
         let mut value = value;
         let last = path.len() - 1;
         if path[last].ends_with("_file") && !PATH_KEYS.contains(&path[last].as_str()) {
@@ -121,6 +153,9 @@ pub(super) fn overlay_env(
         // Only lists are written as TOML; a secret is taken exactly as given, even if it
         // happens to start with `[`.
         let is_secret = SECRET_KEYS.contains(&path[path.len() - 1].as_str());
+        if source.file.is_none() && !is_secret {
+            source.value = Some(value.clone());
+        }
         let parsed = if value.trim_start().starts_with('[') && !is_secret {
             let text = format!("v = {value}");
             match text.parse::<toml::Table>() {
@@ -188,6 +223,31 @@ pub(super) fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -
             message
         })
         .collect()
+}
+
+/// Normalises `path[1]` of a named section (`clients`, `keysets`, `callers`) to the name of
+/// the one existing section it matches ignoring case, `-` and `_`. `Ok(true)`: none matches,
+/// the variable makes a new section; `Err`: several match (their `[kind.name]`s).
+fn address_section(table: &toml::Table, path: &mut [String]) -> Result<bool, Vec<String>> {
+    let kind = path[0].as_str();
+    if path.len() < 2 || !super::origin::NAMED_SECTIONS.contains(&kind) {
+        return Ok(false);
+    }
+    let fold = |name: &str| name.to_ascii_lowercase().replace('-', "_");
+    let wanted = fold(&path[1]);
+    let existing: Vec<&String> = table
+        .get(kind)
+        .and_then(toml::Value::as_table)
+        .map(|sections| sections.keys().filter(|n| fold(n) == wanted).collect())
+        .unwrap_or_default();
+    match existing.as_slice() {
+        [] => Ok(true),
+        [one] => {
+            path[1] = (*one).clone();
+            Ok(false)
+        }
+        several => Err(several.iter().map(|n| format!("[{kind}.{n}]")).collect()),
+    }
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Result<(), String> {

@@ -1,13 +1,16 @@
 //! The `[keysets.*]` sections: each key set's algorithm and rotation timing, checked
 //! against what verifiers cache (a key is published before it signs, kept after it stops).
-//! The `default` key set always exists.
+//! The `default` key set is there when no key set is configured at all.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{parse_duration, show, IntOrString};
+use std::collections::BTreeSet;
+
+use super::shape::Refused;
+use super::values::{parse_duration, show, Flag, IntOrString};
 use crate::keys::cert::parse_subject;
 use crate::keys::{Algorithm, KeyFamily, RsaBits};
 use crate::rotation::{FetchGate, Timing};
@@ -33,14 +36,6 @@ pub struct KeysetConfig {
     pub fetch_gate: FetchGate,
 }
 
-/// A flag from TOML (`true`) or from the environment (`"true"`).
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-pub(super) enum BoolOrString {
-    Bool(bool),
-    Text(String),
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawKeyset {
@@ -51,7 +46,7 @@ pub(super) struct RawKeyset {
     prepublish: Option<String>,
     retire_grace: Option<String>,
     cert_subject: Option<String>,
-    rotation_requires_fetch: Option<BoolOrString>,
+    rotation_requires_fetch: Option<Flag>,
     fetcher_window: Option<String>,
     rotation_deadline: Option<String>,
 }
@@ -67,30 +62,38 @@ pub fn is_valid_keyset_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_')
 }
 
-/// Validates every key set, adding `default` when it is missing.
+/// Validates every key set; with none configured, there is one: `default`, with the
+/// default policy. Returns the valid key sets and the names of all configured ones, valid or
+/// not: a client of a key set with a problem has that problem, not a second one.
 pub(super) fn validate(
     raw_keysets: BTreeMap<String, RawKeyset>,
+    refused: &Refused,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) -> BTreeMap<String, KeysetConfig> {
-    // `default` always exists: it is what /.well-known/jwks.json serves, and a key set
-    // added by one environment variable must not silently unpublish it.
+) -> (BTreeMap<String, KeysetConfig>, BTreeSet<String>) {
+    // `default` is what /.well-known/jwks.json serves, so a jwksd started with nothing
+    // configured publishes something; a file (or variable) that names key sets gets exactly
+    // those.
     let mut raw_keysets = raw_keysets;
-    raw_keysets.entry(DEFAULT_KEYSET.into()).or_default();
+    if raw_keysets.is_empty() {
+        raw_keysets.insert(DEFAULT_KEYSET.into(), RawKeyset::default());
+    }
     let mut keysets = BTreeMap::new();
+    let mut names = BTreeSet::new();
     for (name, raw) in raw_keysets {
         if !is_valid_keyset_name(&name) {
             problems.push(format!(
-                "key set name {name:?} must be 1-63 characters of a-z, 0-9, '-' or '_', starting \
-                 with a letter or digit (it becomes part of a URL)"
+                "keysets.{name}: the key set name {name:?} must be 1-63 characters of a-z, 0-9, \
+                 '-' or '_', starting with a letter or digit (it becomes part of a URL)"
             ));
             continue;
         }
-        if let Some(keyset) = validate_keyset(&name, raw, problems, warnings) {
+        names.insert(name.clone());
+        if let Some(keyset) = validate_keyset(&name, raw, refused, problems, warnings) {
             keysets.insert(name, keyset);
         }
     }
-    keysets
+    (keysets, names)
 }
 
 /// With several jwksd on one PostgreSQL database, a change made by one reaches another's JWKS
@@ -129,6 +132,7 @@ pub(super) fn check_replica_timing(
 fn validate_keyset(
     name: &str,
     raw: RawKeyset,
+    refused: &Refused,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Option<KeysetConfig> {
@@ -139,6 +143,21 @@ fn validate_keyset(
         fetcher_window: raw.fetcher_window.clone(),
         rotation_deadline: raw.rotation_deadline.clone(),
     };
+    let section = format!("keysets.{name}");
+    // A refused value is unusable, not absent: no rule compares the default in its place.
+    let usable = |field: &str| !refused.has(&section, field);
+    // A key set with a refused value is not valid, though it still counts as configured.
+    let any_refused = [
+        "alg",
+        "rsa_bits",
+        "rotation_period",
+        "jwks_max_age",
+        "prepublish",
+        "retire_grace",
+        "cert_subject",
+    ]
+    .iter()
+    .any(|field| !usable(field));
 
     let alg = match raw.alg.as_deref().unwrap_or("RS384").parse::<Algorithm>() {
         Ok(alg) => alg,
@@ -190,10 +209,17 @@ fn validate_keyset(
         .unwrap_or(default);
         parse_duration(&key(field), text, problems)
     };
-    let jwks_max_age = duration("jwks_max_age", "1h");
-    let prepublish = duration("prepublish", "75m");
-    let retire_grace = duration("retire_grace", "24h");
+    let jwks_max_age = usable("jwks_max_age")
+        .then(|| duration("jwks_max_age", "1h"))
+        .flatten();
+    let prepublish = usable("prepublish")
+        .then(|| duration("prepublish", "75m"))
+        .flatten();
+    let retire_grace = usable("retire_grace")
+        .then(|| duration("retire_grace", "24h"))
+        .flatten();
     let rotation_period = match raw.rotation_period.as_deref().map(str::trim) {
+        _ if !usable("rotation_period") => None,
         Some("off") => None,
         Some(text) => parse_duration(&key("rotation_period"), text, problems),
         None => Some(Duration::from_secs(90 * 86_400)),
@@ -251,7 +277,7 @@ fn validate_keyset(
         problems.push(format!("{}: {e}", key("cert_subject")));
     }
 
-    if problems.len() > before {
+    if problems.len() > before || any_refused {
         return None;
     }
     let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as i64);
@@ -275,7 +301,7 @@ fn validate_keyset(
 /// `rotation_deadline` (default 7 days; 0 waits not at all).
 /// The fetch gate's keys of a `[keysets.NAME]` section.
 struct RawFetchGate {
-    rotation_requires_fetch: Option<BoolOrString>,
+    rotation_requires_fetch: Option<Flag>,
     fetcher_window: Option<String>,
     rotation_deadline: Option<String>,
 }
@@ -288,21 +314,9 @@ fn validate_fetch_gate(
 ) -> FetchGate {
     let key = |field: &str| format!("keysets.{name}.{field}");
     let defaults = FetchGate::default();
-    let requires_fetch = match &raw.rotation_requires_fetch {
-        None => defaults.requires_fetch,
-        Some(BoolOrString::Bool(b)) => *b,
-        Some(BoolOrString::Text(t)) => match t.trim() {
-            "true" => true,
-            "false" => false,
-            _ => {
-                problems.push(format!(
-                    "{} must be true or false",
-                    key("rotation_requires_fetch")
-                ));
-                false
-            }
-        },
-    };
+    let requires_fetch = raw
+        .rotation_requires_fetch
+        .map_or(defaults.requires_fetch, |flag| flag.0);
     let secs = |field: &str, text: &Option<String>, default: i64, problems: &mut Vec<String>| {
         text.as_deref()
             .and_then(|t| parse_duration(&key(field), t, problems))

@@ -1,12 +1,18 @@
 //! Configuration: defaults, then a TOML file, then `JWKSD_` environment variables, then
 //! validation into a [`Config`] that the rest of jwksd can trust. Every problem found is
-//! reported at once, each with what to do, and no message shows a secret.
+//! reported at once, each at its place in the user's terms (the file's line and column, or
+//! the variable) and with what to do, and no message shows a secret.
 //!
 //! This module owns [`Config`], [`ConfigError`] and the load pipeline (read the file,
 //! overlay the environment, deserialise, validate each part). The parts, each a leaf or
 //! depending only on leaves, never on this module:
 //!
-//! - `env`: the `JWKSD_` overlay (double-underscore paths, `_FILE` values, refusals);
+//! - `env`: the `JWKSD_` overlay (double-underscore paths, `_FILE` values, dashed section
+//!   names, refusals);
+//! - `origin`: where each value came from (the user's file, by line and column, or the
+//!   variable), and every problem prefixed with that place;
+//! - `shape`: the merged table read into each section key by key, so that one unknown key
+//!   or wrong type neither hides the other problems nor causes knock-on ones;
 //! - `report`: describing TOML and serde errors without quoting values;
 //! - `values`: durations, numbers-or-strings, URLs ([`ConfigUrl`]), digests;
 //! - `server`: `[server]`, with the secrets in `secrecy` types and the admin token kept
@@ -28,8 +34,10 @@ mod env;
 #[cfg(test)]
 mod example;
 mod keysets;
+mod origin;
 mod report;
 mod server;
+mod shape;
 mod values;
 
 pub use clients::{
@@ -37,14 +45,16 @@ pub use clients::{
 };
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
 pub use server::IpNetwork;
+pub use origin::Provenance;
 pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
     ServerConfig,
 };
-pub use values::ConfigUrl;
+pub use values::{parse_bool, show as show_duration, ConfigUrl, Flag, BOOLEAN_WORDS};
 
 pub use env::is_command_line_variable;
-use env::{hide_file_contents, overlay_env, EnvSource, SECRET_KEYS};
+use env::{hide_file_contents, overlay_env, EnvSource};
+use origin::Finding;
 
 /// The validated configuration.
 #[derive(Clone, Debug)]
@@ -57,6 +67,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Things that are allowed but probably wrong; logged at start.
     pub warnings: Vec<String>,
+    /// Where each value came from (the file's line, or the variable), for `check-config`.
+    pub provenance: Provenance,
 }
 
 /// The configuration could not be used. Holds every problem found, each a sentence that
@@ -86,6 +98,8 @@ impl ConfigError {
     }
 }
 
+/// The sections as written. The loader fills it section by section (`shape`); its
+/// `Deserialize` is the list of sections that `example` checks the example file against.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -101,18 +115,20 @@ struct RawConfig {
 
 impl Config {
     /// Reads the optional TOML file, overlays `env` (pairs of name and value, normally
-    /// `std::env::vars()`), and validates the result.
+    /// `std::env::vars()`), and validates the result. Every problem is reported at its place
+    /// in the user's terms (the file's line and column, or the variable), all of them at once.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
-        let (mut table, file_text) = match file {
+        let (mut table, index) = match file {
             None => (toml::Table::new(), None),
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => match text.parse::<toml::Table>() {
-                    Ok(table) => (table, Some(text)),
+                    // The places are taken from the user's own text, before any merging.
+                    Ok(table) => (table, Some(origin::FileIndex::new(path, &text))),
                     Err(e) => {
                         let origin = path.display().to_string();
                         return Err(ConfigError {
@@ -136,21 +152,20 @@ impl Config {
             },
         };
         let sources = overlay_env(&mut table, env, &mut problems, &mut warnings);
-        if !problems.is_empty() {
-            return Err(ConfigError::hiding_file_contents(problems, &sources));
-        }
-        // Deserialise from text, so that an error has a span from which the key is found.
-        let merged = toml::to_string(&table).unwrap_or_default();
-        let raw = match toml::from_str::<RawConfig>(&merged) {
-            Ok(raw) => raw,
-            Err(e) => {
-                let problem = shape_error(&e, &merged, file, file_text.as_deref(), &sources);
-                return Err(ConfigError::hiding_file_contents(vec![problem], &sources));
-            }
+        let mut findings: Vec<Finding> = problems.into_iter().map(Finding::text).collect();
+        let mut refused = shape::Refused::default();
+        let raw = shape_sections(table, &mut findings, &mut refused);
+        let mut problems = Vec::new();
+        let mut config = validate(raw, &refused, &mut problems, warnings);
+        findings.extend(problems.into_iter().map(Finding::text));
+        let places = origin::Places {
+            file: index.as_ref(),
+            env: &sources,
         };
-        let mut config = validate(raw, &mut problems, warnings);
+        let problems = places.describe(findings);
         config.source = file.map(Path::to_path_buf);
         config.warnings = hide_file_contents(std::mem::take(&mut config.warnings), &sources);
+        config.provenance = Provenance::new(index, &sources);
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -164,67 +179,62 @@ impl Config {
     }
 }
 
-/// Describes a configuration that is valid TOML but not of jwksd's shape (an unknown key,
-/// a number where a string belongs): where it is (the variable that set it, or the file's
-/// line and column), the key, and what is wrong, without the value.
-fn shape_error(
-    e: &toml::de::Error,
-    merged: &str,
-    file: Option<&Path>,
-    file_text: Option<&str>,
-    sources: &[EnvSource],
-) -> String {
-    let key = e.span().and_then(|span| report::key_at(merged, span.start));
-    let is_secret = key
-        .as_deref()
-        .and_then(|k| k.rsplit('.').next())
-        .is_some_and(|last| SECRET_KEYS.contains(&last));
-    let what = if is_secret {
-        "wrong type; write it as a quoted string".to_owned()
-    } else {
-        report::safe_message(e.message(), &report::values_of(merged))
+/// The merged table read into the raw sections, key by key (see `shape`).
+fn shape_sections(
+    mut table: toml::Table,
+    findings: &mut Vec<Finding>,
+    refused: &mut shape::Refused,
+) -> RawConfig {
+    shape::top_level(&mut table, findings);
+    let server = shape::section("server", table.remove("server"), findings, refused);
+    let mut raw = RawConfig {
+        server,
+        ..RawConfig::default()
     };
-    let from_env = key.as_deref().and_then(|key| {
-        sources.iter().rev().find(|s| {
-            let path = s.path.join(".");
-            key == path || key.starts_with(&format!("{path}."))
-        })
-    });
-    let origin = match (from_env, file, file_text) {
-        (Some(source), _, _) => source.origin(),
-        (None, Some(path), Some(text)) => match toml::from_str::<RawConfig>(text) {
-            // The same error in the file alone: its span is a position in the file.
-            Err(in_file) if in_file.message() == e.message() => match in_file.span() {
-                Some(span) => {
-                    let (line, column) = report::position(text, span.start);
-                    format!("{}: line {line}, column {column}", path.display())
-                }
-                None => path.display().to_string(),
-            },
-            _ => path.display().to_string(),
-        },
-        _ => "the configuration".to_owned(),
-    };
-    match key {
-        Some(key) => format!("{origin}: {key}: {what}"),
-        None => format!("{origin}: {what}"),
+    for (name, value) in shape::named_tables("keysets", table.remove("keysets"), findings) {
+        let path = format!("keysets.{name}");
+        let keyset = shape::section(&path, Some(value), findings, refused);
+        raw.keysets.insert(name, keyset);
     }
+    for (name, value) in shape::named_tables("clients", table.remove("clients"), findings) {
+        let path = format!("clients.{name}");
+        let client = shape::section(&path, Some(value), findings, refused);
+        raw.clients.insert(name, client);
+    }
+    for (name, value) in shape::named_tables("callers", table.remove("callers"), findings) {
+        let path = format!("callers.{name}");
+        let caller = shape::section(&path, Some(value), findings, refused);
+        raw.callers.insert(name, caller);
+    }
+    raw
 }
 
-fn validate(raw: RawConfig, problems: &mut Vec<String>, mut warnings: Vec<String>) -> Config {
-    let server = server::validate(raw.server, problems, &mut warnings);
-    let keysets = keysets::validate(raw.keysets, problems, &mut warnings);
+fn validate(
+    raw: RawConfig,
+    refused: &shape::Refused,
+    problems: &mut Vec<String>,
+    mut warnings: Vec<String>,
+) -> Config {
+    let server = server::validate(raw.server, refused, problems, &mut warnings);
+    let (keysets, keyset_names) = keysets::validate(raw.keysets, refused, problems, &mut warnings);
     if matches!(server.database, Database::Postgres(_)) {
         keysets::check_replica_timing(&keysets, server.poll_interval, problems);
     }
-    let access =
-        clients::validate_access(raw.clients, raw.callers, &keysets, problems, &mut warnings);
+    let access = clients::validate_access(
+        raw.clients,
+        raw.callers,
+        &keyset_names,
+        refused,
+        problems,
+        &mut warnings,
+    );
     Config {
         server,
         keysets,
         access,
         source: None,
         warnings,
+        provenance: Provenance::default(),
     }
 }
 
@@ -399,14 +409,13 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_names_are_refused() {
-        assert!(
-            problems("[server]\npublik_url = \"x\"\n", &[]).contains("unknown field `publik_url`")
-        );
+        assert!(problems("[server]\npublik_url = \"x\"\n", &[])
+            .contains("server.publik_url is not a known key"));
         assert!(problems("[keysets.\"../etc\"]\n", &[]).contains("must be 1-63 characters"));
     }
 
     #[test]
-    fn rotation_can_be_turned_off_and_default_always_exists() {
+    fn rotation_can_be_turned_off_and_named_key_sets_are_exactly_those() {
         let config = load(
             "[keysets.epic-prod]\nalg = \"ES384\"\nrotation_period = \"off\"\n",
             &[],
@@ -416,14 +425,11 @@ mod tests {
         assert_eq!(keyset.timing.rotation_period, None);
         assert_eq!(keyset.alg, Algorithm::Es384);
         assert!(
-            config.default_keyset().is_some(),
-            "a key set added elsewhere keeps default"
+            config.default_keyset().is_none(),
+            "default is there only when no key set is configured"
         );
         let from_env = load("", &[("JWKSD_KEYSETS__EPIC__ALG", "ES384")]).unwrap();
-        assert_eq!(
-            from_env.keysets.keys().collect::<Vec<_>>(),
-            ["default", "epic"]
-        );
+        assert_eq!(from_env.keysets.keys().collect::<Vec<_>>(), ["epic"]);
     }
 
     #[test]
@@ -572,5 +578,236 @@ mod tests {
             assert!(err.contains(variable), "{variable}: {err}");
             assert!(err.contains(wrong.to_str().unwrap()), "{variable}: {err}");
         }
+    }
+
+    /// A file whose line 17 holds `key`, as in issue 11's report.
+    fn client_file_with(line_17: &str) -> String {
+        let mut text = String::from("[server]\npublic_url = \"https://keys.example.org\"\n");
+        for i in 0..12 {
+            text.push_str(&format!("# comment {i}\n"));
+        }
+        text.push_str("[clients.ecw]\nclient_id = \"abc\"\n");
+        text.push_str(line_17);
+        text.push('\n');
+        assert_eq!(text.lines().nth(16), Some(line_17));
+        text
+    }
+
+    #[test]
+    fn an_unknown_key_is_reported_at_its_line_in_the_users_file_with_a_suggestion() {
+        let err = problems(
+            &client_file_with("token_endpiont = \"https://ehr.example/token\""),
+            &[],
+        );
+        assert!(
+            err.contains(
+                "jwksd.toml: line 17, column 1: clients.ecw.token_endpiont is not a known key; \
+                 did you mean `token_endpoint`?"
+            ),
+            "{err}"
+        );
+        let err = problems("[sever]\npublic_url = \"https://keys.example.org\"\n", &[]);
+        assert!(
+            err.contains(
+                "jwksd.toml: line 1, column 2: `sever` is not a known section; did you mean \
+                 `server`?"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_hides_no_other_problem_and_each_is_at_its_own_line() {
+        let err = problems(
+            "[server]\npublik_url = \"x\"\n[keysets.default]\nprepublish = 4500\nretire_grace = \"1m\"\n\
+             [clients.ecw]\nclient_id = \"abc\"\ntoken_endpoint = \"http://ehr.example/t\"\n",
+            &[],
+        );
+        for needle in [
+            "jwksd.toml: line 2, column 1: server.publik_url is not a known key; did you mean `public_url`?",
+            "jwksd.toml: line 4, column 14: keysets.default.prepublish: wrong type",
+            "jwksd.toml: line 5, column 16: keysets.default.retire_grace = 1m is too short",
+            "jwksd.toml: line 8, column 18: clients.ecw.token_endpoint = \"http://ehr.example/t\" must be an https:// URL",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+        assert_eq!(
+            err.matches("\n  - ").count(),
+            4,
+            "no knock-on problem: {err}"
+        );
+    }
+
+    #[test]
+    fn a_problem_from_the_environment_names_the_variable_not_a_line() {
+        let err = problems(
+            "[keysets.default]\nalg = \"ES256\"\n",
+            &[("JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE", "abc")],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE=abc: keysets.default.jwks_max_age = \"abc\" \
+                 is not a duration"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("line"), "{err}");
+        let err = problems(
+            "",
+            &[("JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT", "https://e.example/t")],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_CLIENTS__ECW__TOKEN_ENDPIONT=https://e.example/t: \
+                 clients.ecw.token_endpiont is not a known key; did you mean `token_endpoint`?"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_set_or_client_with_a_bad_value_still_counts_as_configured() {
+        let caller = "a".repeat(64);
+        let err = problems(
+            &format!(
+                "[keysets.epic]\nalg = \"ES256\"\njwks_max_age = \"soon\"\n\
+                 [clients.ecw]\nclient_id = \"abc\"\nkeyset = \"epic\"\ntoken_endpoint = \"https://e.example/t\"\n\
+                 [clients.bad]\nclient_id = \"def\"\nkeyset = \"epic\"\ntoken_endpoint = \"ftp://e.example/t\"\n\
+                 [callers.sync]\ntoken_sha256 = \"{caller}\"\nclients = [\"ecw\", \"bad\"]\n"
+            ),
+            &[],
+        );
+        assert!(err.contains("keysets.epic.jwks_max_age"), "{err}");
+        assert!(err.contains("clients.bad.token_endpoint"), "{err}");
+        assert_eq!(
+            err.matches("\n  - ").count(),
+            2,
+            "no knock-on problem: {err}"
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_adds_no_knock_on_problem() {
+        let err = problems(
+            "[keysets.default]\njwks_max_age = \"2h\"\nprepublish = 9000\n\
+             [clients.ecw]\nclient_id = 5\ntoken_endpoint = [\"https://e.example/t\"]\n",
+            &[],
+        );
+        assert!(
+            err.contains("keysets.default.prepublish: wrong type"),
+            "{err}"
+        );
+        assert!(err.contains("clients.ecw.client_id: wrong type"), "{err}");
+        assert!(
+            err.contains("clients.ecw.token_endpoint: wrong type"),
+            "{err}"
+        );
+        assert_eq!(
+            err.matches("\n  - ").count(),
+            3,
+            "no knock-on problem: {err}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_not_also_reported_missing() {
+        let err = problems(
+            "[clients.ecw]\nclient_id = \"abc\"\ntoken_endpiont = \"https://e.example/t\"\n",
+            &[],
+        );
+        assert!(err.contains("did you mean `token_endpoint`?"), "{err}");
+        assert!(!err.contains("is required"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn duplicate_client_ids_are_refused_naming_both_sections() {
+        let err = problems(
+            "[clients.ecw-prod]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n\
+             [clients.ecw-copy]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("[clients.ecw-copy]") && err.contains("[clients.ecw-prod]"),
+            "{err}"
+        );
+        // Placed at the client_id of the section read second.
+        assert!(
+            err.contains("jwksd.toml: line 2, column 13: clients.ecw-prod.client_id")
+                || err.contains("jwksd.toml: line 5, column 13: clients.ecw-copy.client_id"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_variables_address_dashed_sections_ignoring_case_and_dashes() {
+        let file =
+            "[clients.ecw-prod]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n\
+                    [keysets.epic-prod]\nalg = \"ES256\"\n[keysets.default]\n";
+        let config = load(
+            file,
+            &[
+                ("JWKSD_CLIENTS__ECW_PROD__SCOPE", "system/Patient.read"),
+                ("JWKSD_KEYSETS__EPIC_PROD__JWKS_MAX_AGE", "30m"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.access.clients["ecw-prod"].scope.as_deref(),
+            Some("system/Patient.read")
+        );
+        assert_eq!(config.access.clients.len(), 1, "no new section");
+        assert_eq!(config.keysets["epic-prod"].timing.jwks_max_age, 1800);
+        // A variable that matches no section and would make a client that cannot work.
+        let err = problems(
+            file,
+            &[("JWKSD_CLIENTS__ECWPROD__SCOPE", "system/Patient.read")],
+        );
+        assert!(err.contains("JWKSD_CLIENTS__ECWPROD__SCOPE"), "{err}");
+        assert!(err.contains("ecw-prod"), "names the candidates: {err}");
+        // Two sections the variable could mean.
+        let err = problems(
+            &format!("{file}[clients.ecw_prod]\nclient_id = \"x\"\ntoken_endpoint = \"https://e.example/t\"\n"),
+            &[("JWKSD_CLIENTS__ECW_PROD__SCOPE", "system/Patient.read")],
+        );
+        assert!(
+            err.contains("JWKSD_CLIENTS__ECW_PROD__SCOPE")
+                && err.contains("ecw-prod")
+                && err.contains("ecw_prod"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_default_key_set_exists_only_when_no_key_set_is_configured() {
+        let config = load("[keysets.epic-prod]\nalg = \"ES384\"\n", &[]).unwrap();
+        assert_eq!(config.keysets.keys().collect::<Vec<_>>(), ["epic-prod"]);
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.keysets.keys().collect::<Vec<_>>(), ["default"]);
+    }
+
+    #[test]
+    fn urls_with_a_user_name_or_password_are_refused_without_showing_them() {
+        let err = problems(
+            "[clients.ecw]\nclient_id = \"abc\"\ntoken_endpoint = \"https://me:hunter22@e.example/t\"\n\
+             fhir_base_url = \"https://me@e.example/fhir\"\n",
+            &[],
+        );
+        assert!(err.contains("clients.ecw.token_endpoint"), "{err}");
+        assert!(err.contains("clients.ecw.fhir_base_url"), "{err}");
+        assert!(err.contains("user name or password"), "{err}");
+        assert!(!err.contains("hunter22"), "{err}");
+    }
+
+    #[test]
+    fn durations_in_messages_are_written_as_people_write_them() {
+        let err = problems(
+            "[keysets.default]\nrotation_period = \"90d\"\nprepublish = \"100d\"\njwks_max_age = \"2h\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("rotation_period = 90d is shorter than prepublish = 100d"),
+            "{err}"
+        );
     }
 }

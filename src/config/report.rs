@@ -117,8 +117,14 @@ pub fn safe_message(message: &str, values: &str) -> String {
             .map_or("another value", |(_, e)| e);
         format!("invalid value, expected {}", expected_type(expected))
     } else if message.starts_with("data did not match any variant") {
-        // An untagged enum (jwksd's number-or-string fields), named by its Rust type.
-        "wrong type: expected a number or a string".to_owned()
+        // An untagged enum, named by its Rust type: jwksd's scope lists, or its
+        // number-or-string fields.
+        if message.ends_with("Scopes") {
+            "wrong type: expected a string of space-separated scopes or a list of strings"
+                .to_owned()
+        } else {
+            "wrong type: expected a number or a string".to_owned()
+        }
     } else {
         message
     };

@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::shape::Refused;
 use super::values::{has_http_scheme, parse_duration, sha256, ConfigUrl, IntOrString};
 
 /// Shortest admin token accepted from the configuration.
@@ -381,6 +382,7 @@ pub(super) struct RawServer {
 /// Validates the `[server]` section; every problem is added to `problems`.
 pub(super) fn validate(
     s: RawServer,
+    refused: &Refused,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> ServerConfig {
@@ -388,7 +390,10 @@ pub(super) fn validate(
     let private_listen = s.private_listen.unwrap_or_else(|| "127.0.0.1:8081".into());
     check_listen("public_listen", &public_listen, problems);
     check_listen("private_listen", &private_listen, problems);
-    if public_listen == private_listen && !public_listen.ends_with(":0") {
+    // A refused listener is not the default: comparing the default would be a knock-on.
+    let both_usable =
+        !refused.has("server", "public_listen") && !refused.has("server", "private_listen");
+    if public_listen == private_listen && !public_listen.ends_with(":0") && both_usable {
         problems.push(format!(
             "server.public_listen and server.private_listen are both {public_listen}; the admin \
              API must not share the public port, give them different ports"

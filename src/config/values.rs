@@ -1,7 +1,8 @@
-//! Value syntax shared by every section: durations (`"90s"`, `"24h"`), numbers that may
-//! arrive as strings (from the environment), URLs (parsed once, here, with the `url` crate
-//! that reqwest connects with), and the digest secrets are compared by. Leaf module: it
-//! knows no section.
+//! Value syntax shared by every section: durations (`"90s"`, `"24h"`, and how they are
+//! shown), booleans as people write them (`1`, `yes`, `on`), numbers that may arrive as
+//! strings (from the environment), URLs (parsed once, here, with the `url` crate that
+//! reqwest connects with), and the digest secrets are compared by. Leaf module: it knows no
+//! section.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -34,9 +35,66 @@ pub(super) fn parse_duration(
     }
 }
 
-/// A duration as the configuration writes it (`1h 15m`).
-pub(super) fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
+/// A duration as people write it in the configuration: whole days, hours, minutes and
+/// seconds (`90d`, `1h 15m`, `1h 5s`), milliseconds only below a second (`100ms`). Every
+/// result parses back to the same duration. (humantime's own format counts months of
+/// 30.44 days: 90 days would read `2months 29days 7h 22m 48s`.)
+pub fn show(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.subsec_millis());
+    }
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs % 86_400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    shown.join(" ")
+}
+
+/// What [`parse_bool`] accepts, for messages.
+pub const BOOLEAN_WORDS: &str = "1/0, true/false, yes/no or on/off";
+
+/// A boolean as people write it: `1`/`0`, `true`/`false`, `yes`/`no`, `on`/`off`, in any
+/// case, surrounding spaces ignored. The one reading of booleans: the environment overlay
+/// (through [`Flag`]) and the command line's flags (`JWKSD_INIT=1`) both use it.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("not a yes-or-no value; write {BOOLEAN_WORDS}")),
+    }
+}
+
+/// A boolean configuration value: a TOML boolean, or (from the environment, where every
+/// value is a string) any word [`parse_bool`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum BoolOrText {
+            Bool(bool),
+            Text(String),
+        }
+        match BoolOrText::deserialize(deserializer) {
+            Ok(BoolOrText::Bool(b)) => Ok(Flag(b)),
+            Ok(BoolOrText::Text(text)) => parse_bool(&text)
+                .map(Flag)
+                .map_err(serde::de::Error::custom),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "wrong type: expected {BOOLEAN_WORDS}"
+            ))),
+        }
+    }
 }
 
 /// A URL from the configuration, parsed when the configuration is loaded.
@@ -144,6 +202,17 @@ pub(super) fn outbound_base_url(
 /// `kept` (`text`, or what of it is kept) parsed as an outbound URL.
 fn outbound(what: &str, text: &str, kept: &str, problems: &mut Vec<String>) -> Option<ConfigUrl> {
     match ConfigUrl::parse(kept) {
+        // Credentials in the URL would be sent to the EHR, logged by proxies and shown
+        // wherever jwksd shows the URL; EHR token endpoints authenticate by the assertion.
+        // The refusal shows neither the user name nor the password.
+        Ok(url) if !url.url().username().is_empty() || url.url().password().is_some() => {
+            problems.push(format!(
+                "{what} holds a user name or password (`user:password@` before the host, not \
+                 shown here); remove it: jwksd authenticates to the EHR with the signed \
+                 assertion, and the URL is shown and logged"
+            ));
+            None
+        }
         // The url crate drops leading spaces; jwksd never accepted them.
         Ok(url) if url.is_allowed_outbound() && !text.starts_with(char::is_whitespace) => Some(url),
         _ => {
@@ -209,6 +278,42 @@ mod tests {
               (http:// is accepted only for 127.0.0.1, [::1] and localhost)"
             ]
         );
+    }
+
+    #[test]
+    fn durations_are_shown_as_people_write_them_and_parse_back() {
+        for (secs, shown) in [
+            (90 * 86_400, "90d"),
+            (3600, "1h"),
+            (4500, "1h 15m"),
+            (3605, "1h 5s"),
+            (86_400 + 60, "1d 1m"),
+            (59, "59s"),
+        ] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(show(d), shown);
+            assert_eq!(humantime::parse_duration(shown).unwrap(), d, "{shown}");
+        }
+        assert_eq!(show(Duration::from_millis(100)), "100ms");
+    }
+
+    #[test]
+    fn booleans_are_read_as_people_write_them() {
+        for yes in ["1", "true", "TRUE", "yes", "Yes", "on", " ON "] {
+            assert_eq!(parse_bool(yes), Ok(true), "{yes}");
+        }
+        for no in ["0", "false", "False", "no", "NO", "off", "Off"] {
+            assert_eq!(parse_bool(no), Ok(false), "{no}");
+        }
+        for neither in ["", "2", "y", "maybe", "enabled"] {
+            let err = parse_bool(neither).unwrap_err();
+            assert!(err.contains(BOOLEAN_WORDS), "{err}");
+        }
+        let flag: Flag = toml::Value::String("yes".into()).try_into().unwrap();
+        assert_eq!(flag, Flag(true));
+        let flag: Flag = toml::Value::Boolean(false).try_into().unwrap();
+        assert_eq!(flag, Flag(false));
+        assert!(toml::Value::Integer(1).try_into::<Flag>().is_err());
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! The checks run in a fixed order, so a client always learns the first thing wrong: 415
 //! unless `application/json`, 400 unless valid JSON, 422 unless an object of the expected
 //! shape (serde alone would also accept an array). The refusals are [`BodyError`]s;
-//! `problem` maps them to HTTP.
+//! `problem` maps them to HTTP. A body of the wrong shape is described in plain words
+//! naming the member (`` `lifetime` must be a whole number, not a string``), never in
+//! serde's (`invalid type: string "60s", expected i64`), which also quotes the client's text.
 
 use actix_web::http::header;
 use actix_web::HttpRequest;
@@ -23,8 +25,8 @@ pub enum BodyError {
     },
     #[error("the body must be a JSON object")]
     NotAnObject,
-    /// serde's words, without control characters and at most 200 characters long.
-    #[error("the request is not of the expected shape: {0}")]
+    /// What is wrong, in plain words naming the member ([`plain_words`]).
+    #[error("{0}")]
     Shape(String),
     /// Larger than the route reads (checked before parsing).
     #[error("{what} request bodies are at most {limit} bytes")]
@@ -55,18 +57,95 @@ pub fn parse_json_body<T: DeserializeOwned>(
         line: e.line(),
         column: e.column(),
     })?;
-    if !value.is_object() {
+    let serde_json::Value::Object(object) = value else {
         return Err(BodyError::NotAnObject);
+    };
+    serde_json::from_value(serde_json::Value::Object(object.clone()))
+        .map_err(|e| BodyError::Shape(plain_words::<T>(&object, &e)))
+}
+
+/// `error` (serde's refusal of `object` as a `T`) in plain words that name the member it is
+/// about. serde_json names no member in a type error, so each member is read alone: the
+/// one whose refusal is not "missing field" is the one at fault.
+fn plain_words<T: DeserializeOwned>(
+    object: &serde_json::Map<String, serde_json::Value>,
+    error: &serde_json::Error,
+) -> String {
+    let whole = error.to_string();
+    if let Some(member) = quoted_after(&whole, "missing field ") {
+        return format!("`{member}` is required");
     }
-    serde_json::from_value(value).map_err(|e| {
-        BodyError::Shape(
-            e.to_string()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(200)
-                .collect(),
-        )
-    })
+    if let Some(member) = quoted_after(&whole, "unknown field ") {
+        let accepted: Vec<&str> = whole.split('`').skip(3).step_by(2).collect();
+        return if accepted.is_empty() {
+            format!("`{member}` is not a member of this request")
+        } else {
+            format!(
+                "`{member}` is not a member of this request; it takes {}",
+                accepted.join(", ")
+            )
+        };
+    }
+    let culprit = object.iter().find_map(|(member, value)| {
+        let alone = serde_json::Map::from_iter([(member.clone(), value.clone())]);
+        match serde_json::from_value::<T>(serde_json::Value::Object(alone)) {
+            Err(e) if !e.to_string().starts_with("missing field") => Some((member, e)),
+            _ => None,
+        }
+    });
+    let Some((member, e)) = culprit else {
+        return "the request's members are not of the expected types".to_owned();
+    };
+    let message = e.to_string();
+    let expected = message
+        .split_once(", expected ")
+        .map(|(_, expected)| expected.split(" at line ").next().unwrap_or(expected));
+    let found = message
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split([' ', ',']).next());
+    let member: String = member
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    match (expected.map(expected_words), found.map(found_words)) {
+        (Some(expected), Some(found)) => format!("`{member}` must be {expected}, not {found}"),
+        (Some(expected), None) => format!("`{member}` must be {expected}"),
+        _ => format!("`{member}` is not valid here"),
+    }
+}
+
+/// The text between the first pair of backquotes after `prefix`, if `text` starts with it.
+fn quoted_after<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    text.strip_prefix(prefix)?.split('`').nth(1)
+}
+
+/// serde's name of what it expected, as a person says it.
+fn expected_words(expected: &str) -> &'static str {
+    match expected.trim() {
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" | "u8" | "u16" | "u32" | "u64" | "u128"
+        | "usize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "true or false",
+        "a string" | "a borrowed string" => "a string",
+        "a sequence" => "a list",
+        other if other.starts_with("struct ") || other == "a map" => "an object",
+        _ => "of another type",
+    }
+}
+
+/// serde's name of what it found (the word before the quoted value, which is not shown).
+fn found_words(found: &str) -> &'static str {
+    match found {
+        "string" => "a string",
+        "integer" => "a whole number",
+        "floating" => "a number with a fraction",
+        "boolean" => "true or false",
+        "sequence" => "a list",
+        "map" => "an object",
+        "null" | "unit" => "null",
+        _ => "that",
+    }
 }
 
 /// Reads an optional JSON body of at most `limit` bytes: empty (or only whitespace) is
@@ -85,4 +164,50 @@ pub fn optional_json<T: DeserializeOwned + Default>(
         return Err(BodyError::TooLarge { what, limit });
     }
     parse_json_body(req, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read by serde only
+    struct Request {
+        client_id: String,
+        lifetime: Option<i64>,
+        flags: Option<Vec<String>>,
+    }
+
+    fn words(body: &str) -> String {
+        let serde_json::Value::Object(object) = serde_json::from_str(body).unwrap() else {
+            panic!("not an object")
+        };
+        let error = serde_json::from_value::<Request>(serde_json::Value::Object(object.clone()))
+            .unwrap_err();
+        plain_words::<Request>(&object, &error)
+    }
+
+    #[test]
+    fn a_wrong_shape_is_said_in_plain_words_naming_the_member() {
+        assert_eq!(
+            words(r#"{"client_id": "c", "lifetime": "60s"}"#),
+            "`lifetime` must be a whole number, not a string"
+        );
+        assert_eq!(
+            words(r#"{"lifetime": 60, "client_id": 7}"#),
+            "`client_id` must be a string, not a whole number"
+        );
+        assert_eq!(
+            words(r#"{"client_id": "c", "flags": "a"}"#),
+            "`flags` must be a list, not a string"
+        );
+        assert_eq!(words(r#"{"lifetime": 60}"#), "`client_id` is required");
+        assert_eq!(
+            words(r#"{"client_id": "c", "iss": "x"}"#),
+            "`iss` is not a member of this request; it takes client_id, lifetime, flags"
+        );
+        let quoted = words(r#"{"client_id": "c", "lifetime": "hunter2hunter2"}"#);
+        assert!(!quoted.contains("hunter2"), "{quoted}");
+    }
 }

@@ -140,8 +140,8 @@ pub fn check_caller_scope(scope: &str) -> Result<(), String> {
 /// A caller's scope refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    /// The client has configured scopes and the caller asked for one beyond them.
-    #[error("scope {scope:?} is not among client {client}'s configured scopes")]
+    /// The client has allowed scopes and the caller asked for one beyond them.
+    #[error("scope {scope:?} is not among client {client}'s allowed_scopes")]
     NotGranted { scope: String, client: String },
     /// The client has none configured and the caller's scope is not a short list of
     /// `system/` scopes ([`check_caller_scope`]).
@@ -150,9 +150,10 @@ pub enum ScopeError {
 }
 
 /// The scope a caller's token request for `client` asks for: `requested`, or by default the
-/// client's `scope`. A caller may narrow the client's scopes, never widen them (the cache is
-/// shared by every caller of the client); with none configured, the caller's own scope must
-/// pass [`check_caller_scope`] (it is sent to the EHR and is part of the cache key).
+/// client's `scope`. A caller may ask only for scopes among the client's `allowed_scopes`
+/// (by default those of `scope`; the cache is shared by every caller of the client); with
+/// neither configured, the caller's own scope must pass [`check_caller_scope`] (it is sent
+/// to the EHR and is part of the cache key).
 pub fn resolve_scope(
     client: &ClientConfig,
     requested: Option<String>,
@@ -160,9 +161,11 @@ pub fn resolve_scope(
     let scope = requested
         .or_else(|| client.scope.clone())
         .unwrap_or_default();
-    if let Some(granted) = &client.scope {
-        let granted: Vec<&str> = granted.split_whitespace().collect();
-        if let Some(extra) = scope.split_whitespace().find(|s| !granted.contains(s)) {
+    if let Some(allowed) = &client.allowed_scopes {
+        if let Some(extra) = scope
+            .split_whitespace()
+            .find(|s| !allowed.iter().any(|a| a == s))
+        {
             return Err(ScopeError::NotGranted {
                 scope: extra.to_owned(),
                 client: client.name.clone(),

@@ -991,3 +991,56 @@ async fn a_revocation_drops_tokens_obtained_with_the_revoked_key() {
     assert_eq!(oauth.token_requests().await, 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn scope_is_the_default_request_and_allowed_scopes_the_allow_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeTokenServer::start().await;
+    fake.always(Scripted::ok("t"));
+    let public = loopback_listener();
+    let config = token_config_on(
+        EC_KEYS,
+        &fake.token_endpoint(),
+        &fake.fhir_base_url(),
+        "client-1",
+        &url_of(&public),
+    )
+    .replace(
+        "scope = \"system/Patient.read system/Observation.read\"",
+        "scope = \"system/Patient.read\"\n\
+         allowed_scopes = [\"system/Patient.read\", \"system/Observation.read\"]",
+    );
+    let app = spawn_app_on(dir.path(), &config, public, &TestClock::default()).await;
+    // No scope asked for: the default, `scope`, is sent.
+    token_ok(&app, json!({"client_id": "test"})).await;
+    // A scope beyond `scope` but within `allowed_scopes` is allowed.
+    token_ok(
+        &app,
+        json!({"client_id": "test", "scope": "system/Observation.read"}),
+    )
+    .await;
+    let sent: Vec<String> = fake
+        .received()
+        .iter()
+        .map(|form| form.get("scope").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(sent, ["system/Patient.read", "system/Observation.read"]);
+    // Beyond `allowed_scopes`: refused before anything is sent.
+    let problem = assert_problem(
+        get_token(
+            &app,
+            json!({"client_id": "test", "scope": "system/Patient.read system/Everything.write"}),
+        )
+        .await,
+        403,
+    )
+    .await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("system/Everything.write") && detail.contains("allowed_scopes"),
+        "{problem}"
+    );
+    assert_eq!(fake.received().len(), 2, "nothing more was sent upstream");
+    app.stop().await;
+    fake.stop().await;
+}
