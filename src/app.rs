@@ -28,10 +28,12 @@ use crate::config::{
     AdminTokenSource, Config, Database, DatabaseUrl, MasterKeySource, SecretDigests,
 };
 use crate::http::limits::BodyPolicy;
-use crate::http::{self, state::TokenHash, State};
+use crate::http::state::{Metrics, TokenHash};
+use crate::http::{self, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
 use crate::signing::SigningService;
+use crate::store::metered::{MeteredStore, StoreErrors};
 use crate::store::postgres::{KeyChanges, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -150,28 +152,38 @@ impl Application {
         ensure_dir(&server.data_dir)?;
         let admin_hash = load_admin_token(&server.admin_token)?;
         let admin_token_file = server.admin_token.file().map(Path::to_path_buf);
+        // Shared by the store wrapper that counts them and `/metrics` that shows them.
+        let store_errors = Arc::new(StoreErrors::default());
         let (keyring, store_lock, follower) = match &server.database {
             Database::Sqlite(db_path) => {
-                let (keyring, lock) = open_sqlite(&config, db_path).await?;
+                let (keyring, lock) = open_sqlite(&config, db_path, &store_errors).await?;
                 (keyring, Some(lock), None)
             }
             Database::Postgres(url) => {
-                let (keyring, store) = open_postgres(&config, url).await?;
+                let (keyring, store) = open_postgres(&config, url, &store_errors).await?;
                 (keyring, None, Some((store, server.poll_interval)))
             }
         };
         let keyring = Arc::new(keyring);
 
         let audit = AuditWriter::start(keyring.store().clone());
+        let metrics = Metrics {
+            store_errors,
+            audit: audit.metrics(),
+            ..Metrics::default()
+        };
         let tokens = Arc::new(TokenService::new(http_client, clock));
-        let state = web::Data::new(State::new(
-            keyring.clone(),
-            admin_hash,
-            server.public_url.as_ref(),
-            config.access.clone(),
-            Arc::new(SigningService::new(keyring.clone(), audit)),
-            tokens.clone(),
-        ));
+        let state = web::Data::new(
+            State::new(
+                keyring.clone(),
+                admin_hash,
+                server.public_url.as_ref(),
+                config.access.clone(),
+                Arc::new(SigningService::new(keyring.clone(), audit)),
+                tokens.clone(),
+            )
+            .with_metrics(metrics),
+        );
         let reloader = Reloader {
             state: state.clone(),
             running: config.clone(),
@@ -198,6 +210,9 @@ impl Application {
                 // layers make, including the problems `ensure_problem` rewrites.
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
                 .wrap(from_fn(http::limits::guard_body))
+                // Outside even that: the id and the log line cover every answer, and an
+                // error from any layer is turned into its response inside the request's scope.
+                .wrap(from_fn(http::requests::log_request))
                 .app_data(public_body.clone())
                 .app_data(public_state.clone())
                 .configure(http::common)
@@ -229,6 +244,9 @@ impl Application {
                 // layers make, including the problems `ensure_problem` rewrites.
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
                 .wrap(from_fn(http::limits::guard_body))
+                // Outside even that: the id and the log line cover every answer, and an
+                // error from any layer is turned into its response inside the request's scope.
+                .wrap(from_fn(http::requests::log_request))
                 .app_data(private_body.clone())
                 .app_data(private_state.clone())
                 .configure(http::common)
@@ -474,6 +492,7 @@ async fn follow_the_database(keyring: Arc<Keyring>, changes: KeyChanges, poll: D
 async fn open_sqlite(
     config: &Config,
     db_path: &Path,
+    store_errors: &Arc<StoreErrors>,
 ) -> Result<(Keyring, std::fs::File), StartError> {
     let server = &config.server;
     if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -501,7 +520,10 @@ async fn open_sqlite(
         master
     };
     let store = SqliteStore::open(db_path, false, Some(master.clone())).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(
+        Arc::new(store),
+        store_errors.clone(),
+    ));
     let keyring = Keyring::open(
         store,
         master,
@@ -522,7 +544,14 @@ async fn open_sqlite(
 async fn open_postgres(
     config: &Config,
     url: &DatabaseUrl,
+    store_errors: &Arc<StoreErrors>,
 ) -> Result<(Keyring, PgStore), StartError> {
+    let metered = |store: &PgStore| -> Arc<dyn Store> {
+        Arc::new(MeteredStore::new(
+            Arc::new(store.clone()),
+            store_errors.clone(),
+        ))
+    };
     let server = &config.server;
     let name = url.redacted();
     let opening = PgStore::connect(url.expose()).await?;
@@ -533,7 +562,7 @@ async fn open_postgres(
             .await
             .map_err(crate::error::Error::from)?;
         let keyring = Keyring::open(
-            Arc::new(store.clone()),
+            metered(&store),
             master,
             config.keysets.clone(),
             false,
@@ -564,7 +593,7 @@ async fn open_postgres(
         .await
         .map_err(crate::error::Error::from)?;
     let keyring = Keyring::open(
-        Arc::new(store.clone()),
+        metered(&store),
         master,
         config.keysets.clone(),
         true,

@@ -8,6 +8,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use crate::logging::LogFormat;
+
 use super::values::{has_http_scheme, parse_duration, sha256, ConfigUrl, IntOrString};
 
 /// Shortest admin token accepted from the configuration.
@@ -37,6 +39,8 @@ pub struct ServerConfig {
     /// how long another replica's change takes to reach this one's JWKS when a notification
     /// is lost. Unused on SQLite (one jwksd per store).
     pub poll_interval: Duration,
+    /// How log lines are written (`server.log_format`); read once at start.
+    pub log_format: LogFormat,
 }
 
 /// The default of `server.poll_interval`.
@@ -228,6 +232,7 @@ impl ServerConfig {
             initialize: _,
             upgrade_store: _,
             poll_interval,
+            log_format,
             limits:
                 HttpLimits {
                     header_timeout,
@@ -270,6 +275,7 @@ impl ServerConfig {
             "server.poll_interval",
             *poll_interval == other.poll_interval,
         );
+        compare("server.log_format", *log_format == other.log_format);
         changed
     }
 
@@ -311,6 +317,7 @@ pub(super) struct RawServer {
     body_timeout: Option<String>,
     max_connections: Option<IntOrString>,
     poll_interval: Option<String>,
+    log_format: Option<String>,
 }
 
 /// Validates the `[server]` section; every problem is added to `problems`.
@@ -449,6 +456,17 @@ pub(super) fn validate(
         },
     };
 
+    let log_format = match s.log_format.as_deref().map(str::trim) {
+        None | Some("") => LogFormat::default(),
+        Some(text) => text.parse().unwrap_or_else(|()| {
+            problems.push(format!(
+                "server.log_format = {text:?} must be \"text\" (for people) or \"json\" (one \
+                 JSON object a line, for a log shipper)"
+            ));
+            LogFormat::default()
+        }),
+    };
+
     ServerConfig {
         public_listen,
         private_listen,
@@ -461,6 +479,7 @@ pub(super) fn validate(
         upgrade_store: false,
         limits,
         poll_interval,
+        log_format,
     }
 }
 
