@@ -269,7 +269,8 @@ impl Application {
             source,
         })?;
         let private_addr = private.addrs()[0];
-        info!(%public_addr, %private_addr, keysets = ?config.keysets.keys(), "jwksd is listening");
+        let keysets: Vec<&str> = config.keysets.keys().map(String::as_str).collect();
+        info!(%public_addr, %private_addr, keysets = %keysets.join(", "), "jwksd is listening");
 
         Ok(Application {
             public_addr,
@@ -338,6 +339,7 @@ impl Application {
             _ => None,
         };
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let audit_heads = tokio::spawn(log_audit_head(self.keyring.clone(), AUDIT_HEAD_EVERY));
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),
         ));
@@ -348,6 +350,7 @@ impl Application {
         }
         reloads.abort();
         protocol_errors.abort();
+        audit_heads.abort();
         let _ = scheduler.await;
         if let Some(follower) = follower {
             let _ = follower.await;
@@ -433,6 +436,52 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 
 #[cfg(not(unix))]
 async fn reload_on_sighup(_: Arc<Reloader>) {}
+
+/// How often the audit head is written to the log when no key event wrote it sooner.
+const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);
+
+/// Writes the audit trail's sealed head (sequence number and hash) to the log after every
+/// key event, and at least every `every`, so that a log shipper holds copies the database
+/// cannot rewrite: a store rolled back to an older copy, or a chain rewritten together
+/// with its seal, no longer matches the last head shipped. Key events are noticed as a
+/// change of any key set's JWKS (every key event changes what is published), looked for
+/// once a second, whichever jwksd made them. Runs until aborted.
+async fn log_audit_head(keyring: Arc<Keyring>, every: Duration) {
+    const LOOK: Duration = Duration::from_secs(1);
+    let published = |keyring: &Keyring| -> Vec<String> {
+        let snapshot = keyring.snapshot();
+        snapshot
+            .keysets
+            .values()
+            .map(|view| view.jwks.etag.clone())
+            .collect()
+    };
+    let mut seen = published(&keyring);
+    let mut due = tokio::time::Instant::now() + every;
+    loop {
+        tokio::time::sleep(LOOK).await;
+        let now = published(&keyring);
+        let key_event = now != seen;
+        if !key_event && tokio::time::Instant::now() < due {
+            continue;
+        }
+        let why = if key_event { "key event" } else { "scheduled" };
+        match keyring.store().audit_head().await {
+            Ok(Some(head)) => {
+                info!(seq = head.seq, hash = %head.hash, after = why, "audit head");
+            }
+            Ok(None) => info!(seq = 0, after = why, "audit head: the trail is empty"),
+            Err(e) => {
+                warn!(error = %e, "cannot read the audit head; trying again in a minute");
+                seen = now;
+                due = tokio::time::Instant::now() + Duration::from_secs(60);
+                continue;
+            }
+        }
+        seen = now;
+        due = tokio::time::Instant::now() + every;
+    }
+}
 
 /// The background loop: apply the schedule, sleep until the next change (at most a minute,
 /// so clock jumps and config-independent repairs are noticed), repeat.
@@ -520,10 +569,7 @@ async fn open_sqlite(
         master
     };
     let store = SqliteStore::open(db_path, false, Some(master.clone())).await?;
-    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(
-        Arc::new(store),
-        store_errors.clone(),
-    ));
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(Arc::new(store), store_errors.clone()));
     let keyring = Keyring::open(
         store,
         master,

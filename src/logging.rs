@@ -98,16 +98,14 @@ pub fn init(format: LogFormat) {
     tracing_subscriber::registry()
         // Its own filter, not the log filter: counting goes on whatever the log shows.
         .with(ProtocolErrorCounter.with_filter(filter_fn(is_dispatcher_error)))
-        .with(output_layer(format, colour, std::io::stderr).with_filter(filter.and(NoProtocolErrors)))
+        .with(
+            output_layer(format, colour, std::io::stderr).with_filter(filter.and(NoProtocolErrors)),
+        )
         .init();
 }
 
 /// The layer that writes log lines to `writer` in `format`.
-fn output_layer<S, W>(
-    format: LogFormat,
-    colour: bool,
-    writer: W,
-) -> Box<dyn Layer<S> + Send + Sync>
+fn output_layer<S, W>(format: LogFormat, colour: bool, writer: W) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -333,11 +331,9 @@ mod tests {
     fn a_json_line_is_one_object_with_the_fields_at_the_top() {
         let captured = CapturedLog::default();
         let writer = captured.clone();
-        let subscriber = tracing_subscriber::registry().with(output_layer(
-            LogFormat::Json,
-            false,
-            move || writer.clone(),
-        ));
+        let subscriber =
+            tracing_subscriber::registry()
+                .with(output_layer(LogFormat::Json, false, move || writer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request", request_id = "abc");
             let _entered = span.enter();

@@ -136,7 +136,11 @@ impl Exposition {
     /// Starts a family; the samples written next belong to it.
     pub fn family(&mut self, name: &str, kind: Kind, help: &str) -> &mut Self {
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {}", kind.as_str());
+        let _ = writeln!(
+            self.out,
+            "# HELP {name} {help}\n# TYPE {name} {}",
+            kind.as_str()
+        );
         self
     }
 
@@ -182,11 +186,7 @@ impl Exposition {
         let mut cumulative = 0u64;
         for (bound, count) in LATENCY_BUCKETS.iter().zip(&histogram.buckets) {
             cumulative += count.load(Ordering::Relaxed);
-            self.sample(
-                &bucket,
-                &[("le", &format_value(*bound))],
-                cumulative as f64,
-            );
+            self.sample(&bucket, &[("le", &format_value(*bound))], cumulative as f64);
         }
         cumulative += histogram.overflow.load(Ordering::Relaxed);
         self.sample(&bucket, &[("le", "+Inf")], cumulative as f64);
@@ -233,8 +233,14 @@ mod tests {
         out.histogram("x_seconds", "help", &histogram);
         let text = out.finish();
         assert!(text.contains("# TYPE x_seconds histogram\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.0001\"} 1\n"), "{text}");
-        assert!(text.contains("x_seconds_bucket{le=\"0.005\"} 2\n"), "{text}");
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.0001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("x_seconds_bucket{le=\"0.005\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("x_seconds_bucket{le=\"10\"} 2\n"), "{text}");
         assert!(text.contains("x_seconds_bucket{le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("x_seconds_count 3\n"), "{text}");

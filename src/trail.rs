@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{event::ASSERTION_ISSUED, AuditEvent, AuditFilter, ChainBreak, Verifier, GENESIS_HASH};
+use crate::audit::{
+    event::ASSERTION_ISSUED, AuditEvent, AuditFilter, ChainBreak, Verifier, GENESIS_HASH,
+};
 use crate::metrics::{CounterVec, Histogram};
 use crate::store::{Store, StoreError};
 

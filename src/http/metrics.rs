@@ -37,7 +37,8 @@ fn request_counters(out: &mut Exposition, state: &State) {
     let m = &state.metrics;
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
     let mut counter = |name: &str, help: &str, value: f64| {
-        out.family(name, Kind::Counter, help).sample(name, &[], value);
+        out.family(name, Kind::Counter, help)
+            .sample(name, &[], value);
     };
     counter(
         "jwksd_jwks_served_total",
@@ -144,7 +145,11 @@ fn key_gauges(out: &mut Exposition, state: &State, now: i64) {
         for key in view.records.iter().filter(|r| r.state.is_published()) {
             out.sample(
                 "jwksd_key_age_seconds",
-                &[("keyset", name), ("kid", &key.kid), ("state", key.state.as_str())],
+                &[
+                    ("keyset", name),
+                    ("kid", &key.kid),
+                    ("state", key.state.as_str()),
+                ],
                 (now - key.created_at) as f64,
             );
         }

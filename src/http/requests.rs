@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::error::InternalError;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
@@ -73,8 +74,11 @@ fn new_id() -> String {
     hex::encode(bytes)
 }
 
-/// The middleware: id, span, answer (errors turned into their responses here, inside the
-/// request's scope, so problem bodies carry the id), header, counters, one log line.
+/// The middleware: id, span, answer, header, counters, one log line. An error from an
+/// inner layer is turned into its response here, inside the request's scope, so that its
+/// problem body carries the id; it is handed on as an error that answers with exactly
+/// that response (actix does not let a middleware keep the request for a response of its
+/// own before routing has run).
 pub async fn log_request(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -83,37 +87,41 @@ pub async fn log_request(
     let id = incoming_id(&req).unwrap_or_else(new_id);
     let method = req.method().clone();
     let path: String = req.path().chars().take(MAX_LOGGED_PATH).collect();
-    let request = req.request().clone();
+    let state = req.app_data::<web::Data<State>>().cloned();
     let span = tracing::info_span!("request", request_id = %id);
-    let mut response = REQUEST_ID
+    let answered = REQUEST_ID
         .scope(
             id.clone(),
             async move {
                 match next.call(req).await {
-                    Ok(response) => response.map_into_boxed_body(),
-                    Err(err) => ServiceResponse::from_err(err, request),
+                    Ok(response) => Ok(response.map_into_boxed_body()),
+                    Err(err) => Err(err.error_response()),
                 }
             }
             .instrument(span),
         )
         .await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
-    }
-    let refusal = response.response().extensions().get::<Refusal>().copied();
-    if let (Some(Refusal(reason)), Some(state)) =
-        (refusal, response.request().app_data::<web::Data<State>>())
-    {
+    let header = HeaderValue::from_str(&id).ok();
+    let (status, refusal, caller) = match &answered {
+        Ok(response) => (
+            response.status(),
+            response.response().extensions().get::<Refusal>().copied(),
+            response
+                .request()
+                .extensions()
+                .get::<Authenticated>()
+                .map(|a| a.0.clone()),
+        ),
+        Err(response) => (
+            response.status(),
+            response.extensions().get::<Refusal>().copied(),
+            None,
+        ),
+    };
+    if let (Some(Refusal(reason)), Some(state)) = (refusal, &state) {
         state.metrics.refused.inc([reason]);
     }
-    let caller = response
-        .request()
-        .extensions()
-        .get::<Authenticated>()
-        .map(|a| a.0.clone());
-    let status = response.status().as_u16();
+    let status = status.as_u16();
     let duration = HumanDuration(started.elapsed());
     let probe = matches!(path.as_str(), "/healthz" | "/readyz");
     match (caller, probe) {
@@ -127,5 +135,19 @@ pub async fn log_request(
             tracing::info!(target: "jwksd::request", method = %method, path, status, %duration, request_id = %id, "request");
         }
     }
-    Ok(response)
+    let name = HeaderName::from_static(REQUEST_ID_HEADER);
+    match answered {
+        Ok(mut response) => {
+            if let Some(value) = header {
+                response.headers_mut().insert(name, value);
+            }
+            Ok(response)
+        }
+        Err(mut response) => {
+            if let Some(value) = header {
+                response.headers_mut().insert(name, value);
+            }
+            Err(InternalError::from_response("answered by a middleware", response).into())
+        }
+    }
 }

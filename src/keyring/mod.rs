@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::config::KeysetConfig;
 use crate::error::Error;
 use crate::keys::MasterKey;
+use crate::logging::HumanSeconds;
 use crate::rotation::{
     self, check_rotation, plan_revocation, Forced, RevocationRefused, RotationRefused, Step,
     UnixTime,
@@ -162,7 +163,7 @@ impl Keyring {
         }
         if !self.skew_reported.swap(true, Ordering::Relaxed) {
             warn!(
-                skew_seconds = skew,
+                skew = %HumanSeconds(skew),
                 "this machine's clock differs from the database's; key lifecycle decisions follow the database's clock"
             );
         }
@@ -258,7 +259,9 @@ impl Keyring {
                     .await
                 {
                     Ok(applied) => {
-                        info!(keyset = %name, steps = ?plan.steps, created = ?applied.created, "applied the key schedule");
+                        let steps: Vec<String> =
+                            plan.steps.iter().map(ToString::to_string).collect();
+                        info!(keyset = %name, steps = %steps.join(", "), created = %applied.created.join(", "), "applied the key schedule");
                         stored = applied.keys;
                     }
                     Err(e) => {
@@ -314,9 +317,9 @@ impl Keyring {
             .await?
             .created;
         if let Some(Forced::Early { published_for }) = forced {
-            warn!(keyset, kid = %promoted, published_for, "forced rotation before prepublish elapsed");
+            warn!(keyset, kid = %promoted, published_for = %HumanSeconds(published_for), "forced rotation before prepublish elapsed");
         }
-        info!(keyset, promoted = %promoted, retired = ?retired, new_next = ?created, "rotated");
+        info!(keyset, promoted = %promoted, retired = retired.as_deref().unwrap_or("none"), new_next = %created.join(", "), "rotated");
         Ok(RotationOutcome {
             keyset: keyset.to_owned(),
             warning: forced.map(|f| f.warning(&promoted, &config.timing)),
@@ -370,7 +373,7 @@ impl Keyring {
         let warning = forced
             .zip(promoted.as_deref())
             .map(|(forced, kid)| forced.warning(kid, &config.timing));
-        warn!(keyset = %keyset, kid, promoted = ?promoted, "revoked");
+        warn!(keyset = %keyset, kid, promoted = promoted.as_deref().unwrap_or("none"), "revoked");
         Ok(RevocationOutcome {
             keyset,
             revoked: kid.to_owned(),

@@ -88,7 +88,10 @@ impl Store for MeteredStore {
         check_name: &'a str,
         master_check: &'a [u8],
     ) -> StoreFuture<'a, ()> {
-        self.counted("initialise", self.inner.initialise(check_name, master_check))
+        self.counted(
+            "initialise",
+            self.inner.initialise(check_name, master_check),
+        )
     }
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
