@@ -131,3 +131,31 @@ impl Store for MeteredStore {
         self.counted("database_time", self.inner.database_time())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real store whose pool is closed fails every operation, as a store whose database
+    /// went away does: each failure is counted under its operation, nothing else moves.
+    #[tokio::test]
+    async fn every_failed_operation_is_counted_under_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = std::sync::Arc::new(crate::keys::MasterKey::generate().0);
+        let inner = crate::store::test_store(dir.path(), master).await;
+        let errors = Arc::new(StoreErrors::default());
+        let store = MeteredStore::new(inner, errors.clone());
+        assert_eq!(store.meta("nothing").await.unwrap(), None);
+        assert_eq!(errors.get(["meta"]), 0);
+        store.close().await.unwrap();
+        assert!(store.meta("nothing").await.is_err());
+        assert!(store.append_audit(&[AuditEvent::default()]).await.is_err());
+        assert!(store.meta("nothing").await.is_err());
+        assert_eq!(errors.get(["meta"]), 2);
+        assert_eq!(errors.get(["append_audit"]), 1);
+        assert_eq!(errors.get(["apply"]), 0);
+        for (operation, _) in errors.series() {
+            assert!(OPERATIONS.contains(&operation[0].as_str()), "{operation:?}");
+        }
+    }
+}
