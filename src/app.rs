@@ -28,10 +28,12 @@ use crate::config::{
     AdminTokenSource, Config, Database, DatabaseUrl, MasterKeySource, SecretDigests,
 };
 use crate::http::limits::BodyPolicy;
-use crate::http::{self, state::TokenHash, State};
+use crate::http::state::{Metrics, TokenHash};
+use crate::http::{self, State};
 use crate::keyring::Keyring;
 use crate::keys::MasterKey;
 use crate::signing::SigningService;
+use crate::store::metered::{MeteredStore, StoreErrors};
 use crate::store::postgres::{KeyChanges, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
@@ -152,19 +154,26 @@ impl Application {
         ensure_dir(&server.data_dir)?;
         let admin_hash = load_admin_token(&server.admin_token)?;
         let admin_token_file = server.admin_token.file().map(Path::to_path_buf);
+        // Shared by the store wrapper that counts them and `/metrics` that shows them.
+        let store_errors = Arc::new(StoreErrors::default());
         let (keyring, store_lock, follower) = match &server.database {
             Database::Sqlite(db_path) => {
-                let (keyring, lock) = open_sqlite(&config, db_path).await?;
+                let (keyring, lock) = open_sqlite(&config, db_path, &store_errors).await?;
                 (keyring, Some(lock), None)
             }
             Database::Postgres(url) => {
-                let (keyring, store) = open_postgres(&config, url).await?;
+                let (keyring, store) = open_postgres(&config, url, &store_errors).await?;
                 (keyring, None, Some((store, server.poll_interval)))
             }
         };
         let keyring = Arc::new(keyring);
 
         let audit = AuditWriter::start(keyring.store().clone());
+        let metrics = Metrics {
+            store_errors,
+            audit: audit.metrics(),
+            ..Metrics::default()
+        };
         let tokens = Arc::new(TokenService::new(http_client, clock));
         let state = web::Data::new(
             State::new(
@@ -175,7 +184,8 @@ impl Application {
                 Arc::new(SigningService::new(keyring.clone(), audit)),
                 tokens.clone(),
             )
-            .with_trusted_proxies(server.trusted_proxies.clone()),
+            .with_trusted_proxies(server.trusted_proxies.clone())
+            .with_metrics(metrics),
         );
         let fetchers = state.fetchers.clone();
         let reloader = Reloader {
@@ -204,6 +214,9 @@ impl Application {
                 // layers make, including the problems `ensure_problem` rewrites.
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
                 .wrap(from_fn(http::limits::guard_body))
+                // Outside even that: the id and the log line cover every answer, and an
+                // error from any layer is turned into its response inside the request's scope.
+                .wrap(from_fn(http::requests::log_request))
                 .app_data(public_body.clone())
                 .app_data(public_state.clone())
                 .configure(http::common)
@@ -235,6 +248,9 @@ impl Application {
                 // layers make, including the problems `ensure_problem` rewrites.
                 .wrap(ErrorHandlers::new().default_handler(http::problem::ensure_problem))
                 .wrap(from_fn(http::limits::guard_body))
+                // Outside even that: the id and the log line cover every answer, and an
+                // error from any layer is turned into its response inside the request's scope.
+                .wrap(from_fn(http::requests::log_request))
                 .app_data(private_body.clone())
                 .app_data(private_state.clone())
                 .configure(http::common)
@@ -257,7 +273,8 @@ impl Application {
             source,
         })?;
         let private_addr = private.addrs()[0];
-        info!(%public_addr, %private_addr, keysets = ?config.keysets.keys(), "jwksd is listening");
+        let keysets: Vec<&str> = config.keysets.keys().map(String::as_str).collect();
+        info!(%public_addr, %private_addr, keysets = %keysets.join(", "), "jwksd is listening");
 
         Ok(Application {
             public_addr,
@@ -333,6 +350,7 @@ impl Application {
         };
         let fetcher_flusher = tokio::spawn(crate::fetchers::run_flusher(self.fetchers.clone()));
         let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let audit_heads = tokio::spawn(log_audit_head(self.keyring.clone(), AUDIT_HEAD_EVERY));
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),
         ));
@@ -343,6 +361,7 @@ impl Application {
         }
         reloads.abort();
         protocol_errors.abort();
+        audit_heads.abort();
         let _ = scheduler.await;
         if let Some(follower) = follower {
             let _ = follower.await;
@@ -433,6 +452,52 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
 #[cfg(not(unix))]
 async fn reload_on_sighup(_: Arc<Reloader>) {}
 
+/// How often the audit head is written to the log when no key event wrote it sooner.
+const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);
+
+/// Writes the audit trail's sealed head (sequence number and hash) to the log after every
+/// key event, and at least every `every`, so that a log shipper holds copies the database
+/// cannot rewrite: a store rolled back to an older copy, or a chain rewritten together
+/// with its seal, no longer matches the last head shipped. Key events are noticed as a
+/// change of any key set's JWKS (every key event changes what is published), looked for
+/// once a second, whichever jwksd made them. Runs until aborted.
+async fn log_audit_head(keyring: Arc<Keyring>, every: Duration) {
+    const LOOK: Duration = Duration::from_secs(1);
+    let published = |keyring: &Keyring| -> Vec<String> {
+        let snapshot = keyring.snapshot();
+        snapshot
+            .keysets
+            .values()
+            .map(|view| view.jwks.etag.clone())
+            .collect()
+    };
+    let mut seen = published(&keyring);
+    let mut due = tokio::time::Instant::now() + every;
+    loop {
+        tokio::time::sleep(LOOK).await;
+        let now = published(&keyring);
+        let key_event = now != seen;
+        if !key_event && tokio::time::Instant::now() < due {
+            continue;
+        }
+        let why = if key_event { "key event" } else { "scheduled" };
+        match keyring.store().audit_head().await {
+            Ok(Some(head)) => {
+                info!(seq = head.seq, hash = %head.hash, after = why, "audit head");
+            }
+            Ok(None) => info!(seq = 0, after = why, "audit head: the trail is empty"),
+            Err(e) => {
+                warn!(error = %e, "cannot read the audit head; trying again in a minute");
+                seen = now;
+                due = tokio::time::Instant::now() + Duration::from_secs(60);
+                continue;
+            }
+        }
+        seen = now;
+        due = tokio::time::Instant::now() + every;
+    }
+}
+
 /// The background loop: apply the schedule, sleep until the next change (at most a minute,
 /// so clock jumps and config-independent repairs are noticed), repeat.
 async fn run_scheduler(keyring: Arc<Keyring>) {
@@ -491,6 +556,7 @@ async fn follow_the_database(keyring: Arc<Keyring>, changes: KeyChanges, poll: D
 async fn open_sqlite(
     config: &Config,
     db_path: &Path,
+    store_errors: &Arc<StoreErrors>,
 ) -> Result<(Keyring, std::fs::File), StartError> {
     let server = &config.server;
     if let Some(parent) = db_path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -518,7 +584,7 @@ async fn open_sqlite(
         master
     };
     let store = SqliteStore::open(db_path, false, Some(master.clone())).await?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let store: Arc<dyn Store> = Arc::new(MeteredStore::new(Arc::new(store), store_errors.clone()));
     let keyring = Keyring::open(
         store,
         master,
@@ -539,7 +605,14 @@ async fn open_sqlite(
 async fn open_postgres(
     config: &Config,
     url: &DatabaseUrl,
+    store_errors: &Arc<StoreErrors>,
 ) -> Result<(Keyring, PgStore), StartError> {
+    let metered = |store: &PgStore| -> Arc<dyn Store> {
+        Arc::new(MeteredStore::new(
+            Arc::new(store.clone()),
+            store_errors.clone(),
+        ))
+    };
     let server = &config.server;
     let name = url.redacted();
     let opening = PgStore::connect(url.expose()).await?;
@@ -550,7 +623,7 @@ async fn open_postgres(
             .await
             .map_err(crate::error::Error::from)?;
         let keyring = Keyring::open(
-            Arc::new(store.clone()),
+            metered(&store),
             master,
             config.keysets.clone(),
             false,
@@ -581,7 +654,7 @@ async fn open_postgres(
         .await
         .map_err(crate::error::Error::from)?;
     let keyring = Keyring::open(
-        Arc::new(store.clone()),
+        metered(&store),
         master,
         config.keysets.clone(),
         true,

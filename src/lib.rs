@@ -16,6 +16,8 @@
 //! - [`ratelimit`]: per-caller token buckets.
 //! - [`logging`]: the log subscriber; the HTTP parser's per-request errors are counted and
 //!   summarised instead of logged one by one.
+//! - [`metrics`]: counters with labels, histograms and the Prometheus text writer, bumped
+//!   by every layer and rendered by `http::metrics`.
 //! - [`rotation`]: the lifecycle as pure functions of (keys, now, policy).
 //! - [`audit`]: audit records and their hash chain, pure (no store).
 //! - [`config`]: layered configuration (defaults, TOML, `JWKSD_` environment), validated once.
@@ -52,6 +54,7 @@ pub mod http;
 pub mod keyring;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod ratelimit;
 pub mod rotation;
 pub mod signing;

@@ -5,7 +5,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = jwksd::cli::Cli::parse();
-    jwksd::logging::init();
+    // `serve` installs the log itself once it has read `server.log_format`.
+    if !matches!(cli.command, jwksd::cli::Command::Serve { .. }) {
+        jwksd::logging::init(jwksd::logging::LogFormat::Text);
+    }
     match jwksd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -119,6 +119,23 @@ pub enum Step {
     Revoke { kid: String },
 }
 
+/// A step as the log shows it: `create next`, `promote KID (retiring KID)`, `remove KID`.
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::CreateCurrent => f.write_str("create current"),
+            Step::CreateNext => f.write_str("create next"),
+            Step::Promote {
+                next,
+                retire: Some(retire),
+            } => write!(f, "promote {next} (retiring {retire})"),
+            Step::Promote { next, retire: None } => write!(f, "promote {next}"),
+            Step::Remove { kid } => write!(f, "remove {kid}"),
+            Step::Revoke { kid } => write!(f, "revoke {kid}"),
+        }
+    }
+}
+
 /// What to do now, and when the key set next needs a look.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {

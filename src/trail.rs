@@ -6,10 +6,19 @@
 //! concurrent appends into one commit (group commit): a signing request waits for its record
 //! to be durable, but many requests share one disk sync. The chain itself (record types,
 //! hashing, [`Verifier`]) is the pure [`crate::audit`] below this module.
+//!
+//! The writer also measures itself ([`AuditMetrics`]): how long each batch takes to become
+//! durable, and the assertions it made durable, by client and kid.
+
+use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{AuditEvent, AuditFilter, ChainBreak, Verifier, GENESIS_HASH};
+use crate::audit::{
+    event::ASSERTION_ISSUED, AuditEvent, AuditFilter, ChainBreak, Verifier, GENESIS_HASH,
+};
+use crate::metrics::{CounterVec, Histogram};
 use crate::store::{Store, StoreError};
 
 /// Verifies the trail in a store, a page at a time, and that it ends exactly at the head
@@ -87,6 +96,17 @@ type Pending = (AuditEvent, oneshot::Sender<Result<i64, AuditUnavailable>>);
 #[derive(Clone, Debug)]
 pub struct AuditWriter {
     queue: mpsc::Sender<Pending>,
+    metrics: Arc<AuditMetrics>,
+}
+
+/// What the writer measures, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AuditMetrics {
+    /// Seconds from the start of a batch's append to its commit (failed ones included).
+    pub write_latency: Histogram,
+    /// Assertions whose record was committed, by `[client_id, kid]` (values from the
+    /// configuration and the keyring, never from a request).
+    pub assertions: CounterVec<2>,
 }
 
 /// Most records one commit carries.
@@ -96,6 +116,8 @@ impl AuditWriter {
     /// Starts the writer task on the current runtime.
     pub fn start(store: std::sync::Arc<dyn Store>) -> Self {
         let (queue, mut inbox) = mpsc::channel::<Pending>(4096);
+        let metrics = Arc::new(AuditMetrics::default());
+        let measured = metrics.clone();
         tokio::spawn(async move {
             let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = inbox.recv().await {
@@ -107,9 +129,17 @@ impl AuditWriter {
                     }
                 }
                 let events: Vec<AuditEvent> = batch.iter().map(|(e, _)| e.clone()).collect();
+                let started = Instant::now();
                 let result = store.append_audit(&events).await;
+                measured.write_latency.observe(started.elapsed());
                 match result {
                     Ok(seqs) => {
+                        for event in events.iter().filter(|e| e.event == ASSERTION_ISSUED) {
+                            measured.assertions.inc([
+                                event.client_id.as_deref().unwrap_or(""),
+                                event.kid.as_deref().unwrap_or(""),
+                            ]);
+                        }
                         for ((_, reply), seq) in batch.drain(..).zip(seqs) {
                             let _ = reply.send(Ok(seq));
                         }
@@ -123,7 +153,12 @@ impl AuditWriter {
                 }
             }
         });
-        AuditWriter { queue }
+        AuditWriter { queue, metrics }
+    }
+
+    /// The writer's measurements.
+    pub fn metrics(&self) -> Arc<AuditMetrics> {
+        self.metrics.clone()
     }
 
     /// Appends `event` and returns its sequence number once it is durable.

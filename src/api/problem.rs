@@ -28,6 +28,10 @@ pub struct Problem {
     /// the cause.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_id: Option<String>,
+    /// The id of the request this answers, also in the `X-Request-Id` header and on the
+    /// request's log line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Set when a token endpoint refused (`upstream-refused`).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamFailure>,

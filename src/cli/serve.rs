@@ -11,9 +11,11 @@ use anyhow::bail;
 use crate::app::Application;
 use crate::config::{show_duration, AdminTokenSource, Config, Database, MasterKeySource};
 
-/// `jwksd serve`: runs the service until it is stopped.
+/// `jwksd serve`: runs the service until it is stopped. Installs the log in the configured
+/// format (`main` leaves it to this command).
 pub async fn serve(config: Option<PathBuf>, init: bool, upgrade_store: bool) -> anyhow::Result<()> {
     let mut config = Config::load(config.as_deref(), std::env::vars())?;
+    crate::logging::init(config.server.log_format);
     config.server.initialize = init;
     config.server.upgrade_store = upgrade_store;
     let app = Application::build(config).await?;

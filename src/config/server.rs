@@ -10,6 +10,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::shape::Refused;
+use crate::logging::LogFormat;
+
 use super::values::{has_http_scheme, parse_duration, sha256, ConfigUrl, IntOrString};
 
 /// Shortest admin token accepted from the configuration.
@@ -42,6 +44,8 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-For` is believed (reverse proxies, load balancers); from any
     /// other peer the header is ignored. Empty: the TCP peer is always the source.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// How log lines are written (`server.log_format`); read once at start.
+    pub log_format: LogFormat,
 }
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is its own
@@ -289,6 +293,7 @@ impl ServerConfig {
             upgrade_store: _,
             poll_interval,
             trusted_proxies,
+            log_format,
             limits:
                 HttpLimits {
                     header_timeout,
@@ -335,6 +340,7 @@ impl ServerConfig {
             "server.trusted_proxies",
             *trusted_proxies == other.trusted_proxies,
         );
+        compare("server.log_format", *log_format == other.log_format);
         changed
     }
 
@@ -377,6 +383,7 @@ pub(super) struct RawServer {
     max_connections: Option<IntOrString>,
     poll_interval: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    log_format: Option<String>,
 }
 
 /// Validates the `[server]` section; every problem is added to `problems`.
@@ -534,6 +541,16 @@ pub(super) fn validate(
             parsed
         })
         .collect();
+    let log_format = match s.log_format.as_deref().map(str::trim) {
+        None | Some("") => LogFormat::default(),
+        Some(text) => text.parse().unwrap_or_else(|()| {
+            problems.push(format!(
+                "server.log_format = {text:?} must be \"text\" (for people) or \"json\" (one \
+                 JSON object a line, for a log shipper)"
+            ));
+            LogFormat::default()
+        }),
+    };
 
     ServerConfig {
         public_listen,
@@ -548,6 +565,7 @@ pub(super) fn validate(
         limits,
         poll_interval,
         trusted_proxies,
+        log_format,
     }
 }
 

@@ -10,8 +10,9 @@
 use std::future::{ready, Ready};
 
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 
+use super::requests::Authenticated;
 use super::state::{State, TokenHash};
 use crate::config::CallerConfig;
 
@@ -62,7 +63,11 @@ impl FromRequest for AdminAuth {
         };
         let result = match bearer(req) {
             None => Err(AuthError::NoAdminToken),
-            Some(token) if state.admin_token.matches(&TokenHash::of(token)) => Ok(AdminAuth),
+            Some(token) if state.admin_token.matches(&TokenHash::of(token)) => {
+                req.extensions_mut()
+                    .insert(Authenticated("admin".to_owned()));
+                Ok(AdminAuth)
+            }
             Some(_) => Err(AuthError::BadAdminToken),
         };
         ready(result)
@@ -96,6 +101,8 @@ impl FromRequest for CallerAuth {
         let Some(caller) = found else {
             return ready(Err(AuthError::BadCallerToken));
         };
+        req.extensions_mut()
+            .insert(Authenticated(caller.name.clone()));
         // Every caller request counts against the caller's rate, refused or not.
         let admitted = state
             .limiter

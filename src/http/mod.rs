@@ -11,8 +11,9 @@
 //! Handler modules ([`admin`], [`assertions`], [`tokens`], [`public`], [`metrics`],
 //! [`health`]) never import one another nor this module: what they share is in [`state`]
 //! (what every handler can reach, the request counters), [`auth`] (who is asking),
-//! [`body`] (JSON bodies), [`limits`] (body size and deadline) and [`problem`] (every
-//! refusal, mapped once).
+//! [`body`] (JSON bodies), [`limits`] (body size and deadline), [`problem`] (every
+//! refusal, mapped once) and [`requests`] (the request id and log line of every request,
+//! the outermost middleware of both listeners).
 
 pub mod admin;
 pub mod assertions;
@@ -23,6 +24,7 @@ pub mod limits;
 pub mod metrics;
 pub mod problem;
 pub mod public;
+pub mod requests;
 pub mod state;
 pub mod tokens;
 

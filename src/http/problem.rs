@@ -10,6 +10,8 @@
 //! `detail` is written for the operator and never carries internal error text. An internal
 //! failure (store, crypto, task, discovery) gets an error id: the cause is logged at ERROR
 //! with that id, and the answer carries it as `error_id`, so the operator can find the line.
+//! Every problem body also carries the `request_id` of the request it answers (see
+//! `requests`), and tells `requests` its kind, which `/metrics` counts refusals by.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -19,6 +21,7 @@ use tracing::{error, warn};
 use super::auth::AuthError;
 use super::body::BodyError;
 use super::limits::LimitError;
+use super::requests::{current_request_id, Refusal};
 use crate::api;
 use crate::error::Error;
 use crate::signing::{AccessError, AssertionError, SignError};
@@ -241,6 +244,7 @@ impl Problem {
             detail: self.detail.clone(),
             retry_after: self.retry_after,
             error_id: self.error_id.clone(),
+            request_id: current_request_id(),
             upstream: self.upstream.as_deref().cloned(),
         }
     }
@@ -279,6 +283,7 @@ impl ResponseError for Problem {
 
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code());
+        response.extensions_mut().insert(Refusal(self.kind.slug()));
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
         response.insert_header((header::CACHE_CONTROL, "no-store"));
         if let Some(seconds) = self.retry_after {

@@ -80,6 +80,7 @@ fn serve_jwks(req: &HttpRequest, state: &State, keyset: &str) -> Result<HttpResp
     }
     if if_none_match(req.headers(), &jwks.etag) {
         Metrics::bump(&state.metrics.jwks_not_modified);
+        state.metrics.jwks_requests.inc([keyset, "304"]);
         return Ok(HttpResponse::NotModified()
             .insert_header((header::ETAG, jwks.etag.as_str()))
             .insert_header((header::CACHE_CONTROL, cache_control))
@@ -87,6 +88,7 @@ fn serve_jwks(req: &HttpRequest, state: &State, keyset: &str) -> Result<HttpResp
             .finish());
     }
     Metrics::bump(&state.metrics.jwks_served);
+    state.metrics.jwks_requests.inc([keyset, "200"]);
     let mut response = HttpResponse::Ok();
     response
         .insert_header((header::CONTENT_TYPE, "application/json"))

@@ -12,9 +12,12 @@ use subtle::ConstantTimeEq;
 use crate::config::{Access, ConfigUrl, IpNetwork};
 use crate::fetchers::FetcherLog;
 use crate::keyring::Keyring;
+use crate::metrics::CounterVec;
 use crate::ratelimit::RateLimiter;
 use crate::signing::SigningService;
+use crate::store::metered::StoreErrors;
 use crate::tokens::TokenService;
+use crate::trail::AuditMetrics;
 
 /// What every handler can reach.
 pub struct State {
@@ -36,7 +39,8 @@ pub struct State {
     pub trusted_proxies: Vec<IpNetwork>,
 }
 
-/// Request counters, bumped by the handlers and read by `GET /metrics`.
+/// Request counters, bumped by the handlers and read by `GET /metrics`. Every label value
+/// comes from the configuration, the keyring or the problem table, never from a request.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub jwks_served: AtomicU64,
@@ -45,6 +49,18 @@ pub struct Metrics {
     pub tokens_from_cache: AtomicU64,
     pub tokens_fetched: AtomicU64,
     pub token_failures: AtomicU64,
+    /// JWKS requests by `[keyset, status]` (`200` or `304`).
+    pub jwks_requests: CounterVec<2>,
+    /// Problem answers by `[reason]`, the problem kind's slug (both listeners).
+    pub refused: CounterVec<1>,
+    /// Token requests answered from the cache, by `[client]`.
+    pub token_cache_hits: CounterVec<1>,
+    /// Token requests the cache could not answer, by `[client]`.
+    pub token_cache_misses: CounterVec<1>,
+    /// Store errors by operation, counted by the store wrapper `app` installs.
+    pub store_errors: Arc<StoreErrors>,
+    /// The audit writer's latency and the assertions it made durable.
+    pub audit: Arc<AuditMetrics>,
 }
 
 impl Metrics {
@@ -82,6 +98,13 @@ impl State {
     /// Believes `X-Forwarded-For` from `proxies` (`server.trusted_proxies`).
     pub fn with_trusted_proxies(mut self, proxies: Vec<IpNetwork>) -> Self {
         self.trusted_proxies = proxies;
+        self
+    }
+
+    /// The same state, measured into `metrics` (whose store and audit parts are shared with
+    /// the store wrapper and the audit writer `app` made).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
         self
     }
 

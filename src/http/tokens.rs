@@ -43,9 +43,16 @@ async fn create_token(
         Ok(answer) => answer,
         Err(e) => {
             Metrics::bump(&state.metrics.token_failures);
+            // A cached token is never an error: the cache could not answer this one.
+            state.metrics.token_cache_misses.inc([&client.name]);
             return Err(e.into());
         }
     };
+    if answer.from_cache {
+        state.metrics.token_cache_hits.inc([&client.name]);
+    } else {
+        state.metrics.token_cache_misses.inc([&client.name]);
+    }
     Metrics::bump(if answer.from_cache {
         &state.metrics.tokens_from_cache
     } else {

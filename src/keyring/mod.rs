@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 use crate::config::KeysetConfig;
 use crate::error::Error;
 use crate::keys::MasterKey;
+use crate::logging::HumanSeconds;
 use crate::rotation::{
     self, check_rotation, plan_revocation, Forced, GateStatus, KeyRecord, Plan, RevocationRefused,
     RotationRefused, Step, UnixTime,
@@ -177,7 +178,7 @@ impl Keyring {
         }
         if !self.skew_reported.swap(true, Ordering::Relaxed) {
             warn!(
-                skew_seconds = skew,
+                skew = %HumanSeconds(skew),
                 "this machine's clock differs from the database's; key lifecycle decisions follow the database's clock"
             );
         }
@@ -297,7 +298,9 @@ impl Keyring {
             if !plan.steps.is_empty() {
                 match self.apply(config, &stored, &plan.steps, now, &actor).await {
                     Ok(applied) => {
-                        info!(keyset = %name, steps = ?plan.steps, created = ?applied.created, "applied the key schedule");
+                        let steps: Vec<String> =
+                            plan.steps.iter().map(ToString::to_string).collect();
+                        info!(keyset = %name, steps = %steps.join(", "), created = %applied.created.join(", "), "applied the key schedule");
                         stored = applied.keys;
                     }
                     Err(e) => {
@@ -438,23 +441,23 @@ impl Keyring {
             .await?
             .created;
         if let Some(Forced::Early { published_for }) = forced {
-            warn!(keyset, kid = %promoted, published_for, "forced rotation before prepublish elapsed");
+            warn!(keyset, kid = %promoted, published_for = %HumanSeconds(published_for), "forced rotation before prepublish elapsed");
         }
         if !unseen_by.is_empty() {
             warn!(keyset, kid = %promoted, unseen_by = %unseen_by.join("; "), "rotated before every recent fetcher had been served the new signing key");
         }
-        info!(keyset, promoted = %promoted, retired = ?retired, new_next = ?created, "rotated");
+        info!(keyset, promoted = %promoted, retired = retired.as_deref().unwrap_or("none"), new_next = %created.join(", "), "rotated");
         let mut warnings: Vec<String> = forced
             .map(|f| f.warning(&promoted, &config.timing))
             .into_iter()
             .collect();
         if !unseen_by.is_empty() {
             warnings.push(format!(
-                "these recent fetchers had not been served {promoted} at least {}s before: {}; \
-                 their token requests may fail until they fetch the JWKS again (up to {}s)",
-                config.timing.jwks_max_age,
+                "these recent fetchers had not been served {promoted} at least {} before: {}; \
+                 their token requests may fail until they fetch the JWKS again (up to {})",
+                HumanSeconds(config.timing.jwks_max_age),
                 unseen_by.join("; "),
-                config.timing.jwks_max_age
+                HumanSeconds(config.timing.jwks_max_age)
             ));
         }
         Ok(RotationOutcome {
@@ -511,7 +514,7 @@ impl Keyring {
         let warning = forced
             .zip(promoted.as_deref())
             .map(|(forced, kid)| forced.warning(kid, &config.timing));
-        warn!(keyset = %keyset, kid, promoted = ?promoted, "revoked");
+        warn!(keyset = %keyset, kid, promoted = promoted.as_deref().unwrap_or("none"), "revoked");
         Ok(RevocationOutcome {
             keyset,
             revoked: kid.to_owned(),

@@ -11,6 +11,7 @@
 //! only its SQL.
 
 pub(crate) mod integrity;
+pub mod metered;
 pub mod postgres;
 pub mod sqlite;
 

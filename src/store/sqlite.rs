@@ -668,7 +668,10 @@ impl SqliteStore {
         let done = matches!(result, Ok((0, _, _)));
         if !done {
             tracing::warn!(
-                outcome = ?result.map(|(busy, _, _)| busy),
+                outcome = %match &result {
+                    Ok(_) => "busy: a reader holds the WAL".to_owned(),
+                    Err(e) => e.to_string(),
+                },
                 "the WAL checkpoint that erases retired private halves did not finish; retrying after the next write"
             );
         }

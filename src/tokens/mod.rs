@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use crate::api::{Diagnosis, FailureClass, TokenResponse};
 use crate::assertion::CLIENT_ASSERTION_TYPE;
 use crate::config::{ClientConfig, ConfigUrl};
+use crate::metrics::CounterVec;
 use crate::rotation::UnixTime;
 use crate::signing::{Purpose, SignError, SigningService, TokenEndpoints};
 use crate::Clock;
@@ -197,6 +198,20 @@ pub enum TokenError {
     },
 }
 
+/// The `outcome` label of one upstream token request: `issued`, `bad_answer` (200 without a
+/// usable token), `rate_limited` (429), `server_error` (5xx), `refused` (any other status)
+/// or `unreachable` (no answer).
+fn upstream_outcome(status: Option<u16>, issued: bool) -> &'static str {
+    match status {
+        None => "unreachable",
+        Some(200) if issued => "issued",
+        Some(200) => "bad_answer",
+        Some(429) => "rate_limited",
+        Some(s) if s >= 500 => "server_error",
+        Some(_) => "refused",
+    }
+}
+
 /// A successful token answer.
 #[derive(Clone, Debug)]
 pub struct TokenAnswer {
@@ -245,6 +260,8 @@ pub struct TokenService {
     slots: Mutex<SlotCache<SlotInner>>,
     discovered: Mutex<HashMap<String, (SmartConfiguration, UnixTime)>>,
     upstream_requests: AtomicU64,
+    /// Token requests sent upstream by `[client, outcome]` (see [`upstream_outcome`]).
+    upstream_outcomes: CounterVec<2>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -268,12 +285,18 @@ impl TokenService {
             slots: Mutex::new(SlotCache::default()),
             discovered: Mutex::new(HashMap::new()),
             upstream_requests: AtomicU64::new(0),
+            upstream_outcomes: CounterVec::default(),
         }
     }
 
     /// Token requests sent upstream since start.
     pub fn upstream_requests(&self) -> u64 {
         self.upstream_requests.load(Ordering::Relaxed)
+    }
+
+    /// Token requests sent upstream by `[client, outcome]`, retries included.
+    pub fn upstream_outcomes(&self) -> &CounterVec<2> {
+        &self.upstream_outcomes
     }
 
     /// The client's SMART configuration (cached for an hour).
@@ -503,8 +526,13 @@ impl TokenService {
             let own_description = |text: String| {
                 Map::from_iter([("error_description".to_owned(), Value::from(text))])
             };
+            let answer = (status == Some(200))
+                .then(|| TokenResponse::from_object(body.clone()))
+                .flatten();
+            self.upstream_outcomes
+                .inc([&client.name, upstream_outcome(status, answer.is_some())]);
             if status == Some(200) {
-                if let Some(body) = TokenResponse::from_object(body.clone()) {
+                if let Some(body) = answer {
                     return Ok(TokenAnswer {
                         body,
                         from_cache: false,

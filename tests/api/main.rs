@@ -16,6 +16,8 @@ mod hostile_input;
 mod integrity;
 mod jwks;
 mod lifecycle;
+mod logs;
+mod metrics;
 mod process;
 mod reload;
 mod replica_faults;
