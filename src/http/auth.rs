@@ -12,7 +12,9 @@ use std::future::{ready, Ready};
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 
-use super::state::{State, TokenHash};
+use actix_web::HttpMessage;
+
+use super::state::{RequestActor, State, TokenHash};
 use crate::config::CallerConfig;
 
 /// A request refused before its handler ran.
@@ -62,7 +64,10 @@ impl FromRequest for AdminAuth {
         };
         let result = match bearer(req) {
             None => Err(AuthError::NoAdminToken),
-            Some(token) if state.admin_token.matches(&TokenHash::of(token)) => Ok(AdminAuth),
+            Some(token) if state.admin_token.matches(&TokenHash::of(token)) => {
+                req.extensions_mut().insert(RequestActor("admin".into()));
+                Ok(AdminAuth)
+            }
             Some(_) => Err(AuthError::BadAdminToken),
         };
         ready(result)
@@ -96,6 +101,8 @@ impl FromRequest for CallerAuth {
         let Some(caller) = found else {
             return ready(Err(AuthError::BadCallerToken));
         };
+        req.extensions_mut()
+            .insert(RequestActor(caller.name.clone()));
         // Every caller request counts against the caller's rate, refused or not.
         let admitted = state
             .limiter
