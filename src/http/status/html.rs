@@ -271,7 +271,7 @@ fn key_item(out: &mut String, key: &KeyRecord, now: UnixTime) {
     );
     let mut date = |label: &str, at: Option<UnixTime>| {
         if let Some(at) = at {
-            let _ = write!(out, "<dt>{label}</dt><dd>{}</dd>", time(at));
+            let _ = write!(out, "<div><dt>{label}</dt> <dd>{}</dd></div> ", time(at));
         }
     };
     date("created", Some(key.created_at));
@@ -435,7 +435,7 @@ fn refusals(out: &mut String, refusals: &[Refusal]) {
         out.push_str("<p class=\"hint\">No request was refused since this jwksd started.</p>\n");
     } else {
         out.push_str(
-            "<div class=\"scroll\"><table><thead><tr><th scope=\"col\">Time</th>\
+            "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Recent refusals, scrollable\"><table><thead><tr><th scope=\"col\">Time</th>\
              <th scope=\"col\">Request</th><th scope=\"col\">Status</th>\
              <th scope=\"col\">Problem</th><th scope=\"col\">Who</th></tr></thead><tbody>\n",
         );

@@ -116,15 +116,16 @@ fn session_of(req: &HttpRequest, state: &State, now: UnixTime) -> Option<Session
     (!logged_out).then_some(session)
 }
 
-/// Whether a form was sent by this page itself: `Sec-Fetch-Site`, when the browser sends it,
-/// must say same-origin, and `Origin`, when present, must name the host the request was sent
-/// to. Requests without either (non-browser clients) still need the CSRF token.
+/// Whether a form was sent by this page itself. `Sec-Fetch-Site`, which every current
+/// browser sends, decides when present: it must say same-origin (or none: typed by the
+/// user). Otherwise `Origin`, when present, must name the host the request was sent to.
+/// (Under `Referrer-Policy: no-referrer` a browser sends `Origin: null` even on the page's
+/// own form posts, so `Origin` alone cannot decide.) A request with neither (not a browser)
+/// still needs the CSRF token.
 fn same_origin(req: &HttpRequest) -> bool {
     let headers = req.headers();
     if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
-            return false;
-        }
+        return matches!(site.as_bytes(), b"same-origin" | b"none");
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
@@ -556,6 +557,8 @@ mod tests {
         assert!(!from(Some("null"), None));
         assert!(!from(None, Some("same-site")));
         assert!(!from(Some("http://127.0.0.1:8081"), Some("cross-site")));
+        // A browser's own form post under no-referrer: Origin null, same-origin fetch.
+        assert!(from(Some("null"), Some("same-origin")));
     }
 
     #[test]
