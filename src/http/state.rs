@@ -3,8 +3,8 @@
 //! Its own module, below `auth` and the handlers, so that they can all read it without
 //! importing one another or the route tables in `http`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use aws_lc_rs::digest;

@@ -119,7 +119,10 @@ fn assert_secure_headers(response: &reqwest::Response) {
         assert!(csp.contains(directive), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");
-    assert!(!csp.contains("script-src"), "no script source at all: {csp}");
+    assert!(
+        !csp.contains("script-src"),
+        "no script source at all: {csp}"
+    );
     assert_eq!(h("x-frame-options"), "DENY");
     assert_eq!(h("referrer-policy"), "no-referrer");
     assert_eq!(h("cache-control"), "no-store");
@@ -138,7 +141,10 @@ async fn the_admin_token_signs_in_with_a_strict_session_cookie_and_a_wrong_one_s
     let html = form.text().await.unwrap();
     assert!(html.contains("<html lang=\"en\">"));
     assert!(html.contains("<label for=\"token\">Admin token</label>"));
-    assert!(!html.contains("data-kid"), "nothing of the keys before login");
+    assert!(
+        !html.contains("data-kid"),
+        "nothing of the keys before login"
+    );
 
     let wrong = login(&app, "wrong-token-wrong-token-wrong-token").await;
     assert_eq!(wrong.status(), 401);
@@ -342,9 +348,17 @@ async fn an_unforced_confirmation_never_forces_and_revoke_states_what_it_does() 
         .keys("epic-prod")
         .await
         .iter()
-        .map(|k| (k["kid"].as_str().unwrap().into(), k["state"].as_str().unwrap().into()))
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().into(),
+                k["state"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert!(states.contains(&(kid.clone(), "revoked".into())), "{states:?}");
+    assert!(
+        states.contains(&(kid.clone(), "revoked".into())),
+        "{states:?}"
+    );
     assert!(!app.kids("epic-prod").await.contains(&kid));
     app.stop().await;
 }
@@ -449,12 +463,17 @@ async fn refused_requests_are_listed_with_route_problem_and_caller_never_a_token
         "{html}"
     );
     assert!(
-        html.contains("<code>POST /v1/assertions</code></td><td>404</td><td>not-found</td><td>billing</td>"),
+        html.contains(
+            "<code>POST /v1/assertions</code></td><td>404</td><td>not-found</td><td>billing</td>"
+        ),
         "{html}"
     );
     assert!(!html.contains("this-is-a-token"), "no token on the page");
     assert!(!html.contains(CALLER_TOKEN));
-    assert!(html.contains("1 assertions for callers, 0 for token requests"), "{html}");
+    assert!(
+        html.contains("1 assertions for callers, 0 for token requests"),
+        "{html}"
+    );
     app.stop().await;
 }
 
@@ -539,7 +558,10 @@ fn run_browser(app: &TestApp, screenshots: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_works_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
-    let toml = format!("{}\n[server]\npublic_url = \"https://keys.example.org\"\n", config());
+    let toml = format!(
+        "{}\n[server]\npublic_url = \"https://keys.example.org\"\n",
+        config()
+    );
     let app = spawn_app_with(dir.path(), &toml).await;
     // Some activity for the chart, and a refusal for the list.
     for _ in 0..3 {
@@ -565,7 +587,12 @@ async fn the_status_page_works_in_a_real_browser() {
                 .keys(keyset)
                 .await
                 .iter()
-                .map(|k| (k["kid"].as_str().unwrap().into(), k["state"].as_str().unwrap().into()))
+                .map(|k| {
+                    (
+                        k["kid"].as_str().unwrap().into(),
+                        k["state"].as_str().unwrap().into(),
+                    )
+                })
                 .collect();
             out.push((keyset.to_owned(), keys));
         }
@@ -603,7 +630,12 @@ async fn the_status_page_works_in_a_real_browser() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|k| (k["kid"].as_str().unwrap().into(), k["state"].as_str().unwrap().into()))
+            .map(|k| {
+                (
+                    k["kid"].as_str().unwrap().into(),
+                    k["state"].as_str().unwrap().into(),
+                )
+            })
             .collect();
         assert_eq!(&shown_keys, keys, "{keyset}");
         assert_eq!(
@@ -637,7 +669,10 @@ async fn the_status_page_works_in_a_real_browser() {
 
     // Every CSRF attempt refused; the target key set untouched.
     for attempt in ["without_token", "wrong_token", "other_origin"] {
-        assert_eq!(report["csrf"][attempt]["status"], 403, "{attempt}: {report}");
+        assert_eq!(
+            report["csrf"][attempt]["status"], 403,
+            "{attempt}: {report}"
+        );
         assert_eq!(report["csrf"][attempt]["heading"], "Form Not Accepted");
     }
     assert_eq!(app.kid_in_state("epic-prod", "current").await, epic_current);
@@ -659,7 +694,11 @@ async fn the_status_page_works_in_a_real_browser() {
             .collect();
         assert!(serious.is_empty(), "axe on {page}: {serious:?}");
     }
-    for shot in ["status-desktop.png", "status-phone.png", "confirm-rotate.png"] {
+    for shot in [
+        "status-desktop.png",
+        "status-phone.png",
+        "confirm-rotate.png",
+    ] {
         assert!(screenshots.join(shot).exists(), "{shot}");
     }
     // `JWKSD_UPDATE_SCREENSHOT=1` refreshes the README's picture from this run.

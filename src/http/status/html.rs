@@ -496,15 +496,18 @@ pub fn confirm_rotate(keyset: &str, consequence: &RotateConsequence, csrf: &str)
             "Rotate now"
         }
     );
-    layout(&format!("Rotate {keyset}"), &Chrome { csrf: Some(csrf) }, &body)
+    layout(
+        &format!("Rotate {keyset}"),
+        &Chrome { csrf: Some(csrf) },
+        &body,
+    )
 }
 
 /// The confirmation step of a revocation.
 pub fn confirm_revoke(kid: &str, sentences: &[String], csrf: &str) -> String {
     let kid_html = escape(kid);
-    let mut body = format!(
-        "<div class=\"narrow\"><h1>Revoke <code class=\"kid\">{kid_html}</code>?</h1>\n"
-    );
+    let mut body =
+        format!("<div class=\"narrow\"><h1>Revoke <code class=\"kid\">{kid_html}</code>?</h1>\n");
     for (i, sentence) in sentences.iter().enumerate() {
         let _ = writeln!(
             body,
@@ -514,7 +517,11 @@ pub fn confirm_revoke(kid: &str, sentences: &[String], csrf: &str) -> String {
             } else {
                 ""
             },
-            if i == 0 { "<strong>Warning:</strong> " } else { "" },
+            if i == 0 {
+                "<strong>Warning:</strong> "
+            } else {
+                ""
+            },
             escape(sentence)
         );
     }
@@ -528,11 +535,20 @@ pub fn confirm_revoke(kid: &str, sentences: &[String], csrf: &str) -> String {
          <a href=\"/\">Cancel</a></p>\n</form></div>",
         escape(csrf)
     );
-    layout(&format!("Revoke {kid}"), &Chrome { csrf: Some(csrf) }, &body)
+    layout(
+        &format!("Revoke {kid}"),
+        &Chrome { csrf: Some(csrf) },
+        &body,
+    )
 }
 
 /// What an action did: a heading, facts, an optional warning.
-pub fn outcome(title: &str, facts: &[(&str, Option<&str>)], warning: Option<&str>, csrf: &str) -> String {
+pub fn outcome(
+    title: &str,
+    facts: &[(&str, Option<&str>)],
+    warning: Option<&str>,
+    csrf: &str,
+) -> String {
     let mut body = format!(
         "<div class=\"narrow\"><h1 id=\"outcome\">{}</h1>\n<dl class=\"facts\">",
         escape(title)

@@ -67,9 +67,7 @@ fn mac(state: &State) -> impl Fn(&str, &[u8]) -> Vec<u8> + '_ {
 fn page(status: StatusCode, body: String) -> HttpResponse {
     let mut response = HttpResponse::build(status);
     secure_headers(&mut response);
-    response
-        .content_type("text/html; charset=utf-8")
-        .body(body)
+    response.content_type("text/html; charset=utf-8").body(body)
 }
 
 fn secure_headers(response: &mut actix_web::HttpResponseBuilder) {
@@ -99,9 +97,7 @@ fn mark_refusal(response: &mut HttpResponse, problem: &Problem) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
     }
-    response
-        .extensions_mut()
-        .insert(HtmlRefusal(problem.kind));
+    response.extensions_mut().insert(HtmlRefusal(problem.kind));
 }
 
 /// The session the request's cookie carries, if it verifies and was not logged out here.
@@ -328,7 +324,10 @@ async fn login(req: HttpRequest, state: web::Data<State>, body: web::Bytes) -> H
     secure_headers(&mut response);
     response
         .insert_header((header::LOCATION, "/"))
-        .insert_header((header::SET_COOKIE, session::set_cookie(&value, &session, now)))
+        .insert_header((
+            header::SET_COOKIE,
+            session::set_cookie(&value, &session, now),
+        ))
         .finish()
 }
 
@@ -412,10 +411,11 @@ async fn rotate(
     let name = keyset.into_inner();
     // In its own task, as the admin API's rotation: a client that hangs up must not cancel
     // a change between its commit and the new snapshot.
-    let outcome = tokio::spawn(async move { keyring.rotate(&name, force, crate::unix_now()).await })
-        .await
-        .map_err(|e| crate::error::Error::Task(e.to_string()))
-        .and_then(|r| r);
+    let outcome =
+        tokio::spawn(async move { keyring.rotate(&name, force, crate::unix_now()).await })
+            .await
+            .map_err(|e| crate::error::Error::Task(e.to_string()))
+            .and_then(|r| r);
     match outcome {
         Ok(o) => page(
             StatusCode::OK,
@@ -458,7 +458,9 @@ async fn confirm_revoke(
     let snapshot = state.keyring.snapshot();
     let Some(view) = published_key(&snapshot, &kid) else {
         return refused(
-            &Problem::from(crate::error::Error::UnknownKid("(not in any key set)".into())),
+            &Problem::from(crate::error::Error::UnknownKid(
+                "(not in any key set)".into(),
+            )),
             Some(&csrf),
         );
     };
@@ -530,7 +532,9 @@ async fn revoke(
 fn see_other(location: &'static str) -> HttpResponse {
     let mut response = HttpResponse::SeeOther();
     secure_headers(&mut response);
-    response.insert_header((header::LOCATION, location)).finish()
+    response
+        .insert_header((header::LOCATION, location))
+        .finish()
 }
 
 #[cfg(test)]

@@ -146,8 +146,16 @@ mod tests {
             Some(session)
         );
         assert_eq!(verify(&mac, &admin, &value, now + SESSION_LIFETIME), None);
-        assert_eq!(verify(&other_mac, &admin, &value, now), None, "other master key");
-        assert_eq!(verify(&mac, &[8u8; 32], &value, now), None, "new admin token");
+        assert_eq!(
+            verify(&other_mac, &admin, &value, now),
+            None,
+            "other master key"
+        );
+        assert_eq!(
+            verify(&mac, &[8u8; 32], &value, now),
+            None,
+            "new admin token"
+        );
     }
 
     #[test]
@@ -199,7 +207,13 @@ mod tests {
             expires_at: 100,
         };
         let set = set_cookie("v", &session, 40);
-        for attribute in ["Max-Age=60", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        for attribute in [
+            "Max-Age=60",
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+        ] {
             assert!(set.contains(attribute), "{set}");
         }
         assert!(clear_cookie().contains("Max-Age=0"));

@@ -269,9 +269,9 @@ pub fn revoke_consequence(
                 forced.warning(promoted, timing)
             ));
         }
-        None if steps.contains(&Step::CreateNext) => sentences.push(
-            "A new next key is generated and published in its place.".to_owned(),
-        ),
+        None if steps.contains(&Step::CreateNext) => {
+            sentences.push("A new next key is generated and published in its place.".to_owned())
+        }
         None => {}
     }
     Some(sentences)
@@ -345,7 +345,10 @@ mod tests {
         ];
         let early = rotate_consequence("default", &young, &TIMING, now).unwrap();
         assert!(early.forced);
-        assert_eq!((early.promoted.as_str(), early.retired.as_deref()), ("n", Some("c")));
+        assert_eq!(
+            (early.promoted.as_str(), early.retired.as_deref()),
+            ("n", Some("c"))
+        );
         assert!(
             early.sentences[0].contains("published 10 min ago, less than prepublish (1 h 15 min)")
                 && early.sentences[0].contains("for up to 1 h"),
@@ -356,12 +359,19 @@ mod tests {
             key("c", KeyState::Current, now - 90_000, Some(now - 90_000)),
             key("n", KeyState::Next, now - 5000, None),
         ];
-        assert!(!rotate_consequence("default", &old, &TIMING, now).unwrap().forced);
+        assert!(
+            !rotate_consequence("default", &old, &TIMING, now)
+                .unwrap()
+                .forced
+        );
         assert_eq!(rotate_consequence("default", &old[..1], &TIMING, now), None);
 
         let revoked = revoke_consequence(&young, &TIMING, "c", now).unwrap();
         assert!(revoked[0].contains("stop verifying at once"), "{revoked:?}");
-        assert!(revoked[1].contains("n signs in its place now"), "{revoked:?}");
+        assert!(
+            revoked[1].contains("n signs in its place now"),
+            "{revoked:?}"
+        );
         let mut gone = young.clone();
         gone[0].state = KeyState::Revoked;
         assert_eq!(revoke_consequence(&gone, &TIMING, "c", now), None);
