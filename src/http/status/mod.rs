@@ -178,6 +178,7 @@ fn login_form(req: &HttpRequest, status: StatusCode, error: Option<&str>) -> Htt
 
 /// The checks of every form that changes something, in order: it comes from this page
 /// (403), within a session (401: the login form), carrying the session's CSRF token (403).
+// The refusal is the answer itself, built once per refused form: its size costs nothing.
 #[allow(clippy::result_large_err)]
 fn guard_form(
     req: &HttpRequest,
