@@ -486,6 +486,13 @@ async fn a_session_made_by_one_replica_is_valid_on_another() {
     }
     let dir = tempfile::tempdir().unwrap();
     let first = spawn_app_with(&dir.path().join("a"), &config()).await;
+    // Replicas behind one load balancer share the admin token (sessions are bound to it).
+    std::fs::create_dir_all(dir.path().join("b/data")).unwrap();
+    std::fs::copy(
+        dir.path().join("a/data/admin.token"),
+        dir.path().join("b/data/admin.token"),
+    )
+    .unwrap();
     let second = spawn_replica(&dir.path().join("a"), &dir.path().join("b"), &config()).await;
     let cookie = session_cookie(&first).await;
     let html = get_page(&second, "/", Some(&cookie))
