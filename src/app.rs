@@ -259,6 +259,7 @@ impl Application {
                 .configure(http::tokens::routes)
                 .configure(http::metrics::routes)
                 .configure(http::health::routes)
+                .configure(http::status::routes)
                 .default_service(web::to(http::not_found))
         })
         .workers(workers.min(2))

@@ -4,12 +4,13 @@
 //!
 //! The public listener serves only public things ([`public`]: JWKS, certificates; and
 //! [`health`]) and is safe to expose to EHRs; the private listener carries [`assertions`],
-//! [`tokens`], [`admin`], [`metrics`] and [`health`], and must stay internal. Handlers know
+//! [`tokens`], [`admin`], [`metrics`], [`health`] and the [`status`] page, and must stay
+//! internal. Handlers know
 //! actix, the services and the keyring's snapshot, never SQL; they speak the wire types of
 //! [`crate::api`].
 //!
 //! Handler modules ([`admin`], [`assertions`], [`tokens`], [`public`], [`metrics`],
-//! [`health`]) never import one another nor this module: what they share is in [`state`]
+//! [`health`], [`status`]) never import one another nor this module: what they share is in [`state`]
 //! (what every handler can reach, the request counters), [`auth`] (who is asking),
 //! [`body`] (JSON bodies), [`limits`] (body size and deadline), [`problem`] (every
 //! refusal, mapped once) and [`requests`] (the request id and log line of every request,
@@ -26,6 +27,7 @@ pub mod problem;
 pub mod public;
 pub mod requests;
 pub mod state;
+pub mod status;
 pub mod tokens;
 
 use actix_web::{web, HttpResponse};

@@ -21,7 +21,8 @@ use tracing::{error, warn};
 use super::auth::AuthError;
 use super::body::BodyError;
 use super::limits::LimitError;
-use super::requests::{current_request_id, Refusal};
+use super::requests::{current_request_id, Authenticated, Refusal};
+use super::state::{RecentRefusal, State};
 use crate::api;
 use crate::error::Error;
 use crate::signing::{AccessError, AssertionError, SignError};
@@ -38,6 +39,8 @@ pub enum ProblemKind {
     /// Sent with `WWW-Authenticate: Bearer` (RFC 6750 §3).
     Unauthorized,
     Forbidden,
+    /// A status-page form without the session's CSRF token, or sent from another origin.
+    CsrfRejected,
     NotFound,
     UnknownKeyset,
     UnknownKid,
@@ -79,7 +82,7 @@ impl ProblemKind {
         match self {
             BadRequest => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            Forbidden => StatusCode::FORBIDDEN,
+            Forbidden | CsrfRejected => StatusCode::FORBIDDEN,
             NotFound | UnknownKeyset | UnknownKid => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -105,6 +108,7 @@ impl ProblemKind {
             BadRequest => "bad-request",
             Unauthorized => "unauthorized",
             Forbidden => "forbidden",
+            CsrfRejected => "csrf-rejected",
             NotFound => "not-found",
             UnknownKeyset => "unknown-keyset",
             UnknownKid => "unknown-kid",
@@ -138,6 +142,7 @@ impl ProblemKind {
             BadRequest => "Bad Request",
             Unauthorized => "Unauthorized",
             Forbidden => "Forbidden",
+            CsrfRejected => "Form Not Accepted",
             NotFound => "Not Found",
             UnknownKeyset => "Unknown Key Set",
             UnknownKid => "Unknown Key",
@@ -295,7 +300,10 @@ impl ResponseError for Problem {
                 HeaderValue::from_static("Bearer realm=\"jwksd\""),
             ));
         }
-        response.body(self.to_json())
+        let mut response = response.body(self.to_json());
+        // Read back by `ensure_problem`, which records the refusal by its kind.
+        response.extensions_mut().insert(self.kind);
+        response
     }
 }
 
@@ -623,21 +631,56 @@ fn sanitize(text: &str) -> String {
     text.chars().filter(|c| !c.is_control()).take(200).collect()
 }
 
+/// An error answer the status page wrote as HTML for a person, with the problem kind it
+/// stands for: `ensure_problem` records it and leaves it as it is.
+#[derive(Clone, Copy, Debug)]
+pub struct HtmlRefusal(pub ProblemKind);
+
+/// Puts `kind` on the status page's list of recent refusals (the request's route pattern,
+/// method and authenticated actor; nothing else of the request).
+fn record_refusal(req: &actix_web::HttpRequest, status: StatusCode, kind: ProblemKind) {
+    use actix_web::HttpMessage;
+    let Some(state) = req.app_data::<actix_web::web::Data<State>>() else {
+        return;
+    };
+    state.refusals.record(RecentRefusal {
+        time: crate::unix_now(),
+        method: req.method().as_str().chars().take(16).collect(),
+        route: req
+            .match_pattern()
+            .unwrap_or_else(|| "(no route)".to_owned()),
+        status: status.as_u16(),
+        slug: kind.slug(),
+        actor: req.extensions().get::<Authenticated>().map(|a| a.0.clone()),
+    });
+}
+
 /// Middleware hook: any error response that is not already a problem (actix's own 404,
 /// 405, 413 from a body limit, ...) is rewritten as one, so every refusal has one shape.
+/// Every refusal is also recorded for the status page.
 pub fn ensure_problem<B>(
     res: actix_web::dev::ServiceResponse<B>,
 ) -> actix_web::Result<actix_web::middleware::ErrorHandlerResponse<B>> {
     use actix_web::middleware::ErrorHandlerResponse;
+    let status = res.status();
+    let html = res.response().extensions().get::<HtmlRefusal>().copied();
+    if let Some(HtmlRefusal(kind)) = html {
+        record_refusal(res.request(), status, kind);
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
     let already = res
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if already {
+        let kind = res.response().extensions().get::<ProblemKind>().copied();
+        if let Some(kind) = kind {
+            record_refusal(res.request(), status, kind);
+        }
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     }
-    let status = res.status();
     let problem = for_status(status);
+    record_refusal(res.request(), status, problem.kind);
     let allow = res.headers().get(header::ALLOW).cloned();
     let (req, _) = res.into_parts();
     let mut response = problem.error_response();

@@ -3,8 +3,9 @@
 //! Its own module, below `auth` and the handlers, so that they can all read it without
 //! importing one another or the route tables in `http`.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use aws_lc_rs::digest;
 use subtle::ConstantTimeEq;
@@ -14,6 +15,7 @@ use crate::fetchers::FetcherLog;
 use crate::keyring::Keyring;
 use crate::metrics::CounterVec;
 use crate::ratelimit::RateLimiter;
+use crate::rotation::UnixTime;
 use crate::signing::SigningService;
 use crate::store::metered::StoreErrors;
 use crate::tokens::TokenService;
@@ -37,6 +39,10 @@ pub struct State {
     pub fetchers: Arc<FetcherLog>,
     /// `server.trusted_proxies`: peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNetwork>,
+    /// The last refused requests of this process, for the status page.
+    pub refusals: RecentRefusals,
+    /// Status-page sessions logged out on this process, until they expire.
+    pub status_logouts: Mutex<HashMap<String, UnixTime>>,
 }
 
 /// Request counters, bumped by the handlers and read by `GET /metrics`. Every label value
@@ -92,6 +98,8 @@ impl State {
             tokens,
             metrics: Metrics::default(),
             trusted_proxies: Vec::new(),
+            refusals: RecentRefusals::default(),
+            status_logouts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -126,6 +134,52 @@ impl State {
     }
 }
 
+/// One refused request, as the status page lists it: nothing from the request but its
+/// route pattern (never its path, query, headers or body, so never a token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecentRefusal {
+    pub time: UnixTime,
+    pub method: String,
+    /// The matched route pattern (`/admin/v1/keys/{kid}/revoke`), or `(no route)`.
+    pub route: String,
+    pub status: u16,
+    /// The problem kind's slug.
+    pub slug: &'static str,
+    /// The authenticated caller or `admin`, when authentication got that far.
+    pub actor: Option<String>,
+}
+
+/// A bounded ring of the last [`RecentRefusals::CAPACITY`] refusals: memory stays fixed
+/// however many requests are refused. Per process (each replica shows its own).
+#[derive(Debug, Default)]
+pub struct RecentRefusals {
+    ring: Mutex<VecDeque<RecentRefusal>>,
+}
+
+impl RecentRefusals {
+    pub const CAPACITY: usize = 50;
+
+    pub fn record(&self, refusal: RecentRefusal) {
+        let mut ring = match self.ring.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ring.len() == Self::CAPACITY {
+            ring.pop_front();
+        }
+        ring.push_back(refusal);
+    }
+
+    /// Newest first.
+    pub fn newest_first(&self) -> Vec<RecentRefusal> {
+        let ring = match self.ring.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        ring.iter().rev().cloned().collect()
+    }
+}
+
 /// SHA-256 of a bearer token.
 #[derive(Clone, Copy)]
 pub struct TokenHash([u8; 32]);
@@ -142,6 +196,12 @@ impl TokenHash {
         TokenHash(digest)
     }
 
+    /// The digest itself (not a secret: what the status page binds its sessions to, so a
+    /// new admin token ends every session made under the old one).
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// Constant-time comparison.
     pub fn matches(&self, other: &TokenHash) -> bool {
         self.0.ct_eq(&other.0).into()
@@ -151,5 +211,29 @@ impl TokenHash {
 impl std::fmt::Debug for TokenHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TokenHash([elided])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_ring_keeps_only_the_newest() {
+        let ring = RecentRefusals::default();
+        for i in 0..(RecentRefusals::CAPACITY as i64 + 7) {
+            ring.record(RecentRefusal {
+                time: i,
+                method: "GET".into(),
+                route: "/x".into(),
+                status: 404,
+                slug: "not-found",
+                actor: None,
+            });
+        }
+        let listed = ring.newest_first();
+        assert_eq!(listed.len(), RecentRefusals::CAPACITY);
+        assert_eq!(listed[0].time, RecentRefusals::CAPACITY as i64 + 6);
+        assert_eq!(listed.last().map(|r| r.time), Some(7));
     }
 }

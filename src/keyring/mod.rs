@@ -201,6 +201,14 @@ impl Keyring {
         &self.store
     }
 
+    /// A MAC over `data` in the domain `purpose` under the key derived from the master key
+    /// (see [`MasterKey::mac`]): how the HTTP layer authenticates short-lived values of its
+    /// own (status-page sessions) so that every replica sharing the master key accepts them,
+    /// without the master key leaving the keyring.
+    pub fn master_mac(&self, purpose: &str, data: &[u8]) -> Vec<u8> {
+        self.master.mac(purpose, data)
+    }
+
     /// Every configured key set has a key that can sign.
     pub fn is_ready(&self) -> bool {
         let snapshot = self.snapshot();

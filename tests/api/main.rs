@@ -25,6 +25,7 @@ mod replicas;
 mod secrecy;
 mod signing;
 mod startup;
+mod status_page;
 mod tokens;
 mod upstream;
 mod upstream_bounds;
