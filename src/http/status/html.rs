@@ -305,8 +305,8 @@ fn fetchers(out: &mut String, panel: &KeysetPanel<'_>) {
     out.push_str("<h3>Fetchers</h3>\n");
     let Some(fetchers) = &panel.fetchers else {
         out.push_str(
-            "<p class=\"hint\">Fetchers are not recorded yet: this jwksd cannot say who \
-             fetched the JWKS or which kids they saw.</p>\n",
+            "<p class=\"hint\">The fetcher record cannot be read right now (the server log \
+             has the cause).</p>\n",
         );
         return;
     };
@@ -315,7 +315,8 @@ fn fetchers(out: &mut String, panel: &KeysetPanel<'_>) {
         return;
     }
     out.push_str(
-        "<table><thead><tr><th scope=\"col\">Fetcher</th><th scope=\"col\">Last fetch</th>\
+        "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"Fetchers, scrollable\">\
+         <table><thead><tr><th scope=\"col\">Fetcher</th><th scope=\"col\">Last fetch</th>\
          <th scope=\"col\">Kids seen</th></tr></thead><tbody>\n",
     );
     for f in fetchers {
@@ -332,7 +333,7 @@ fn fetchers(out: &mut String, panel: &KeysetPanel<'_>) {
             kids.join(" ")
         );
     }
-    out.push_str("</tbody></table>\n");
+    out.push_str("</tbody></table></div>\n");
 }
 
 const CALLER_FILL: &str = "#1f4e79";

@@ -249,6 +249,10 @@ async fn index(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
         }
     };
     let base = state.public_url.as_str();
+    let mut fetchers = std::collections::HashMap::new();
+    for name in snapshot.keysets.keys() {
+        fetchers.insert(name.clone(), fetchers_of(&state, name).await);
+    }
     let keysets = snapshot
         .keysets
         .values()
@@ -258,7 +262,7 @@ async fn index(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             jwks_url: format!("{base}/jwks/{}.json", v.config.name),
             timing: v.config.timing,
             records: &v.records,
-            fetchers: view::fetchers_of(&v.config.name),
+            fetchers: fetchers.remove(&v.config.name).flatten(),
             activity: activity.by_keyset.get(&v.config.name).cloned(),
         })
         .collect();
@@ -356,6 +360,18 @@ async fn logout(req: HttpRequest, state: web::Data<State>, body: web::Bytes) -> 
 }
 
 /// The key set `name` of the snapshot, or the problem for a name that is not one.
+/// The recorded fetchers of `keyset` as the page shows them; `None` (and a log line) when
+/// the record cannot be read.
+async fn fetchers_of(state: &State, keyset: &str) -> Option<Vec<view::FetcherView>> {
+    match state.fetchers.fetchers(keyset).await {
+        Ok(fetchers) => Some(view::fetcher_views(&fetchers)),
+        Err(e) => {
+            tracing::warn!(keyset, error = %e, "status page: the fetcher record could not be read");
+            None
+        }
+    }
+}
+
 fn unknown_keyset(name: &str) -> Problem {
     if is_valid_keyset_name(name) {
         Problem::from(crate::error::Error::UnknownKeyset(name.to_owned()))
@@ -378,7 +394,8 @@ async fn confirm_rotate(
     let Some(view) = snapshot.keysets.get(keyset.as_str()) else {
         return refused(&unknown_keyset(&keyset), Some(&csrf));
     };
-    match view::rotate_consequence(&view.config.name, &view.records, &view.config.timing, now) {
+    let fetchers = fetchers_of(&state, &view.config.name).await;
+    match view::rotate_consequence(&view.records, &view.config.timing, fetchers.as_deref(), now) {
         Some(consequence) => page(
             StatusCode::OK,
             html::confirm_rotate(&view.config.name, &consequence, &csrf),

@@ -7,9 +7,8 @@ use crate::audit::{event, AuditFilter};
 use crate::rotation::{self, Forced, KeyRecord, KeyState, Step, Timing, UnixTime};
 use crate::store::Store;
 
-/// One JWKS fetcher as the page shows it. The fetcher record (`GET
-/// /admin/v1/keysets/{keyset}/fetchers`) is not in this build yet: [`fetchers_of`] is the
-/// seam where it plugs in.
+/// One JWKS fetcher as the page shows it, from the fetcher record (the same one `GET
+/// /admin/v1/keysets/{keyset}/fetchers` lists).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FetcherView {
     /// User agent and source network, as the record coarsens them.
@@ -20,9 +19,21 @@ pub struct FetcherView {
     pub kids_seen: Vec<String>,
 }
 
-/// The fetchers of `keyset`; `None` while jwksd does not record them.
-pub fn fetchers_of(_keyset: &str) -> Option<Vec<FetcherView>> {
-    None
+/// The page's view of a key set's recorded fetchers (most recent first, as recorded).
+pub fn fetcher_views(fetchers: &[crate::store::Fetcher]) -> Vec<FetcherView> {
+    fetchers
+        .iter()
+        .map(|f| FetcherView {
+            label: if f.user_agent.is_empty() {
+                format!("(no user agent) from {}", f.network)
+            } else {
+                format!("{} from {}", f.user_agent, f.network)
+            },
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+            kids_seen: f.kids.iter().map(|k| k.kid.clone()).collect(),
+        })
+        .collect()
 }
 
 /// Hours the activity chart covers.
@@ -177,9 +188,9 @@ pub struct RotateConsequence {
 
 /// `None` when the key set has no next key to promote.
 pub fn rotate_consequence(
-    keyset: &str,
     records: &[KeyRecord],
     timing: &Timing,
+    fetchers: Option<&[FetcherView]>,
     now: UnixTime,
 ) -> Option<RotateConsequence> {
     let steps = rotation::check_rotation(records, now, timing, true).ok()?;
@@ -206,10 +217,10 @@ pub fn rotate_consequence(
             span(timing.prepublish),
         )),
     }
-    match fetchers_of(keyset) {
+    match fetchers {
         None => sentences.push(
-            "jwksd does not record JWKS fetchers yet, so it cannot say whether each EHR has \
-             fetched this key."
+            "The fetcher record cannot be read right now, so jwksd cannot say whether each \
+             EHR has fetched this key."
                 .to_owned(),
         ),
         Some(fetchers) => {
@@ -343,7 +354,7 @@ mod tests {
             key("c", KeyState::Current, now - 90_000, Some(now - 90_000)),
             key("n", KeyState::Next, now - 600, None),
         ];
-        let early = rotate_consequence("default", &young, &TIMING, now).unwrap();
+        let early = rotate_consequence(&young, &TIMING, None, now).unwrap();
         assert!(early.forced);
         assert_eq!(
             (early.promoted.as_str(), early.retired.as_deref()),
@@ -360,11 +371,11 @@ mod tests {
             key("n", KeyState::Next, now - 5000, None),
         ];
         assert!(
-            !rotate_consequence("default", &old, &TIMING, now)
+            !rotate_consequence(&old, &TIMING, None, now)
                 .unwrap()
                 .forced
         );
-        assert_eq!(rotate_consequence("default", &old[..1], &TIMING, now), None);
+        assert_eq!(rotate_consequence(&old[..1], &TIMING, None, now), None);
 
         let revoked = revoke_consequence(&young, &TIMING, "c", now).unwrap();
         assert!(revoked[0].contains("stop verifying at once"), "{revoked:?}");
