@@ -8,9 +8,11 @@
 //! Backends: [`sqlite`] (embedded, the default) and [`postgres`] (one database for one or
 //! more jwksd processes). What they check and write the same way (row MACs, the store's
 //! seal, the write connection, the readiness probe) is in [`integrity`], so a backend holds
-//! only its SQL.
+//! only its SQL; `outage` is how the networked backend fails fast while its database is
+//! down.
 
 pub(crate) mod integrity;
+mod outage;
 pub mod postgres;
 pub mod sqlite;
 
