@@ -228,8 +228,10 @@ impl StoreError {
 
 /// The operations jwksd needs from a database.
 pub trait Store: Send + Sync {
-    /// Every key ever made, in creation order, each verified against its MAC, and all of
-    /// them together against the store's seal ([`StoreError::Tampered`] says what fails).
+    /// Every key ever made, ordered by creation time and then by kid (bytewise), so that
+    /// every process on one store lists keys in one order; each verified against its MAC,
+    /// and all of them together against the store's seal ([`StoreError::Tampered`] says
+    /// what fails).
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
 
     /// The audit chain's recorded head, from the store's seal (MAC verified); `None` when

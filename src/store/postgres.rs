@@ -831,7 +831,9 @@ impl Store for PgStore {
             let known = self.seals.known();
             let mut conn = self.conn().await?;
             let mut tx = conn.begin_read().await?;
-            let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
+            // kid by its bytes (`COLLATE "C"`), as SQLite and the keyring order it, not by the
+            // database's locale.
+            let rows = sqlx::query(r#"SELECT * FROM keys ORDER BY created_at, kid COLLATE "C""#)
                 .fetch_all(&mut *tx)
                 .await?;
             let mut keys = Vec::with_capacity(rows.len());
