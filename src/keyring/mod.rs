@@ -23,7 +23,7 @@ pub use integrity::is_legacy_store;
 pub use snapshot::{KeysetView, PublishedJwks, Snapshot};
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tracing::{error, info, warn};
@@ -92,6 +92,9 @@ pub struct Keyring {
     configs: BTreeMap<String, KeysetConfig>,
     snapshot: RwLock<Arc<Snapshot>>,
     writer: tokio::sync::Mutex<()>,
+    /// Counts the snapshots swapped in, so that [`Keyring::reload`], which reads the store
+    /// without holding `writer`, can tell whether one was swapped in meanwhile.
+    generation: AtomicU64,
     /// The clock the callers' `now` comes from, compared with the database's (see
     /// [`Keyring::with_local_clock`]).
     local_clock: crate::Clock,
@@ -141,6 +144,7 @@ impl Keyring {
             configs,
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             writer: tokio::sync::Mutex::new(()),
+            generation: AtomicU64::new(0),
             local_clock: crate::system_clock(),
             skew_reported: AtomicBool::new(false),
         };
@@ -245,13 +249,24 @@ impl Keyring {
     /// exactly as every load is (the store's row MACs and seal, then the snapshot's own
     /// checks), without applying the schedule: how a jwksd follows the changes other
     /// processes commit to a shared database. On any failure the snapshot served stays as it
-    /// was. Under the writer lock, so it never swaps in a state older than a change this
-    /// process has just committed.
+    /// was.
+    ///
+    /// The store is read *without* the writer lock, so that a rotation or revocation never
+    /// waits behind a re-read that is waiting for the database; the snapshot is swapped in
+    /// under the lock, and only if no other snapshot was swapped in meanwhile (which might
+    /// be newer than this read). If one was, the keys are read again under the lock, so a
+    /// re-read never swaps in a state older than a change this process has just committed.
     pub async fn reload(&self, now: UnixTime) -> Result<(), Error> {
-        let _writer = self.writer.lock().await;
         let now = self.lifecycle_now(now).await?;
+        let seen = self.generation.load(Ordering::SeqCst);
+        let read = self.store.load_keys().await?;
+        let _writer = self.writer.lock().await;
         let before = self.snapshot();
-        let stored = self.store.load_keys().await?;
+        let stored = if self.generation.load(Ordering::SeqCst) == seen {
+            read
+        } else {
+            self.store.load_keys().await?
+        };
         self.rebuild(&stored, now)?;
         let after = self.snapshot();
         for (name, view) in &after.keysets {
@@ -563,6 +578,7 @@ impl Keyring {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }

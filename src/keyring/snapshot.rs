@@ -131,7 +131,10 @@ impl Snapshot {
                     ));
                 }
             }
-            let records: Vec<KeyRecord> = keys.iter().map(|k| k.record.clone()).collect();
+            // One total order on every replica: the store's (creation time, then kid), even
+            // for keys this process has just made, which arrive in the order it made them.
+            let mut records: Vec<KeyRecord> = keys.iter().map(|k| k.record.clone()).collect();
+            records.sort_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)));
             let next_change_at = rotation::plan(&records, now, &config.timing).next_change_at;
             let jwks = render_jwks(published, next_change_at, config.timing.jwks_max_age);
             snapshot.keysets.insert(
@@ -263,6 +266,36 @@ mod tests {
             .collect();
         let after = Snapshot::build(&configs(), &fewer, &master, 1000).unwrap();
         assert_ne!(after.keysets["default"].jwks.etag, a.etag);
+    }
+
+    /// Replicas list one key set in one order, whichever order the rows came in: a replica
+    /// that made two keys in one second holds them in the order it made them, one that
+    /// re-read them in the order the store returned them.
+    #[test]
+    fn records_are_listed_by_creation_time_then_kid_whatever_the_order_given() {
+        let (master, _) = MasterKey::generate();
+        let config = keyset("default");
+        let mut keys: Vec<StoredKey> = [KeyState::Retired, KeyState::Current, KeyState::Next]
+            .into_iter()
+            .map(|state| stored_key(&config, &master, state, 500))
+            .collect();
+        keys.push(stored_key(&config, &master, KeyState::Retired, 100));
+        let listed = |keys: &[StoredKey]| -> Vec<(i64, String)> {
+            let snapshot = Snapshot::build(&configs(), keys, &master, 1000).unwrap();
+            snapshot.keysets["default"]
+                .records
+                .iter()
+                .map(|r| (r.created_at, r.kid.clone()))
+                .collect()
+        };
+        let mut expected: Vec<(i64, String)> = keys
+            .iter()
+            .map(|k| (k.record.created_at, k.record.kid.clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(listed(&keys), expected);
+        keys.reverse();
+        assert_eq!(listed(&keys), expected);
     }
 
     #[test]

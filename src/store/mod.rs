@@ -8,10 +8,12 @@
 //! Backends: [`sqlite`] (embedded, the default) and [`postgres`] (one database for one or
 //! more jwksd processes). What they check and write the same way (row MACs, the store's
 //! seal, the write connection, the readiness probe) is in [`integrity`], so a backend holds
-//! only its SQL.
+//! only its SQL; `outage` is how the networked backend fails fast while its database is
+//! down.
 
 pub(crate) mod integrity;
 pub mod metered;
+mod outage;
 pub mod postgres;
 pub mod sqlite;
 
@@ -259,8 +261,10 @@ impl StoreError {
 
 /// The operations jwksd needs from a database.
 pub trait Store: Send + Sync {
-    /// Every key ever made, in creation order, each verified against its MAC, and all of
-    /// them together against the store's seal ([`StoreError::Tampered`] says what fails).
+    /// Every key ever made, ordered by creation time and then by kid (bytewise), so that
+    /// every process on one store lists keys in one order; each verified against its MAC,
+    /// and all of them together against the store's seal ([`StoreError::Tampered`] says
+    /// what fails).
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>>;
 
     /// The audit chain's recorded head, from the store's seal (MAC verified); `None` when

@@ -19,9 +19,13 @@
 //!   same time waits for the lock and then finds the store made.
 //! - **Storage faults** (the server down, a lost connection, a full disk on its side) are
 //!   [`StoreError::Database`] errors that [`StoreError::is_storage_failure`] calls storage
-//!   failures (503); acquiring a connection gives up after [`ACQUIRE_TIMEOUT`], and a
-//!   connection whose write transaction failed is discarded, so service resumes by itself
-//!   when the database is back.
+//!   failures (503); a connection whose write transaction failed is discarded, so service
+//!   resumes by itself when the database is back. **While the database is down, what needs
+//!   it is refused at once**, not after the pool's [`ACQUIRE_TIMEOUT`]: a lost connection,
+//!   a refused one, or a connection slow to come starts one background probe, and once that
+//!   probe fails every operation answers [`StoreError::Unavailable`] at once until a probe
+//!   connects again (see [`super::outage`]). The listener's lost connection counts too, so an
+//!   idle replica knows before its first request.
 //!
 //! - **Replicas hear each other.** Every committed key change sends a `NOTIFY` on
 //!   [`KEY_CHANGES_CHANNEL`] from inside its transaction (delivered on commit only), and
@@ -46,6 +50,7 @@ use super::integrity::{
     check_seal, current_digest, read_seal, row_mac, verify_row, write_seal, Probe, SealMemory,
     SealTables, WriteConn,
 };
+use super::outage::{Outage, ProbeFn, SUSPECT_AFTER};
 use super::{
     keys_digest, parse_alg, parse_state, AuditHead, Change, Fetcher, FetchersWritten, ServedKid,
     Store, StoreError, StoreFuture, StoredKey,
@@ -199,6 +204,7 @@ impl PgOpening {
             None
         };
         Ok(PgStore {
+            outage: outage_guard(&self.pool),
             pinned: Arc::new(AtomicBool::new(first_start.is_some())),
             first_start: Arc::new(tokio::sync::Mutex::new(first_start)),
             pool: self.pool,
@@ -221,6 +227,26 @@ pub struct PgStore {
     pinned: Arc<AtomicBool>,
     seals: SealMemory,
     probe: Probe,
+    /// Whether the database is down, so that what needs it is refused at once.
+    outage: Outage,
+}
+
+/// The outage guard of a pool: its probe opens a connection of its own (never one of the
+/// pool's, which requests are waiting for) with the pool's options.
+fn outage_guard(pool: &PgPool) -> Outage {
+    let options = Arc::new((*pool.connect_options()).clone());
+    let probe: ProbeFn = Arc::new(move || {
+        let options = options.clone();
+        Box::pin(async move {
+            let mut conn = PgConnection::connect_with(&options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let answered = sqlx::query("SELECT 1").execute(&mut conn).await;
+            let _ = conn.close().await;
+            answered.map(drop).map_err(|e| e.to_string())
+        })
+    });
+    Outage::new(probe)
 }
 
 impl std::fmt::Debug for PgStore {
@@ -370,6 +396,10 @@ impl PgStore {
         Ok(())
     }
 
+    /// A connection for one operation; refused at once while the database is down (see
+    /// [`super::outage`]). Every [`SUSPECT_AFTER`] of waiting starts a probe (unless one
+    /// just reached the database), and the wait ends with the refusal as soon as a probe
+    /// finds the database down.
     async fn conn(&self) -> Result<Conn<'_>, StoreError> {
         if self.pinned.load(Ordering::SeqCst) {
             let guard = self.first_start.lock().await;
@@ -377,7 +407,28 @@ impl PgStore {
                 return Ok(Conn::First(guard));
             }
         }
-        Ok(Conn::Pool(WriteConn::acquire(&self.pool).await?))
+        self.outage.check()?;
+        let acquire = WriteConn::acquire(&self.pool);
+        tokio::pin!(acquire);
+        let acquired = loop {
+            tokio::select! {
+                acquired = &mut acquire => break acquired,
+                refused = self.outage.went_down() => break Err(refused),
+                () = tokio::time::sleep(SUSPECT_AFTER) => self.outage.suspect_slow(),
+            }
+        };
+        self.outage.observe(&acquired);
+        acquired.map(Conn::Pool)
+    }
+
+    /// Runs one operation, noting a failure that looks like a lost database.
+    async fn watched<T>(
+        &self,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let result = operation.await;
+        self.outage.observe(&result);
+        result
     }
 
     fn master(&self) -> Result<&MasterKey, StoreError> {
@@ -669,7 +720,11 @@ impl PgStore {
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options);
         let signal = Arc::new(tokio::sync::Notify::new());
-        let task = tokio::spawn(listen_for_changes(pool, signal.clone()));
+        let task = tokio::spawn(listen_for_changes(
+            pool,
+            signal.clone(),
+            self.outage.clone(),
+        ));
         KeyChanges { signal, task }
     }
 
@@ -725,7 +780,9 @@ impl std::fmt::Debug for KeyChanges {
 
 /// The listener task: listens on [`KEY_CHANGES_CHANNEL`] and signals each notification,
 /// reconnecting for ever.
-async fn listen_for_changes(pool: PgPool, signal: Arc<tokio::sync::Notify>) {
+/// A lost or failed connection makes `outage` probe the database at once, so that requests
+/// are refused promptly from the moment the database goes away, even on an idle replica.
+async fn listen_for_changes(pool: PgPool, signal: Arc<tokio::sync::Notify>, outage: Outage) {
     let mut pause = Duration::from_millis(250);
     let mut failing = false;
     loop {
@@ -746,11 +803,16 @@ async fn listen_for_changes(pool: PgPool, signal: Arc<tokio::sync::Notify>) {
                 signal.notify_one();
                 loop {
                     match listener.try_recv().await {
-                        // A notification; or `None`: the connection was lost and made
-                        // again, and what was sent in between is lost.
-                        Ok(_) => signal.notify_one(),
+                        Ok(Some(_)) => signal.notify_one(),
+                        // The connection was lost (it is made again at the next call), and
+                        // what was sent in between is lost; the database may be gone.
+                        Ok(None) => {
+                            outage.suspect();
+                            signal.notify_one();
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "the listener for other replicas' key changes lost its connection; reconnecting (meanwhile the periodic re-read keeps the keys current)");
+                            outage.suspect();
                             failing = true;
                             break;
                         }
@@ -761,6 +823,7 @@ async fn listen_for_changes(pool: PgPool, signal: Arc<tokio::sync::Notify>) {
                 if !failing {
                     tracing::warn!(error = %e, "cannot listen for other replicas' key changes; retrying (meanwhile the periodic re-read keeps the keys current)");
                 }
+                outage.suspect();
                 failing = true;
             }
         }
@@ -915,14 +978,16 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord, StoreError> {
 
 impl Store for PgStore {
     fn load_keys(&self) -> StoreFuture<'_, Vec<StoredKey>> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let master = self.master()?;
             // Taken before the snapshot begins: every seal remembered by then was committed
             // by then, so the snapshot holds it or a newer one.
             let known = self.seals.known();
             let mut conn = self.conn().await?;
             let mut tx = conn.begin_read().await?;
-            let rows = sqlx::query("SELECT * FROM keys ORDER BY created_at, kid")
+            // kid by its bytes (`COLLATE "C"`), as SQLite and the keyring order it, not by the
+            // database's locale.
+            let rows = sqlx::query(r#"SELECT * FROM keys ORDER BY created_at, kid COLLATE "C""#)
                 .fetch_all(&mut *tx)
                 .await?;
             let mut keys = Vec::with_capacity(rows.len());
@@ -940,33 +1005,33 @@ impl Store for PgStore {
             conn.done();
             self.seals.remember(seal);
             Ok(keys)
-        })
+        }))
     }
 
     fn apply<'a>(&'a self, change: &'a Change) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let result = self.apply_change(change).await;
             self.probe.note_write(&self.seals, &result).await;
             result
-        })
+        }))
     }
 
     fn append_audit<'a>(&'a self, events: &'a [AuditEvent]) -> StoreFuture<'a, Vec<i64>> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let result = self.append_events(events).await;
             self.probe.note_write(&self.seals, &result).await;
             result
-        })
+        }))
     }
 
     fn audit_head(&self) -> StoreFuture<'_, Option<AuditHead>> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let master = self.master()?;
             let mut conn = self.conn().await?;
             let seal = read_seal(conn.get()?, master).await?;
             conn.done();
             Ok(seal.map(|seal| seal.head))
-        })
+        }))
     }
 
     fn authenticate_legacy_rows<'a>(
@@ -975,7 +1040,7 @@ impl Store for PgStore {
         check_name: &'a str,
         master_check: &'a [u8],
     ) -> StoreFuture<'a, usize> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let master = self.master()?;
             let mut conn = self.conn().await?;
             let mut tx = conn.begin_write().await?;
@@ -1017,7 +1082,7 @@ impl Store for PgStore {
             conn.done();
             self.seals.remember(seal);
             Ok(rows.len())
-        })
+        }))
     }
 
     fn initialise<'a>(
@@ -1025,7 +1090,7 @@ impl Store for PgStore {
         check_name: &'a str,
         master_check: &'a [u8],
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let master = self.master()?;
             let mut conn = self.conn().await?;
             let mut tx = conn.begin_write().await?;
@@ -1050,7 +1115,7 @@ impl Store for PgStore {
             conn.done();
             self.seals.remember(seal);
             Ok(())
-        })
+        }))
     }
 
     fn audit_page<'a>(
@@ -1059,7 +1124,7 @@ impl Store for PgStore {
         after: i64,
         limit: u32,
     ) -> StoreFuture<'a, Vec<AuditRecord>> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let mut conn = self.conn().await?;
             let rows = sqlx::query(
                 "SELECT * FROM audit WHERE seq > $1 \
@@ -1081,11 +1146,11 @@ impl Store for PgStore {
             .await?;
             conn.done();
             rows.iter().map(audit_from_row).collect()
-        })
+        }))
     }
 
     fn meta<'a>(&'a self, name: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let mut conn = self.conn().await?;
             let value = sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
                 .bind(name)
@@ -1093,24 +1158,24 @@ impl Store for PgStore {
                 .await?;
             conn.done();
             Ok(value)
-        })
+        }))
     }
 
     fn set_meta<'a>(&'a self, name: &'a str, value: &'a [u8]) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let mut conn = self.conn().await?;
             set_meta_in(conn.get()?, name, value).await?;
             conn.done();
             Ok(())
-        })
+        }))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(self.probe.run(self.write_probe()))
+        Box::pin(self.probe.run(self.watched(self.write_probe())))
     }
 
     fn database_time(&self) -> StoreFuture<'_, Option<UnixTime>> {
-        Box::pin(async move {
+        Box::pin(self.watched(async move {
             let mut conn = self.conn().await?;
             // `clock_timestamp()`, not `now()`: the time of this statement, even inside the
             // first start's transaction.
@@ -1120,7 +1185,7 @@ impl Store for PgStore {
                     .await?;
             conn.done();
             Ok(Some(time))
-        })
+        }))
     }
 
     fn record_fetchers<'a>(

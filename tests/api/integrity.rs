@@ -18,6 +18,42 @@ use crate::startup::{initialise, refusal, tamper};
 
 const FAR_FUTURE: i64 = 4_102_444_800; // 2100-01-01
 
+/// The store of a test, opened directly, as someone with write access to the database would:
+/// the SQLite file, or the test's PostgreSQL database. The tampering below is written once,
+/// with `$N` placeholders (which both read), and runs on whichever backend the run uses, so
+/// every refusal here is shown on both.
+enum Direct {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool of `$db` (a `&Direct`), whichever it is.
+macro_rules! direct {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Direct::Sqlite($pool) => $body,
+            Direct::Postgres($pool) => $body,
+        }
+    };
+}
+
+impl Direct {
+    async fn open(dir: &Path) -> Direct {
+        if let Some(url) = crate::helpers::database_url(dir) {
+            return Direct::Postgres(sqlx::PgPool::connect(&url).await.unwrap());
+        }
+        let db = dir.join("data/jwksd.db");
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        Direct::Sqlite(pool)
+    }
+
+    async fn close(self) {
+        direct!(self, pool => pool.close().await)
+    }
+}
+
 /// `jwksd audit verify` on the data directory of `dir`: (succeeded, output).
 fn audit_verify(dir: &Path) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_jwksd"))
@@ -53,9 +89,6 @@ async fn assert_tampering_refused(dir: &Path, toml: &str) {
 /// stays published for decades.
 #[tokio::test]
 async fn an_inserted_key_row_is_never_published() {
-    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path(), EC_DEFAULT).await;
     let key = KeyMaterial::generate(Algorithm::Es256, RsaBits::B2048).unwrap();
@@ -63,23 +96,22 @@ async fn an_inserted_key_row_is_never_published() {
     let kid = public.thumbprint();
     let cert = jwksd::keys::cert::self_signed(&key, "CN=default", time::OffsetDateTime::now_utc())
         .unwrap();
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let db = Direct::open(dir.path()).await;
+    direct!(&db, pool => {
     sqlx::query(
         "INSERT INTO keys (kid, keyset, alg, state, created_at, published_at, activated_at, \
          retired_at, remove_at, public_jwk, cert_der) \
-         VALUES (?, 'default', 'ES256', 'retired', 1, 1, 1, 2, ?, ?, ?)",
+         VALUES ($1, 'default', 'ES256', 'retired', 1, 1, 1, 2, $2, $3, $4)",
     )
     .bind(&kid)
     .bind(FAR_FUTURE)
     .bind(public.to_stored_json())
     .bind(cert)
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
-    pool.close().await;
+    });
+    db.close().await;
     assert_tampering_refused(dir.path(), EC_DEFAULT).await;
 }
 
@@ -186,41 +218,37 @@ async fn deleting_the_newest_audit_records_and_the_head_refuses_to_start() {
 /// The seal rewritten to match a shortened chain: only its MAC can tell.
 #[tokio::test]
 async fn a_rewritten_seal_refuses_to_start() {
-    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     assert_eq!(app.rotate("default", true).await.status(), 200);
     app.stop().await;
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let db = Direct::open(dir.path()).await;
+    direct!(&db, pool => {
     let seal: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'store_seal'")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     let seal = StoreSeal::from_bytes(&seal).unwrap();
     sqlx::query("DELETE FROM audit WHERE seq > (SELECT max(seq) - 3 FROM audit)")
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     let (seq, hash): (i64, String) =
         sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap();
     let rewritten = StoreSeal {
         head: AuditHead { seq, hash },
         keys_digest: seal.keys_digest,
     };
-    sqlx::query("UPDATE meta SET value = ? WHERE name = 'store_seal'")
+    sqlx::query("UPDATE meta SET value = $1 WHERE name = 'store_seal'")
         .bind(rewritten.to_bytes())
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    pool.close().await;
+    });
+    db.close().await;
     let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("valid MAC"), "{message}");
     let (ok, output) = audit_verify(dir.path());
@@ -247,9 +275,6 @@ async fn an_edited_audit_record_refuses_to_start() {
 /// old backup must not make jwksd seal an attacker's row), and then held to the MACs.
 #[tokio::test]
 async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
-    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let before = initialise(dir.path(), EC_DEFAULT).await;
     // What an older jwksd left: no MACs, no seal, and the v1 master-key check.
@@ -257,24 +282,23 @@ async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
         MasterKey::from_text(&std::fs::read_to_string(dir.path().join("data/master.key")).unwrap())
             .unwrap();
     let v1 = master.seal(b"jwksd master key check", b"jwksd/master-key-check/v1");
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let db = Direct::open(dir.path()).await;
+    direct!(&db, pool => {
     sqlx::query("UPDATE keys SET mac = NULL")
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     sqlx::query("DELETE FROM meta WHERE name LIKE 'store_seal%'")
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    sqlx::query("UPDATE meta SET value = ? WHERE name = 'master_key_check'")
+    sqlx::query("UPDATE meta SET value = $1 WHERE name = 'master_key_check'")
         .bind(v1)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    pool.close().await;
+    });
+    db.close().await;
     let (ok, output) = audit_verify(dir.path());
     assert!(ok && output.contains("--upgrade-store"), "{output}");
     let message = refusal(dir.path(), EC_DEFAULT).await;
@@ -295,15 +319,14 @@ async fn a_store_from_before_row_macs_is_upgraded_only_when_asked() {
 
 /// Copies the `keys` rows of the store in `dir` as they are now, to put back later.
 async fn snapshot_rows(dir: &Path) -> Vec<(String, String, Option<Vec<u8>>, Option<Vec<u8>>)> {
-    let db = dir.join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    let rows = sqlx::query_as("SELECT kid, state, sealed_private, mac FROM keys")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let db = Direct::open(dir).await;
+    let rows = direct!(&db, pool => {
+        sqlx::query_as("SELECT kid, state, sealed_private, mac FROM keys")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    });
+    db.close().await;
     rows
 }
 
@@ -312,9 +335,6 @@ async fn snapshot_rows(dir: &Path) -> Vec<(String, String, Option<Vec<u8>>, Opti
 /// last wrote.
 #[tokio::test]
 async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
-    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
     let first = app.kid_in_state("default", "current").await.unwrap();
@@ -324,17 +344,16 @@ async fn an_older_copy_of_a_row_cannot_bring_a_revoked_key_back() {
     app.stop().await;
     let (_, state, _, mac) = old.into_iter().find(|r| r.0 == first).unwrap();
     assert_eq!(state, "retired");
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE keys SET state = 'retired', revoked_at = NULL, mac = ? WHERE kid = ?")
+    let db = Direct::open(dir.path()).await;
+    direct!(&db, pool => {
+    sqlx::query("UPDATE keys SET state = 'retired', revoked_at = NULL, mac = $1 WHERE kid = $2")
         .bind(mac)
         .bind(&first)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    pool.close().await;
+    });
+    db.close().await;
     let message = refusal(dir.path(), EC_DEFAULT).await;
     assert!(message.contains("older copy"), "{message}");
 }
@@ -685,23 +704,18 @@ async fn a_wiped_store_is_refused_not_rekeyed() {
 /// it verifies, but it is not the seal this process last wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_seal_put_back_while_running_is_refused() {
-    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
-        return;
-    }
     use crate::signing::{request_assertion, signing_config, BILLING_TOKEN};
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(dir.path(), &signing_config("")).await;
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let db = Direct::open(dir.path()).await;
+    direct!(&db, pool => {
     let old: Vec<(String, Vec<u8>)> =
         sqlx::query_as("SELECT name, value FROM meta WHERE name LIKE 'store_seal%'")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap();
     let old_end: i64 = sqlx::query_scalar("SELECT max(seq) FROM audit")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     for _ in 0..3 {
@@ -709,20 +723,21 @@ async fn an_older_seal_put_back_while_running_is_refused() {
             request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
         assert_eq!(r.status(), 200);
     }
-    sqlx::query("DELETE FROM audit WHERE seq > ?")
+    sqlx::query("DELETE FROM audit WHERE seq > $1")
         .bind(old_end)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     for (name, value) in old {
-        sqlx::query("UPDATE meta SET value = ? WHERE name = ?")
+        sqlx::query("UPDATE meta SET value = $1 WHERE name = $2")
             .bind(value)
             .bind(name)
-            .execute(&pool)
+            .execute(pool)
             .await
             .unwrap();
     }
-    pool.close().await;
+    });
+    db.close().await;
     let refused =
         request_assertion(&app, BILLING_TOKEN, serde_json::json!({"client_id": "ecw"})).await;
     assert_eq!(refused.status(), 503);
@@ -752,9 +767,6 @@ async fn an_edited_newest_audit_record_is_refused_while_running() {
 /// master-key check put back), and is refused on an authenticated store.
 #[tokio::test]
 async fn the_upgrade_flag_cannot_reseal_an_authenticated_store() {
-    if crate::helpers::sqlite_only("edits SQLite rows with bound values") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     initialise(dir.path(), EC_DEFAULT).await;
     let build = |dir: &Path| {
@@ -771,16 +783,15 @@ async fn the_upgrade_flag_cannot_reseal_an_authenticated_store() {
         MasterKey::from_text(&std::fs::read_to_string(dir.path().join("data/master.key")).unwrap())
             .unwrap();
     let v1 = master.seal(b"jwksd master key check", b"jwksd/master-key-check/v1");
-    let db = dir.path().join("data/jwksd.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
-    sqlx::query("UPDATE meta SET value = ? WHERE name = 'master_key_check'")
+    let db = Direct::open(dir.path()).await;
+    direct!(&db, pool => {
+    sqlx::query("UPDATE meta SET value = $1 WHERE name = 'master_key_check'")
         .bind(v1)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    pool.close().await;
+    });
+    db.close().await;
     let message = match build(dir.path()).await {
         Ok(_) => panic!("an old master-key check made jwksd upgrade a sealed store"),
         Err(e) => e.to_string(),

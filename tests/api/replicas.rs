@@ -4,7 +4,7 @@
 //! storm of concurrent rotations and signing requests on both leaves one consistent key set
 //! that both serve.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,12 +46,12 @@ async fn converge(a: &TestApp, b: &TestApp, keyset: &str, since: Instant) -> (St
     }
 }
 
-/// (kid, state) of every key of `keyset` as the admin API of `app` lists them.
-/// A replica's keys as (kid, state), sorted by kid: keys created in the same second may be
-/// listed in either order, by a replica that made them or one that re-read them.
+/// (kid, state) of every key of `keyset` as the admin API of `app` lists them, in the order
+/// it lists them: every replica lists one key set in one order (newest first by creation
+/// time, then by kid), also keys made in the same second, whether it made them or re-read
+/// them.
 async fn listed(app: &TestApp, keyset: &str) -> Vec<(String, String)> {
-    let mut keys: Vec<(String, String)> = app
-        .keys(keyset)
+    app.keys(keyset)
         .await
         .iter()
         .map(|k| {
@@ -60,9 +60,7 @@ async fn listed(app: &TestApp, keyset: &str) -> Vec<(String, String)> {
                 k["state"].as_str().unwrap().to_owned(),
             )
         })
-        .collect();
-    keys.sort();
-    keys
+        .collect()
 }
 
 #[tokio::test]
@@ -320,17 +318,19 @@ async fn a_storm_of_rotations_and_signing_on_two_replicas_leaves_one_consistent_
         .await
         .unwrap();
     assert_eq!(rows, kids, "unique kids");
-    let stored: Vec<(String, String)> =
-        sqlx::query_as("SELECT kid, state FROM keys WHERE keyset = 'default' ORDER BY kid")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        r#"SELECT kid, state FROM keys WHERE keyset = 'default'
+               ORDER BY created_at DESC, kid COLLATE "C" DESC"#,
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     // Each applied rotation made one new key: the first two keys plus one per rotation.
     assert_eq!(stored.len(), 2 + rotated.len());
 
-    // Both admin key lists say what the database says: one current key, unique kids.
-    let stored: BTreeSet<(String, String)> = stored.into_iter().collect();
+    // Both admin key lists say what the database says, in one order (newest first, by
+    // creation time, then kid): one current key, unique kids.
     for (name, app) in [("A", &a), ("B", &b)] {
         let list = listed(app, "default").await;
         let kids: HashSet<&String> = list.iter().map(|(kid, _)| kid).collect();
@@ -341,9 +341,8 @@ async fn a_storm_of_rotations_and_signing_on_two_replicas_leaves_one_consistent_
             "{name}: one current key"
         );
         assert_eq!(
-            list.into_iter().collect::<BTreeSet<_>>(),
-            stored,
-            "{name}: the admin list is the database's"
+            list, stored,
+            "{name}: the admin list is the database's, in order"
         );
     }
 
@@ -386,5 +385,207 @@ async fn a_storm_of_rotations_and_signing_on_two_replicas_leaves_one_consistent_
 
     for app in [a, b] {
         Arc::into_inner(app).unwrap().stop().await;
+    }
+}
+
+/// A YAML value, as far as `deploy/compose.yaml` needs: block maps and lists by indentation,
+/// plain and double-quoted scalars, flow lists kept as their text (they are JSON). Enough to
+/// read that file, and it refuses (panics on) anything else, so the file stays this simple.
+#[derive(Debug)]
+enum Yaml {
+    Map(Vec<(String, Yaml)>),
+    List(Vec<Yaml>),
+    Text(String),
+}
+
+impl Yaml {
+    fn parse(text: &str) -> Yaml {
+        let lines: Vec<(usize, &str)> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            .map(|l| (l.len() - l.trim_start().len(), l.trim()))
+            .collect();
+        let mut at = 0;
+        let value = Yaml::block(&lines, &mut at, 0);
+        assert_eq!(at, lines.len(), "unread line: {:?}", lines.get(at));
+        value
+    }
+
+    fn block(lines: &[(usize, &str)], at: &mut usize, indent: usize) -> Yaml {
+        let is_list = lines[*at].1.starts_with("- ");
+        let (mut map, mut list) = (Vec::new(), Vec::new());
+        while let Some(&(depth, line)) = lines.get(*at) {
+            if depth < indent {
+                break;
+            }
+            assert_eq!(depth, indent, "unexpected indentation: {line}");
+            *at += 1;
+            if is_list {
+                let item = line.strip_prefix("- ").expect("a list item");
+                list.push(Yaml::Text(unquote(item)));
+                continue;
+            }
+            let (key, value) = line.split_once(':').expect("key: value");
+            let value = value.trim();
+            let value = if !value.is_empty() {
+                Yaml::Text(unquote(value))
+            } else {
+                match lines.get(*at) {
+                    Some(&(deeper, _)) if deeper > indent => Yaml::block(lines, at, deeper),
+                    _ => Yaml::Map(Vec::new()),
+                }
+            };
+            map.push((unquote(key), value));
+        }
+        if is_list {
+            Yaml::List(list)
+        } else {
+            Yaml::Map(map)
+        }
+    }
+
+    fn get(&self, key: &str) -> &Yaml {
+        match self {
+            Yaml::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("no {key}")),
+            _ => panic!("{key}: not a map"),
+        }
+    }
+
+    fn entries(&self) -> &[(String, Yaml)] {
+        match self {
+            Yaml::Map(entries) => entries,
+            _ => panic!("not a map: {self:?}"),
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Yaml::Text(text) => text,
+            _ => panic!("not a scalar: {self:?}"),
+        }
+    }
+
+    fn items(&self) -> Vec<&str> {
+        match self {
+            Yaml::List(items) => items.iter().map(Yaml::text).collect(),
+            _ => panic!("not a list: {self:?}"),
+        }
+    }
+}
+
+fn unquote(text: &str) -> String {
+    let text = text.trim();
+    text.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text)
+        .to_owned()
+}
+
+/// `${NAME:-default}` as Compose substitutes it when `NAME` is unset.
+fn compose_default(value: &str) -> String {
+    match value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+    {
+        Some((_, default)) => default.to_owned(),
+        None => value.to_owned(),
+    }
+}
+
+/// `deploy/compose.yaml` starts two jwksd replicas and PostgreSQL. Docker is not needed to
+/// check what matters in it: every `JWKSD_` variable is one the configuration loader knows
+/// (each replica's environment loads without a problem or a warning, on PostgreSQL, with
+/// the secrets it names), both replicas share the master key and the database through the
+/// same secret files, and their container health checks are `jwksd healthcheck` on `/readyz`.
+#[test]
+fn the_compose_file_runs_two_replicas_on_one_database_and_one_master_key() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/compose.yaml");
+    let compose = Yaml::parse(&std::fs::read_to_string(path).unwrap());
+    let services = compose.get("services");
+    services.get("postgres");
+    let secret_files: HashMap<&str, &str> = compose
+        .get("secrets")
+        .entries()
+        .iter()
+        .map(|(name, secret)| (name.as_str(), secret.get("file").text()))
+        .collect();
+    // What each secret holds, as the compose file's own instructions make it.
+    let dir = tempfile::tempdir().unwrap();
+    let contents = |name: &str| match name {
+        "jwksd-master-key" => "ab".repeat(32),
+        "jwksd-admin-token" => "cd".repeat(32),
+        "jwksd-database-url" => {
+            "postgres://jwksd:secret@postgres:5432/jwksd?sslmode=disable".to_owned()
+        }
+        other => panic!("a secret the test does not know: {other}"),
+    };
+
+    let mut replicas = Vec::new();
+    for (name, service) in services.entries() {
+        if name == "postgres" {
+            continue;
+        }
+        let mounted = service.get("secrets").items();
+        let mut env = Vec::new();
+        let mut secrets_used = BTreeMap::new();
+        for (variable, value) in service.get("environment").entries() {
+            let value = compose_default(value.text());
+            assert!(variable.starts_with("JWKSD_"), "{name}: {variable}");
+            if jwksd::config::is_command_line_variable(variable) {
+                continue;
+            }
+            let value = match value.strip_prefix("/run/secrets/") {
+                Some(secret) => {
+                    assert!(variable.ends_with("_FILE"), "{name}: {variable}");
+                    assert!(mounted.contains(&secret), "{name}: {secret} is not mounted");
+                    assert!(secret_files.contains_key(secret), "{secret} has no file");
+                    secrets_used.insert(variable.clone(), secret_files[secret].to_owned());
+                    let file = dir.path().join(secret);
+                    std::fs::write(&file, contents(secret)).unwrap();
+                    file.display().to_string()
+                }
+                None => value,
+            };
+            env.push((variable.clone(), value));
+        }
+        let config = jwksd::config::Config::load(None, env)
+            .unwrap_or_else(|e| panic!("{name}: the configuration is refused: {e}"));
+        assert!(config.warnings.is_empty(), "{name}: {:?}", config.warnings);
+        match &config.server.database {
+            jwksd::config::Database::Postgres(url) => {
+                assert!(url.expose().contains("@postgres:5432/"), "{name}")
+            }
+            other => panic!("{name}: not PostgreSQL: {other:?}"),
+        }
+        let probe: Vec<String> =
+            serde_json::from_str(service.get("healthcheck").get("test").text()).unwrap();
+        assert_eq!(probe[0], "CMD", "{name}");
+        assert!(
+            probe[1].ends_with("/jwksd") && probe[2] == "healthcheck",
+            "{name}: {probe:?}"
+        );
+        assert!(
+            probe.iter().any(|a| a.ends_with("/readyz")),
+            "{name}: {probe:?}"
+        );
+        replicas.push((name.clone(), secrets_used));
+    }
+    assert_eq!(replicas.len(), 2, "two replicas: {replicas:?}");
+    let (a, b) = (&replicas[0].1, &replicas[1].1);
+    for variable in [
+        "JWKSD_SERVER__MASTER_KEY_FILE",
+        "JWKSD_SERVER__DATABASE_URL_FILE",
+    ] {
+        assert!(a.contains_key(variable), "{variable} on {}", replicas[0].0);
+        assert_eq!(
+            a.get(variable),
+            b.get(variable),
+            "both replicas: {variable}"
+        );
     }
 }

@@ -246,7 +246,11 @@ async fn cached_tokens_are_served_until_80_percent_of_their_life_then_refreshed(
     let (cached, cache) = token_ok(&app, json!({"client_id": "test"})).await;
     assert_eq!(cache, "hit");
     assert_eq!(cached["access_token"], first["access_token"]);
-    assert_eq!(cached["expires_in"], 61, "expires_in counts down");
+    // 61, or 60 when the wall clock passed a whole second between the token being cached
+    // and this request reading the clock (both are whole seconds): the failure seen once on
+    // PostgreSQL, possible on either backend.
+    let left = cached["expires_in"].as_i64().unwrap();
+    assert!((60..=61).contains(&left), "expires_in counts down: {left}");
     clock.advance(2); // 241 s: past 80% of 300 s
     let (refreshed, cache) = token_ok(&app, json!({"client_id": "test"})).await;
     assert_eq!(cache, "miss");
