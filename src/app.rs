@@ -35,6 +35,7 @@ use crate::signing::SigningService;
 use crate::store::postgres::{KeyChanges, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::tls::ListenerTls;
 use crate::tokens::TokenService;
 use crate::trail::AuditWriter;
 
@@ -104,6 +105,8 @@ pub struct Application {
     /// On PostgreSQL: the store, to listen for other processes' key changes, and how often
     /// to re-read the keys regardless.
     follower: Option<(PgStore, Duration)>,
+    /// The HTTPS of each listener that has it, re-read while serving (see `tls`).
+    tls: Vec<Arc<ListenerTls>>,
     /// Held while the service runs: one jwksd per SQLite store (see [`lock_store`]).
     /// PostgreSQL takes any number of jwksd processes.
     _store_lock: Option<std::fs::File>,
@@ -144,6 +147,19 @@ impl Application {
             Some(listener) => listener,
             None => bind("server.private_listen", &server.private_listen)?,
         };
+        let open_tls = |files: &Option<crate::config::TlsFiles>| {
+            files
+                .as_ref()
+                .map(|files| {
+                    let tls = ListenerTls::open(files)?;
+                    let rustls = tls.server_config()?;
+                    Ok::<_, crate::tls::TlsError>((Arc::new(tls), rustls))
+                })
+                .transpose()
+                .map_err(|e| StartError::Refused(format!("cannot serve HTTPS: {e}")))
+        };
+        let public_tls = open_tls(&server.public_tls)?;
+        let private_tls = open_tls(&server.private_tls)?;
         let http_client = crate::tokens::outbound_client().map_err(|e| {
             StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
         })?;
@@ -214,7 +230,12 @@ impl Application {
         // few times an hour; a new connection each time costs them nothing.
         .keep_alive(KeepAlive::Disabled)
         .client_disconnect_timeout(Duration::from_secs(1))
-        .listen(public_listener)
+        // A handshake is a head too: no client holds a slot by starting one slowly.
+        .tls_handshake_timeout(limits.header_timeout);
+        let public = match &public_tls {
+            Some((_, rustls)) => public.listen_rustls_0_23(public_listener, rustls.clone()),
+            None => public.listen(public_listener),
+        }
         .map_err(|source| StartError::Bind {
             what: "server.public_listen",
             addr: server.public_listen.clone(),
@@ -244,14 +265,30 @@ impl Application {
         .client_request_timeout(limits.header_timeout)
         .keep_alive(limits.header_timeout)
         .client_disconnect_timeout(Duration::from_secs(1))
-        .listen(private_listener)
+        .tls_handshake_timeout(limits.header_timeout);
+        let private = match &private_tls {
+            Some((_, rustls)) => private.listen_rustls_0_23(private_listener, rustls.clone()),
+            None => private.listen(private_listener),
+        }
         .map_err(|source| StartError::Bind {
             what: "server.private_listen",
             addr: server.private_listen.clone(),
             source,
         })?;
         let private_addr = private.addrs()[0];
-        info!(%public_addr, %private_addr, keysets = ?config.keysets.keys(), "jwksd is listening");
+        info!(
+            %public_addr,
+            %private_addr,
+            public_https = public_tls.is_some(),
+            private_https = private_tls.is_some(),
+            keysets = ?config.keysets.keys(),
+            "jwksd is listening"
+        );
+        let tls = [public_tls, private_tls]
+            .into_iter()
+            .flatten()
+            .map(|(tls, _)| tls)
+            .collect();
 
         Ok(Application {
             public_addr,
@@ -264,6 +301,7 @@ impl Application {
             private_server: private.run(),
             scheduler,
             follower,
+            tls,
             _store_lock: store_lock,
         })
     }
@@ -319,7 +357,13 @@ impl Application {
             ))),
             _ => None,
         };
-        let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone(), self.tls.clone()));
+        let tls_watch = (!self.tls.is_empty()).then(|| {
+            tokio::spawn(crate::tls::watch(
+                self.tls.clone(),
+                crate::tls::POLL_INTERVAL,
+            ))
+        });
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),
         ));
@@ -329,6 +373,9 @@ impl Application {
             follower.abort();
         }
         reloads.abort();
+        if let Some(tls_watch) = &tls_watch {
+            tls_watch.abort();
+        }
         protocol_errors.abort();
         let _ = scheduler.await;
         if let Some(follower) = follower {
@@ -393,8 +440,10 @@ impl Reloader {
     }
 }
 
+/// On SIGHUP: the configuration's clients and callers (see [`Reloader`]), and every
+/// listener's TLS files, whether the configuration reloads or not.
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
+async fn reload_on_sighup(reloader: Arc<Reloader>, tls: Vec<Arc<ListenerTls>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         warn!("cannot listen for SIGHUP; configuration reload is unavailable");
@@ -410,11 +459,14 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
             }
             Err(e) => error!("configuration reload refused, the running configuration stays: {e}"),
         }
+        for listener in &tls {
+            listener.reload_and_log(crate::tls::SIGHUP);
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_: Arc<Reloader>) {}
+async fn reload_on_sighup(_: Arc<Reloader>, _: Vec<Arc<ListenerTls>>) {}
 
 /// The background loop: apply the schedule, sleep until the next change (at most a minute,
 /// so clock jumps and config-independent repairs are noticed), repeat.

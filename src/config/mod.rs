@@ -38,7 +38,7 @@ pub use clients::{
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
 pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
-    ServerConfig,
+    ServerConfig, TlsFiles,
 };
 pub use values::ConfigUrl;
 

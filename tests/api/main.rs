@@ -7,6 +7,7 @@ mod helpers;
 
 mod cli_config;
 mod concurrency;
+mod deploy;
 mod discovered_endpoints;
 mod faults;
 mod hardening;
@@ -21,6 +22,7 @@ mod replicas;
 mod secrecy;
 mod signing;
 mod startup;
+mod tls;
 mod tokens;
 mod upstream;
 mod upstream_bounds;
