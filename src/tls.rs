@@ -10,7 +10,10 @@
 //! the old one, and a pair that does not load (unreadable, not PEM, a key that does not belong
 //! to the certificate) is refused while the old one keeps serving. Content is compared, not
 //! modification times, so a replacement within the same second, or one that keeps the old
-//! times (`cp -p`, a Kubernetes secret's symlink swap), is still noticed.
+//! times (`cp -p`, a Kubernetes secret's symlink swap), is still noticed. A new pair also
+//! forgets the sessions clients could resume ([`SessionsOfOneCertificate`]), so from then on
+//! every new connection is a full handshake with the new certificate: replacing a
+//! compromised key ends what was established under it.
 //!
 //! **Trusting.** A CLI command that reaches a listener through jwksd's own configuration dials
 //! loopback, whose name the certificate seldom carries; it trusts exactly the end-entity
@@ -28,7 +31,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tracing::{info, warn};
@@ -66,7 +71,14 @@ fn parse_chain(pem: &[u8], files: &TlsFiles) -> Result<Vec<CertificateDer<'stati
     let shown = || format!("{} = {}", files.cert_key_name, files.cert_file.display());
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError(format!("{}: not a PEM certificate chain ({e})", shown())))?;
+        // The parser's words are not passed on: they can quote a line, and a misconfigured
+        // path can make this a key file.
+        .map_err(|_| {
+            TlsError(format!(
+                "{}: not a PEM certificate chain (a PEM block in it is damaged)",
+                shown()
+            ))
+        })?;
     if chain.is_empty() {
         return Err(TlsError(format!(
             "{}: holds no certificate; it must hold PEM \"-----BEGIN CERTIFICATE-----\" blocks, \
@@ -172,6 +184,63 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// How many sessions a listener remembers for resumption (rustls' default).
+const RESUMABLE_SESSIONS: usize = 256;
+
+/// The server's memory of resumable sessions, forgotten whenever the certificate changes:
+/// a resumed session shows no certificate, so without this a client could go on resuming
+/// what the old certificate (and a possibly compromised key) established.
+pub struct SessionsOfOneCertificate {
+    cache: RwLock<Arc<ServerSessionMemoryCache>>,
+}
+
+impl SessionsOfOneCertificate {
+    fn new() -> Self {
+        SessionsOfOneCertificate {
+            cache: RwLock::new(ServerSessionMemoryCache::new(RESUMABLE_SESSIONS)),
+        }
+    }
+
+    fn cache(&self) -> Arc<ServerSessionMemoryCache> {
+        self.cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn forget_all(&self) {
+        *self
+            .cache
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            ServerSessionMemoryCache::new(RESUMABLE_SESSIONS);
+    }
+}
+
+impl std::fmt::Debug for SessionsOfOneCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionsOfOneCertificate { .. }")
+    }
+}
+
+impl StoresServerSessions for SessionsOfOneCertificate {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.cache().put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache().get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.cache().take(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
 /// What [`ListenerTls::reload`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reloaded {
@@ -196,6 +265,7 @@ struct Seen {
 pub struct ListenerTls {
     files: TlsFiles,
     resolver: Arc<ReloadingCert>,
+    sessions: Arc<SessionsOfOneCertificate>,
     provider: Arc<CryptoProvider>,
     seen: Mutex<Seen>,
 }
@@ -212,6 +282,7 @@ impl ListenerTls {
             resolver: Arc::new(ReloadingCert {
                 current: RwLock::new(Arc::new(key)),
             }),
+            sessions: Arc::new(SessionsOfOneCertificate::new()),
             provider,
             seen: Mutex::new(Seen {
                 serving: digest(&cert_pem, &key_pem),
@@ -227,16 +298,17 @@ impl ListenerTls {
 
     /// The listener's rustls configuration: TLS 1.2 and 1.3 (rustls' safe defaults), no
     /// client certificates, the certificate from this listener's resolver. actix adds the
-    /// ALPN protocol (`http/1.1`).
+    /// ALPN protocol (`http/1.1`). Sessions resume from this listener's
+    /// [`SessionsOfOneCertificate`] (rustls makes no stateless tickets by default).
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let resolver: Arc<dyn ResolvesServerCert> = self.resolver.clone();
-        Ok(
-            rustls::ServerConfig::builder_with_provider(self.provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| TlsError(format!("cannot set up TLS: {e}")))?
-                .with_no_client_auth()
-                .with_cert_resolver(resolver),
-        )
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError(format!("cannot set up TLS: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.session_storage = self.sessions.clone();
+        Ok(config)
     }
 
     /// Re-reads both files and serves the pair they hold if it differs from the one being
@@ -271,6 +343,7 @@ impl ListenerTls {
         match certified_key(&cert_pem, &key_pem, files, &self.provider) {
             Ok(key) => {
                 self.resolver.set(key);
+                self.sessions.forget_all();
                 seen.serving = now;
                 seen.refused = None;
                 Reloaded::Loaded

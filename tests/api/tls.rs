@@ -73,6 +73,11 @@ fn ca_params(name: &str, key: &TestKey) -> CertificateParams {
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_id());
+    // rcgen without a crypto backend of its own cannot draw a serial itself.
+    let mut serial = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut serial).unwrap();
+    serial[0] &= 0x7f;
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
     params
 }
 
@@ -162,11 +167,21 @@ fn replace(path: &Path, text: &str) {
 
 /// A client that trusts only `root_pem`, opening a new connection for every request and
 /// keeping what the server showed (`TlsInfo`).
+/// Session resumption is off, so that every request is a full handshake, which shows the
+/// certificate the listener serves at that moment.
 fn client_trusting(root_pem: &str) -> reqwest::Client {
+    use rustls::pki_types::pem::PemObject;
     jwksd::tokens::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(root_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.resumption = rustls::client::Resumption::disabled();
     reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(root_pem.as_bytes()).unwrap())
+        .use_preconfigured_tls(tls)
         .tls_info(true)
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
@@ -413,9 +428,9 @@ async fn tls_files_that_cannot_serve_refuse_the_start_naming_the_file_and_never_
     assert_no_key_text(&err, &other.key_pem);
 
     // A certificate file holding a key instead, and the key file holding certificates.
+    std::fs::write(&files.key, &leaf.key_pem).unwrap();
     let err = refusal(toml(&files.key, &files.cert)).await;
     assert!(err.contains("holds no certificate"), "{err}");
-    std::fs::write(&files.key, &leaf.key_pem).unwrap();
     let err = refusal(toml(&files.cert, &files.cert)).await;
     assert!(err.contains("holds no private key"), "{err}");
     // Nothing was made: the refusals come before the store.
@@ -439,10 +454,15 @@ async fn a_private_listener_beyond_loopback_without_tls_is_warned_about() {
             && warning.contains("server.private_tls_key_file"),
         "says what to set: {warning}"
     );
-    for loopback in ["127.0.0.1:8081", "[::1]:8081", "localhost:8081"] {
+    for loopback in ["127.0.0.1:8081", "localhost:8081"] {
         let warnings = load(&[("JWKSD_SERVER__PRIVATE_LISTEN", loopback)]);
         assert!(warnings.is_empty(), "{loopback}: {warnings:?}");
     }
+    // (An IPv6 address from a variable reads as a TOML list: written in the file here.)
+    let file = dir.path().join("v6.toml");
+    std::fs::write(&file, "[server]\nprivate_listen = \"[::1]:8081\"\n").unwrap();
+    let v6 = jwksd::config::Config::load(Some(&file), Vec::new()).unwrap();
+    assert!(v6.warnings.is_empty(), "{:?}", v6.warnings);
     // With TLS, no warning; the variables name the files (they are not read as values).
     let pki = TestPki::new();
     let files = TlsDir::new(dir.path(), "private", &pki.leaf(1));
