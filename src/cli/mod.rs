@@ -65,11 +65,12 @@ pub enum Command {
         config: Option<PathBuf>,
         /// Create a new key store on this first start although the master key is external
         /// (never needed with the development master key in data_dir).
-        #[arg(long, env = "JWKSD_INIT")]
+        // Boolish: the documented `JWKSD_INIT=1` (and yes/on/true) as well as `true`.
+        #[arg(long, env = "JWKSD_INIT", value_parser = clap::builder::BoolishValueParser::new())]
         init: bool,
         /// Authenticate a store written by a jwksd from before key rows carried MACs (once,
         /// after checking `jwksd keys list` and `jwksd audit verify` show what you expect).
-        #[arg(long, env = "JWKSD_UPGRADE_STORE")]
+        #[arg(long, env = "JWKSD_UPGRADE_STORE", value_parser = clap::builder::BoolishValueParser::new())]
         upgrade_store: bool,
     },
     /// Validate the configuration and print what it resolves to, without starting.
