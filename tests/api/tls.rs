@@ -289,6 +289,15 @@ async fn a_replaced_certificate_is_served_without_restart_and_a_broken_one_keeps
     let client = client_trusting(&pki.root_pem);
     let url = format!("https://localhost:{port}/.well-known/jwks.json");
     assert_eq!(served_certificate(&client, &url).await, first.der);
+    // A client that resumes sessions, as most do: it holds one from the first certificate.
+    let resuming = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.root_pem.as_bytes()).unwrap())
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    assert_eq!(served_certificate(&resuming, &url).await, first.der);
 
     // A renewal: a new leaf (new serial, new key) written over both files.
     let second = pki.leaf(2);
@@ -296,6 +305,12 @@ async fn a_replaced_certificate_is_served_without_restart_and_a_broken_one_keeps
     let poll = jwksd::tls::POLL_INTERVAL;
     let took = wait_for_certificate(&client, &url, &second.der, poll * 3).await;
     eprintln!("the new certificate was served after {took:?} (poll every {poll:?})");
+    // The sessions of the old certificate are forgotten: the resuming client gets a full
+    // handshake with the new one.
+    assert!(
+        served_certificate(&resuming, &url).await == second.der,
+        "a resumed session still shows the replaced certificate"
+    );
 
     // Broken replacements, one after the other: a key that belongs to another certificate,
     // a key file that is not a key, a missing key file, an empty chain. Each keeps the
