@@ -125,7 +125,7 @@ fn the_dockerfile_runs_the_binary_it_builds_as_nonroot_with_variables_jwksd_know
         ]
     );
     let data_dir = config.server.data_dir.display().to_string();
-    assert_eq!(exec_form(one(&stage, "VOLUME")), [data_dir.clone()]);
+    assert_eq!(exec_form(one(&stage, "VOLUME")), [data_dir.as_str()]);
     assert_eq!(one(&stage, "WORKDIR"), data_dir);
     assert!(
         stage.iter().any(|(i, a)| i == "COPY"
