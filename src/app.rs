@@ -37,6 +37,7 @@ use crate::store::metered::{MeteredStore, StoreErrors};
 use crate::store::postgres::{KeyChanges, PgStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::tls::ListenerTls;
 use crate::tokens::TokenService;
 use crate::trail::AuditWriter;
 
@@ -108,6 +109,8 @@ pub struct Application {
     follower: Option<(PgStore, Duration)>,
     /// The fetcher record, flushed to the store in the background and once at shutdown.
     fetchers: Arc<crate::fetchers::FetcherLog>,
+    /// The HTTPS of each listener that has it, re-read while serving (see `tls`).
+    tls: Vec<Arc<ListenerTls>>,
     /// Held while the service runs: one jwksd per SQLite store (see [`lock_store`]).
     /// PostgreSQL takes any number of jwksd processes.
     _store_lock: Option<std::fs::File>,
@@ -148,6 +151,19 @@ impl Application {
             Some(listener) => listener,
             None => bind("server.private_listen", &server.private_listen)?,
         };
+        let open_tls = |files: &Option<crate::config::TlsFiles>| {
+            files
+                .as_ref()
+                .map(|files| {
+                    let tls = ListenerTls::open(files)?;
+                    let rustls = tls.server_config()?;
+                    Ok::<_, crate::tls::TlsError>((Arc::new(tls), rustls))
+                })
+                .transpose()
+                .map_err(|e| StartError::Refused(format!("cannot serve HTTPS: {e}")))
+        };
+        let public_tls = open_tls(&server.public_tls)?;
+        let private_tls = open_tls(&server.private_tls)?;
         let http_client = crate::tokens::outbound_client().map_err(|e| {
             StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
         })?;
@@ -233,7 +249,12 @@ impl Application {
         // few times an hour; a new connection each time costs them nothing.
         .keep_alive(KeepAlive::Disabled)
         .client_disconnect_timeout(Duration::from_secs(1))
-        .listen(public_listener)
+        // A handshake is a head too: no client holds a slot by starting one slowly.
+        .tls_handshake_timeout(limits.header_timeout);
+        let public = match &public_tls {
+            Some((_, rustls)) => public.listen_rustls_0_23(public_listener, rustls.clone()),
+            None => public.listen(public_listener),
+        }
         .map_err(|source| StartError::Bind {
             what: "server.public_listen",
             addr: server.public_listen.clone(),
@@ -267,15 +288,30 @@ impl Application {
         .client_request_timeout(limits.header_timeout)
         .keep_alive(limits.header_timeout)
         .client_disconnect_timeout(Duration::from_secs(1))
-        .listen(private_listener)
+        .tls_handshake_timeout(limits.header_timeout);
+        let private = match &private_tls {
+            Some((_, rustls)) => private.listen_rustls_0_23(private_listener, rustls.clone()),
+            None => private.listen(private_listener),
+        }
         .map_err(|source| StartError::Bind {
             what: "server.private_listen",
             addr: server.private_listen.clone(),
             source,
         })?;
         let private_addr = private.addrs()[0];
-        let keysets: Vec<&str> = config.keysets.keys().map(String::as_str).collect();
-        info!(%public_addr, %private_addr, keysets = %keysets.join(", "), "jwksd is listening");
+        info!(
+            %public_addr,
+            %private_addr,
+            public_https = public_tls.is_some(),
+            private_https = private_tls.is_some(),
+            keysets = %config.keysets.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+            "jwksd is listening"
+        );
+        let tls = [public_tls, private_tls]
+            .into_iter()
+            .flatten()
+            .map(|(tls, _)| tls)
+            .collect();
 
         Ok(Application {
             public_addr,
@@ -289,6 +325,7 @@ impl Application {
             scheduler,
             follower,
             fetchers,
+            tls,
             _store_lock: store_lock,
         })
     }
@@ -350,7 +387,13 @@ impl Application {
             _ => None,
         };
         let fetcher_flusher = tokio::spawn(crate::fetchers::run_flusher(self.fetchers.clone()));
-        let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone()));
+        let reloads = tokio::spawn(reload_on_sighup(self.reloader.clone(), self.tls.clone()));
+        let tls_watch = (!self.tls.is_empty()).then(|| {
+            tokio::spawn(crate::tls::watch(
+                self.tls.clone(),
+                crate::tls::POLL_INTERVAL,
+            ))
+        });
         let audit_heads = tokio::spawn(log_audit_head(self.keyring.clone(), AUDIT_HEAD_EVERY));
         let protocol_errors = tokio::spawn(crate::logging::summarize_protocol_errors(
             Duration::from_secs(60),
@@ -361,6 +404,9 @@ impl Application {
             follower.abort();
         }
         reloads.abort();
+        if let Some(tls_watch) = &tls_watch {
+            tls_watch.abort();
+        }
         protocol_errors.abort();
         audit_heads.abort();
         let _ = scheduler.await;
@@ -430,8 +476,10 @@ impl Reloader {
     }
 }
 
+/// On SIGHUP: the configuration's clients and callers (see [`Reloader`]), and every
+/// listener's TLS files, whether the configuration reloads or not.
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
+async fn reload_on_sighup(reloader: Arc<Reloader>, tls: Vec<Arc<ListenerTls>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         warn!("cannot listen for SIGHUP; configuration reload is unavailable");
@@ -447,11 +495,14 @@ async fn reload_on_sighup(reloader: Arc<Reloader>) {
             }
             Err(e) => error!("configuration reload refused, the running configuration stays: {e}"),
         }
+        for listener in &tls {
+            listener.reload_and_log(crate::tls::SIGHUP);
+        }
     }
 }
 
 #[cfg(not(unix))]
-async fn reload_on_sighup(_: Arc<Reloader>) {}
+async fn reload_on_sighup(_: Arc<Reloader>, _: Vec<Arc<ListenerTls>>) {}
 
 /// How often the audit head is written to the log when no key event wrote it sooner.
 const AUDIT_HEAD_EVERY: Duration = Duration::from_secs(3600);

@@ -35,6 +35,8 @@
 //!   client, audience, lifetime, which key) and its audit record before the answer; used by
 //!   `POST /v1/assertions` and the token exchange alike.
 //! - [`tokens`]: token exchange with caching, SMART discovery, failure classification.
+//! - [`tls`]: HTTPS on either listener from certificate and key files, re-read while
+//!   serving; how the CLI trusts the listener its configuration names.
 //! - [`http`]: the public listener (JWKS, certificates, health) and the private one (admin,
 //!   signing, tokens, metrics): thin handlers over shared auth, body, problem and state.
 //! - [`app`]: wires all of the above; `main` and the tests start the service through it.
@@ -59,6 +61,7 @@ pub mod ratelimit;
 pub mod rotation;
 pub mod signing;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod trail;
 pub mod vendor;

@@ -11,6 +11,12 @@
 //!
 //! Every path argument (a kid, key set or client name) is checked to be a name and pushed
 //! as one segment, so that no argument can steer a request to another route.
+//!
+//! HTTPS ([`Trust`]): a listener reached through the configuration (its `private_tls_*` or
+//! `tls_*` keys set) is dialled as `https://` on loopback and trusted by exactly the
+//! certificate its cert file holds, whatever names that certificate carries. A URL given
+//! on the command line (`--server`, `JWKSD_SERVER`, `healthcheck --url`) is trusted by the
+//! system's roots and the CA certificates of the PEM file `JWKSD_CA_FILE` names.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +32,44 @@ use crate::api::{
 use crate::config::{AdminTokenSource, Config};
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::upstream::{read_limited, ADMIN_ANSWER_LIMIT};
+
+/// The variable naming a PEM file of CA certificates the CLI trusts beside the system's, for
+/// a jwksd whose certificate a private CA issued.
+pub const CA_FILE_VARIABLE: &str = "JWKSD_CA_FILE";
+
+/// Which certificates the CLI trusts on an `https://` URL.
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// The system's roots and those in `JWKSD_CA_FILE`: for a URL given by hand.
+    Roots,
+    /// Exactly the end-entity certificate at the head of `cert_file` (the configuration key
+    /// `key_name` names it): for the listener jwksd's own configuration describes.
+    Pinned {
+        cert_file: PathBuf,
+        key_name: &'static str,
+    },
+}
+
+impl Trust {
+    /// The trust of a listener the configuration describes: pinned when it serves HTTPS.
+    pub fn of_listener(tls: Option<&crate::config::TlsFiles>) -> Trust {
+        match tls {
+            Some(files) => Trust::Pinned {
+                cert_file: files.cert_file.clone(),
+                key_name: files.cert_key_name,
+            },
+            None => Trust::Roots,
+        }
+    }
+
+    /// The scheme to dial a configured listener with.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Trust::Roots => "http",
+            Trust::Pinned { .. } => "https",
+        }
+    }
+}
 
 /// Time to open a connection to jwksd: it runs beside the CLI, so a longer wait means it
 /// is not there.
@@ -63,19 +107,25 @@ impl Target {
         })
     }
 
-    /// The private listener's base URL: `--server`, else `server.private_listen`.
-    fn server_url(&self, config: &mut Lazy<'_>) -> anyhow::Result<String> {
+    /// The private listener's base URL and how to trust it: `--server` (system roots and
+    /// `JWKSD_CA_FILE`), else `server.private_listen` (its own certificate, when it has one).
+    fn server_url(&self, config: &mut Lazy<'_>) -> anyhow::Result<(String, Trust)> {
         if let Some(server) = self.server.as_deref().filter(|s| !s.trim().is_empty()) {
-            return Ok(server_url(server.trim()));
+            return Ok((server_url(server.trim()), Trust::Roots));
         }
-        let listen = &config.get()?.server.private_listen;
+        let server = &config.get()?.server;
+        let trust = Trust::of_listener(server.private_tls.as_ref());
+        let listen = &server.private_listen;
         if listen.ends_with(":0") {
             bail!(
                 "server.private_listen is {listen}: the port is chosen when jwksd starts, so the \
                  CLI cannot know it; set --server or JWKSD_SERVER to the listener's address"
             );
         }
-        Ok(format!("http://{}", local_address(listen)))
+        Ok((
+            format!("{}://{}", trust.scheme(), local_address(listen)),
+            trust,
+        ))
     }
 
     /// The admin token: `JWKSD_ADMIN_TOKEN`, else `--admin-token-file`, else the
@@ -189,16 +239,61 @@ fn server_url(server: &str) -> String {
 }
 
 /// The HTTP client of every CLI command that talks to jwksd: bounded connect and request
-/// times, and no redirects (a redirect would carry the bearer token elsewhere).
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
+/// times, no redirects (a redirect would carry the bearer token elsewhere), and on https
+/// the certificates `trust` names.
+pub fn http_client(trust: &Trust) -> anyhow::Result<reqwest::Client> {
     crate::tokens::install_crypto_provider();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("jwksd-cli/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("cannot build an HTTP client")
+        .user_agent(concat!("jwksd-cli/", env!("CARGO_PKG_VERSION")));
+    match trust {
+        Trust::Roots => {
+            for cert in extra_roots()? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        Trust::Pinned {
+            cert_file,
+            key_name,
+        } => {
+            let tls = crate::tls::pinned_client_config(cert_file, key_name).with_context(|| {
+                "the CLI trusts exactly the certificate of the listener it reaches through \
+                 jwksd's configuration; or set JWKSD_SERVER (then the system's roots and \
+                 JWKSD_CA_FILE are trusted)"
+            })?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+    }
+    builder.build().context("cannot build an HTTP client")
+}
+
+/// The CA certificates of the file `JWKSD_CA_FILE` names (none when it is unset).
+fn extra_roots() -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let Some(path) = std::env::var_os(CA_FILE_VARIABLE).filter(|p| !p.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let path = PathBuf::from(path);
+    let pem = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read {CA_FILE_VARIABLE} = {}; name a PEM file of CA certificates",
+            path.display()
+        )
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+        format!(
+            "{CA_FILE_VARIABLE} = {} is not a PEM file of certificates",
+            path.display()
+        )
+    })?;
+    if certs.is_empty() {
+        bail!(
+            "{CA_FILE_VARIABLE} = {} holds no PEM certificate",
+            path.display()
+        );
+    }
+    Ok(certs)
 }
 
 /// A client of one jwksd's private listener, authenticated with one bearer token.
@@ -212,24 +307,24 @@ impl Client {
     /// A client of the admin API, for `target`.
     pub fn admin(target: &Target) -> anyhow::Result<Client> {
         let mut config = Lazy::new(target);
-        let base = target.server_url(&mut config)?;
+        let (base, trust) = target.server_url(&mut config)?;
         let token = target.admin_token(&mut config)?;
-        Client::new(base, token)
+        Client::new(base, token, &trust)
     }
 
     /// A client of the caller API (`/v1/...`), with a caller's token.
     pub fn caller(target: &Target, token: String) -> anyhow::Result<Client> {
-        let base = target.server_url(&mut Lazy::new(target))?;
-        Client::new(base, token)
+        let (base, trust) = target.server_url(&mut Lazy::new(target))?;
+        Client::new(base, token, &trust)
     }
 
-    fn new(base: String, token: String) -> anyhow::Result<Client> {
+    fn new(base: String, token: String, trust: &Trust) -> anyhow::Result<Client> {
         // Parsed here once, so that a bad --server fails before anything else happens.
         api_url(&base, &[], &[])?;
         Ok(Client {
             base,
             token,
-            http: http_client()?,
+            http: http_client(trust)?,
         })
     }
 

@@ -28,6 +28,7 @@ pub(super) const CLI_VARIABLES: &[&str] = &[
     "CALLER_TOKEN",
     "INIT",
     "UPGRADE_STORE",
+    "CA_FILE",
 ];
 /// Whether `name` (`JWKSD_CONFIG`) is one of the command line's variables, which the
 /// overlay leaves alone instead of warning that it names no configuration path.
@@ -37,7 +38,15 @@ pub fn is_command_line_variable(name: &str) -> bool {
 }
 
 /// Keys that already name a file; a `_FILE` variable for them sets the path itself.
-pub(super) const PATH_KEYS: &[&str] = &["master_key_file", "admin_token_file", "token_file"];
+pub(super) const PATH_KEYS: &[&str] = &[
+    "master_key_file",
+    "admin_token_file",
+    "token_file",
+    "tls_cert_file",
+    "tls_key_file",
+    "private_tls_cert_file",
+    "private_tls_key_file",
+];
 /// Keys whose values are secrets: never parsed, never shown.
 pub(super) const SECRET_KEYS: &[&str] =
     &["master_key", "admin_token", "token_sha256", "database_url"];

@@ -48,7 +48,7 @@ pub use server::IpNetwork;
 pub use origin::Provenance;
 pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
-    ServerConfig,
+    ServerConfig, TlsFiles,
 };
 pub use values::{parse_bool, show as show_duration, ConfigUrl, Flag, BOOLEAN_WORDS};
 

@@ -46,6 +46,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNetwork>,
     /// How log lines are written (`server.log_format`); read once at start.
     pub log_format: LogFormat,
+    /// HTTPS on the public listener (`tls_cert_file`, `tls_key_file`); `None`: plain HTTP.
+    pub public_tls: Option<TlsFiles>,
+    /// HTTPS on the private listener (`private_tls_cert_file`, `private_tls_key_file`).
+    pub private_tls: Option<TlsFiles>,
 }
 
 /// An IP network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`; a bare address is its own
@@ -101,6 +105,20 @@ impl std::fmt::Display for IpNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
     }
+}
+
+/// The certificate and key files of one listener's HTTPS, as the configuration names them.
+/// The files are read (and re-read when they change) by `tls`; here they are only paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM: the end-entity certificate first, then the intermediates (the full chain).
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: PathBuf,
+    /// The configuration keys that name the two files (`server.tls_cert_file`,
+    /// `server.tls_key_file`), for messages.
+    pub cert_key_name: &'static str,
+    pub key_key_name: &'static str,
 }
 
 /// The default of `server.poll_interval`.
@@ -294,6 +312,8 @@ impl ServerConfig {
             poll_interval,
             trusted_proxies,
             log_format,
+            public_tls,
+            private_tls,
             limits:
                 HttpLimits {
                     header_timeout,
@@ -341,6 +361,12 @@ impl ServerConfig {
             *trusted_proxies == other.trusted_proxies,
         );
         compare("server.log_format", *log_format == other.log_format);
+        // Only which files: a changed file's content is reloaded without a restart.
+        compare("server.tls_cert_file", *public_tls == other.public_tls);
+        compare(
+            "server.private_tls_cert_file",
+            *private_tls == other.private_tls,
+        );
         changed
     }
 
@@ -384,6 +410,10 @@ pub(super) struct RawServer {
     poll_interval: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     log_format: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    private_tls_cert_file: Option<PathBuf>,
+    private_tls_key_file: Option<PathBuf>,
 }
 
 /// Validates the `[server]` section; every problem is added to `problems`.
@@ -551,6 +581,25 @@ pub(super) fn validate(
             LogFormat::default()
         }),
     };
+    let public_tls = tls_files(
+        ("server.tls_cert_file", s.tls_cert_file),
+        ("server.tls_key_file", s.tls_key_file),
+        problems,
+    );
+    let private_tls = tls_files(
+        ("server.private_tls_cert_file", s.private_tls_cert_file),
+        ("server.private_tls_key_file", s.private_tls_key_file),
+        problems,
+    );
+    if private_tls.is_none() && !is_loopback_listen(&private_listen) {
+        // The private listener carries the admin token and the callers' tokens.
+        warnings.push(format!(
+            "server.private_listen = {private_listen:?} listens beyond loopback without TLS: \
+             admin and caller bearer tokens cross the network in clear text; set \
+             server.private_tls_cert_file and server.private_tls_key_file, or keep the \
+             listener on a network only trusted hosts reach"
+        ));
+    }
 
     ServerConfig {
         public_listen,
@@ -566,7 +615,44 @@ pub(super) fn validate(
         poll_interval,
         trusted_proxies,
         log_format,
+        public_tls,
+        private_tls,
     }
+}
+
+/// One listener's pair of TLS files: both or neither (an empty path counts as unset).
+fn tls_files(
+    (cert_key_name, cert): (&'static str, Option<PathBuf>),
+    (key_key_name, key): (&'static str, Option<PathBuf>),
+    problems: &mut Vec<String>,
+) -> Option<TlsFiles> {
+    let set = |path: Option<PathBuf>| path.filter(|p| !p.as_os_str().is_empty());
+    match (set(cert), set(key)) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+            cert_file,
+            key_file,
+            cert_key_name,
+            key_key_name,
+        }),
+        (Some(_), None) | (None, Some(_)) => {
+            problems.push(format!(
+                "{cert_key_name} and {key_key_name} go together: set both (the certificate \
+                 chain and its private key, PEM) for HTTPS, or neither for plain HTTP"
+            ));
+            None
+        }
+    }
+}
+
+/// Whether a listen address (`HOST:PORT`) is reachable only from this host.
+fn is_loopback_listen(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `server.header_timeout`, `server.body_timeout`, `server.max_connections`.
