@@ -106,6 +106,10 @@ pub struct Issued {
     pub kid_published_for: Option<i64>,
     /// The key set's configured `jwks_max_age`, in seconds.
     pub jwks_max_age: i64,
+    /// Whether the signing key joined a key set that already had published keys (a
+    /// rotation or a revocation made it): only then can a verifier's cached JWKS lack it.
+    /// A key set's first keys are published together, in one transaction.
+    pub kid_from_rotation: bool,
 }
 
 /// Signs assertions with the keyring's current keys and records each one.
@@ -214,11 +218,13 @@ impl SigningService {
         };
         let view = snapshot.keysets.get(&client.keyset).ok_or_else(no_key)?;
         let signer = view.signer.clone().ok_or_else(no_key)?;
-        let kid_published_for = view
-            .records
-            .iter()
-            .find(|r| r.kid == signer.kid)
-            .map(|r| now - r.published_at);
+        let signing_record = view.records.iter().find(|r| r.kid == signer.kid);
+        let kid_published_for = signing_record.map(|r| now - r.published_at);
+        let kid_from_rotation = signing_record.is_some_and(|signing| {
+            view.records
+                .iter()
+                .any(|r| r.published_at < signing.published_at)
+        });
         let signed = assertion::sign(
             &signer,
             &client.client_id,
@@ -249,6 +255,7 @@ impl SigningService {
             assertion: signed,
             kid_published_for,
             jwks_max_age: view.config.timing.jwks_max_age,
+            kid_from_rotation,
         })
     }
 

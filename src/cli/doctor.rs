@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::Client;
 use super::AdminArgs;
-use crate::api::{FailureClass, TokenCheck};
+use crate::api::{FailureClass, PossibleCause, TokenCheck, TokenCheckFailed, TokenCheckPassed};
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::discovery::{discovery_url, SmartConfiguration};
 use crate::tokens::upstream::{read_limited, JWKS_LIMIT};
@@ -39,11 +39,49 @@ pub struct Check {
     /// The token request's failure class, on the token check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<FailureClass>,
+    /// When the class is `undetermined`: the causes the evidence allows, most likely first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub possible_causes: Vec<PossibleCause>,
 }
 
-/// A number from jwksd's answer as the report has always shown it: `null` when absent.
-fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
-    value.map_or_else(|| "null".to_owned(), |v| v.to_string())
+/// The token the EHR issued, in words: only the members it sent, as it sent them.
+fn issued_token(passed: &TokenCheckPassed) -> String {
+    let as_text = |value: &Option<serde_json::Value>| match value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let mut text = match as_text(&passed.token_type) {
+        Some(token_type) => format!("the EHR issued a {token_type} token"),
+        None => "the EHR issued a token".to_owned(),
+    };
+    if let Some(scope) = as_text(&passed.scope).filter(|s| !s.is_empty()) {
+        text.push_str(&format!(" for {scope:?}"));
+    }
+    match &passed.expires_in {
+        Some(serde_json::Value::Number(seconds)) => text.push_str(&format!(", valid {seconds}s")),
+        // A vendor's "expires_in": "3600", shown as sent.
+        Some(serde_json::Value::String(seconds)) => {
+            text.push_str(&format!(", valid {seconds:?} (a string) seconds"))
+        }
+        _ => text.push_str(" without an expires_in"),
+    }
+    text
+}
+
+/// What the token endpoint answered, in words: only what it actually sent.
+fn upstream_answer(failed: &TokenCheckFailed) -> String {
+    let Some(status) = failed.upstream_status else {
+        return "no answer from the token endpoint".to_owned();
+    };
+    let mut answer = format!("the token endpoint answered {status}");
+    if let Some(error) = &failed.error {
+        answer.push_str(&format!(" {error}"));
+    }
+    if let Some(description) = &failed.error_description {
+        answer.push_str(&format!(": {description:?}"));
+    }
+    answer
 }
 
 fn check(
@@ -58,6 +96,7 @@ fn check(
         detail: detail.into(),
         fix: fix.map(str::to_owned),
         classification: None,
+        possible_causes: Vec::new(),
     }
 }
 
@@ -280,40 +319,18 @@ pub async fn diagnose(
         TokenCheck::Passed(passed) => checks.push(check(
             "token_request",
             Verdict::Ok,
-            format!(
-                "the EHR issued a {} token for {:?}, valid {}s",
-                passed
-                    .token_type
-                    .as_ref()
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("?"),
-                passed
-                    .scope
-                    .as_ref()
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(""),
-                // As sent: a number, a string in quotes, or null.
-                passed.expires_in.clone().unwrap_or_default()
-            ),
+            issued_token(&passed),
             None,
         )),
         TokenCheck::Failed(failed) => {
             let mut shown = check(
                 "token_request",
                 Verdict::Fail,
-                format!(
-                    "{} (HTTP {}, error {}, {})",
-                    failed.explanation,
-                    or_null(failed.upstream_status),
-                    failed.error.as_deref().unwrap_or("-"),
-                    failed
-                        .error_description
-                        .as_deref()
-                        .unwrap_or("no description")
-                ),
+                format!("{} ({})", failed.explanation, upstream_answer(&failed)),
                 Some(&failed.fix),
             );
             shown.classification = Some(failed.classification);
+            shown.possible_causes = failed.diagnosis.possible_causes.clone();
             checks.push(shown);
         }
     }
@@ -524,6 +541,18 @@ pub fn print(checks: &[Check]) {
         match c.classification.map(class_name) {
             Some(class) => println!("[{tag}] {:<22} {} [{class}]", c.check, c.detail),
             None => println!("[{tag}] {:<22} {}", c.check, c.detail),
+        }
+        if !c.possible_causes.is_empty() {
+            println!("       {:<22} possible causes, most likely first:", "");
+            for (n, cause) in c.possible_causes.iter().enumerate() {
+                println!(
+                    "       {:<22} {}. {}; check: {}",
+                    "",
+                    n + 1,
+                    cause.explanation,
+                    cause.check
+                );
+            }
         }
         if let (Some(fix), Verdict::Fail | Verdict::Warn | Verdict::Skip) = (&c.fix, c.verdict) {
             println!("       {:<22} fix: {fix}", "");

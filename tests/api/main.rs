@@ -7,6 +7,7 @@ mod helpers;
 
 mod cli_config;
 mod concurrency;
+mod diagnosis;
 mod discovered_endpoints;
 mod faults;
 mod hardening;
