@@ -9,10 +9,7 @@ async fn main() -> std::process::ExitCode {
     match jwksd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprint!("{}", jwksd::cli::error_report(&err));
             std::process::ExitCode::FAILURE
         }
     }

@@ -222,6 +222,21 @@ pub enum CallersCommand {
     NewToken,
 }
 
+/// An error as a person reads it: `error: ` and the message, then one `caused by:` line
+/// per cause that adds something. Many errors already carry their cause's words (`cannot
+/// listen on ...: Address already in use`), and saying them twice reads as two problems.
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut report = format!("error: {err}\n");
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if cause.trim().is_empty() || report.contains(&cause) {
+            continue;
+        }
+        report.push_str(&format!("  caused by: {cause}\n"));
+    }
+    report
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -309,6 +324,20 @@ mod tests {
                 .is_err()
         );
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_error_report_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let err = anyhow::Error::new(io)
+            .context("cannot listen on 127.0.0.1:8080: Address already in use")
+            .context("jwksd did not start");
+        assert_eq!(
+            super::error_report(&err),
+            "error: jwksd did not start\n  caused by: cannot listen on 127.0.0.1:8080: Address already in use\n"
+        );
+        let err = anyhow::anyhow!("a").context("b");
+        assert_eq!(super::error_report(&err), "error: b\n  caused by: a\n");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod cli_config;
+mod cli_first_day;
 mod concurrency;
 mod diagnosis;
 mod discovered_endpoints;
