@@ -6,8 +6,18 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = jwksd::cli::Cli::parse();
     jwksd::logging::init();
+    let json = cli.command.wants_json();
     match jwksd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Whoever asked for JSON reads stdout: the error goes there, as JSON, unless the
+        // JSON printed already says it.
+        Err(err) if json && err.downcast_ref::<jwksd::cli::AlreadyReported>().is_some() => {
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) if json => {
+            println!("{}", jwksd::cli::json_error(&err));
+            std::process::ExitCode::FAILURE
+        }
         Err(err) => {
             eprint!("{}", jwksd::cli::error_report(&err));
             std::process::ExitCode::FAILURE

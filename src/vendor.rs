@@ -136,7 +136,7 @@ impl Vendor {
             Vendor::Oracle => &[
                 "Register the JWKS URL in the system-account console. If it only accepts an uploaded key set, upload jwks.json, which holds the current and the next key (and any retired key still in its grace).",
                 "With an uploaded key set, every rotation needs a new upload: run `jwksd register` again after each rotation and upload jwks.json within prepublish, before the next key signs.",
-                "Token endpoints are per tenant: the token endpoint below must be the tenant's.",
+                "Token endpoints are per tenant: the token endpoint at the top of this kit must be the tenant's.",
             ],
             Vendor::Athena => &[
                 "Register the JWKS URL (or import jwks.json) for the app.",
@@ -291,7 +291,9 @@ mod tests {
     #[test]
     fn key_rejected_wording_is_found_and_generic_wording_is_not() {
         assert!(says_key_rejected("Signature verification failed"));
-        assert!(says_key_rejected("no matching key found in JWKS for kid abc"));
+        assert!(says_key_rejected(
+            "no matching key found in JWKS for kid abc"
+        ));
         assert!(says_key_rejected("Unable to verify the client assertion"));
         // node-oidc-provider's words for an unknown client, an unregistered JWKS and a
         // stale cache alike.

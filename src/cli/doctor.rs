@@ -8,7 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
@@ -112,7 +111,7 @@ pub async fn run(args: &AdminArgs, client: &str) -> anyhow::Result<()> {
     }
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
     if failed > 0 {
-        bail!("{failed} check(s) failed");
+        return Err(super::AlreadyReported(format!("{failed} check(s) failed")).into());
     }
     Ok(())
 }
@@ -129,26 +128,17 @@ pub async fn diagnose(
     let current = keyset.current_kid.clone().unwrap_or_default();
     let next = keyset.next_kid.clone().unwrap_or_default();
 
-    // 1. The public JWKS URL, fetched like an EHR would.
-    let jwks_url = client.jwks_url.clone();
-    if !jwks_url.contains("://") {
-        checks.push(check(
-            "jwks_url",
-            Verdict::Fail,
-            "server.public_url is not set, so there is no JWKS URL to give the EHR",
-            Some("set server.public_url to the https address EHRs reach the public listener at"),
-        ));
-    } else {
-        checks.extend(check_jwks_url(outbound, &jwks_url, &current, &next).await);
-    }
-
-    // 2. The algorithm against what the vendor accepts.
     let endpoint_hint = client
         .token_endpoint
         .as_deref()
         .or(client.fhir_base_url.as_deref())
         .unwrap_or_default();
     let vendor = crate::vendor::Vendor::recognise(endpoint_hint);
+
+    // 1. The public JWKS URL, fetched like an EHR would.
+    checks.extend(jwks_url_checks(outbound, &client.jwks_url, &current, &next, vendor).await);
+
+    // 2. The algorithm against what the vendor accepts.
     checks.push(if vendor.accepts(alg.as_str()) {
         check(
             "algorithm",
@@ -359,24 +349,109 @@ struct ServedKid {
     kid: Option<String>,
 }
 
-async fn check_jwks_url(
+/// Where a JWKS URL's host is, as far as its name tells without a DNS lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostKind {
+    Loopback,
+    /// RFC 1918, link-local, unique local (fc00::/7), CGNAT: not reachable from a cloud.
+    Private,
+    Public,
+}
+
+fn host_kind(url: &reqwest::Url) -> HostKind {
+    use std::net::IpAddr;
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            return if name == "localhost" || name.ends_with(".localhost") {
+                HostKind::Loopback
+            } else if name.ends_with(".local") || name.ends_with(".internal") || !name.contains('.')
+            {
+                HostKind::Private
+            } else {
+                HostKind::Public
+            };
+        }
+        None => return HostKind::Private,
+    };
+    match ip {
+        _ if ip.is_loopback() => HostKind::Loopback,
+        IpAddr::V4(v4) => {
+            let cgnat = v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]);
+            if v4.is_private() || v4.is_link_local() || v4.is_unspecified() || cgnat {
+                HostKind::Private
+            } else {
+                HostKind::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let unique_local = (v6.segments()[0] & 0xfe00) == 0xfc00;
+            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
+            if unique_local || link_local || v6.is_unspecified() {
+                HostKind::Private
+            } else {
+                HostKind::Public
+            }
+        }
+    }
+}
+
+/// The checks of a client's JWKS URL that `doctor` and `register` share: it exists, it is
+/// https, it is reachable from the vendor (not loopback or a private address when the
+/// vendor is a cloud EHR), and it answers, from this host, jwksd's live JWKS.
+pub async fn jwks_url_checks(
     http: &reqwest::Client,
     url: &str,
     current: &str,
     next: &str,
+    vendor: crate::vendor::Vendor,
 ) -> Vec<Check> {
+    let parsed =
+        match reqwest::Url::parse(url) {
+            Ok(parsed) if url.contains("://") => parsed,
+            _ => return vec![check(
+                "jwks_url",
+                Verdict::Fail,
+                "server.public_url is not set, so there is no JWKS URL to give the EHR",
+                Some(
+                    "set server.public_url to the https address EHRs reach the public listener at",
+                ),
+            )],
+        };
     let mut checks = Vec::new();
-    let https = url.starts_with("https://");
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|prefix| url.starts_with(prefix));
+    let https = parsed.scheme() == "https";
+    let kind = host_kind(&parsed);
+    let loopback = kind == HostKind::Loopback;
+    let cloud = vendor != crate::vendor::Vendor::Generic;
+    checks.push(match kind {
+        HostKind::Public => check(
+            "jwks_address",
+            Verdict::Ok,
+            format!("{} is a public host name or address", parsed.host_str().unwrap_or_default()),
+            None,
+        ),
+        HostKind::Loopback | HostKind::Private => check(
+            "jwks_address",
+            // A cloud EHR fetches from the internet; a generic server may be a local test.
+            if cloud { Verdict::Fail } else { Verdict::Warn },
+            format!(
+                "{} is {}: {} cannot fetch it from outside this network",
+                parsed.host_str().unwrap_or_default(),
+                if loopback { "a loopback host" } else { "a private address" },
+                vendor.name()
+            ),
+            Some("set server.public_url to the public https name the EHR reaches the public listener at"),
+        ),
+    });
     checks.push(if https {
         check("jwks_https", Verdict::Ok, format!("{url} uses https"), None)
     } else {
         check(
             "jwks_https",
             // Plain http is tolerable only for a local test setup.
-            if loopback { Verdict::Warn } else { Verdict::Fail },
+            if loopback && !cloud { Verdict::Warn } else { Verdict::Fail },
             format!("{url} is plain http: EHRs fetch JWKS URLs only over https"),
             Some("put a TLS terminator with a complete certificate chain in front of the public listener"),
         )

@@ -43,9 +43,7 @@ impl FailureClass {
     /// The class as one cause among several, in a few words.
     pub fn as_cause(self) -> &'static str {
         match self {
-            FailureClass::UnknownClient => {
-                "unknown client_id or app not enabled for this practice"
-            }
+            FailureClass::UnknownClient => "unknown client_id or app not enabled for this practice",
             FailureClass::KeyNotRegistered => "JWKS URL not registered or not allow-listed",
             FailureClass::KidNotYetSeen => "EHR cache older than the kid",
             other => other.explanation(),
@@ -317,7 +315,12 @@ mod tests {
 
     #[test]
     fn a_vendor_that_says_the_signature_failed_knows_the_client() {
-        let old = refusal(400, "invalid_client", "signature verification failed", 2 * HOUR);
+        let old = refusal(
+            400,
+            "invalid_client",
+            "signature verification failed",
+            2 * HOUR,
+        );
         assert_eq!(class_of(old), KeyNotRegistered);
         let young_rotated = Evidence {
             kid_from_rotation: true,
@@ -447,6 +450,9 @@ mod tests {
             wire[0].explanation,
             "unknown client_id or app not enabled for this practice"
         );
-        assert_eq!(wire[1].explanation, "JWKS URL not registered or not allow-listed");
+        assert_eq!(
+            wire[1].explanation,
+            "JWKS URL not registered or not allow-listed"
+        );
     }
 }

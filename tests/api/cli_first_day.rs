@@ -109,3 +109,179 @@ fn an_error_chain_never_repeats_a_message_in_a_caused_by_line() {
         said.push(cause);
     }
 }
+
+/// jwksd with one client `ehr` whose public URL is its loopback listener, and the
+/// environment a CLI needs to reach it.
+async fn app_with_a_client(dir: &Path) -> crate::helpers::TestApp {
+    let public = crate::helpers::loopback_listener();
+    let toml = format!(
+        "{EC_DEFAULT}[server]\npublic_url = \"{}\"\n[clients.ehr]\nclient_id = \"ehr-client\"\n\
+         token_endpoint = \"https://fhir.epic.com/interconnect-fhir-oauth/oauth2/token\"\n",
+        crate::helpers::url_of(&public)
+    );
+    crate::helpers::spawn_app_on(dir, &toml, public, &crate::helpers::TestClock::default()).await
+}
+
+/// Runs `jwksd ARGS` against `app` off the test's runtime.
+async fn cli(app: &crate::helpers::TestApp, dir: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(JWKSD)
+        .kill_on_drop(true)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("JWKSD_SERVER", &app.private)
+        .env("JWKSD_ADMIN_TOKEN", &app.admin_token)
+        .output()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn every_data_printing_subcommand_answers_json_also_when_it_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there (a port bound, then released by dropping it, would race; the
+    // discard port on loopback is refused at once).
+    let nowhere = [
+        ("JWKSD_SERVER", "http://127.0.0.1:9"),
+        (
+            "JWKSD_ADMIN_TOKEN",
+            "an-admin-token-that-goes-nowhere-0123456789",
+        ),
+    ];
+    for args in [
+        &["keys", "list", "--json"][..],
+        &["keys", "rotate", "--json"],
+        &["keys", "revoke", "some-kid", "--json"],
+        &["doctor", "--client", "c", "--json"],
+        &["register", "--client", "c", "--json"],
+    ] {
+        let error = json_error(&jwksd(dir.path(), args, &nowhere));
+        assert!(error.contains("cannot reach jwksd"), "{args:?}: {error}");
+    }
+    // token --json without a caller token: the error is JSON too.
+    let error = json_error(&jwksd(
+        dir.path(),
+        &["token", "--client", "c", "--json"],
+        &nowhere,
+    ));
+    assert!(error.contains("JWKSD_CALLER_TOKEN"), "{error}");
+    // callers new-token --json prints the token and its hash.
+    let output = jwksd(dir.path(), &["callers", "new-token", "--json"], &[]);
+    assert!(output.status.success(), "{}", text(&output));
+    let minted: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(minted["token_sha256"].as_str().unwrap().len(), 64);
+    assert!(minted["token"].as_str().unwrap().len() >= 32);
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_command_line_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let output = jwksd(dir.path(), &["completions", shell], &[]);
+        let script = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{shell}: {}", text(&output));
+        for word in ["jwksd", "doctor", "register", "config"] {
+            assert!(script.contains(word), "{shell} completes {word}");
+        }
+    }
+    let output = jwksd(dir.path(), &["man"], &[]);
+    let page = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH jwksd 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("doctor") && page.contains("completions"),
+        "{page}"
+    );
+}
+
+#[tokio::test]
+async fn register_runs_the_doctors_jwks_url_checks_and_keeps_an_existing_kit() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = app_with_a_client(dir.path()).await;
+
+    // A loopback, plain-http JWKS URL for Epic (a cloud EHR): the ticket says why it fails.
+    let output = cli(
+        &app,
+        dir.path(),
+        &["register", "--client", "ehr", "--vendor", "epic"],
+    )
+    .await;
+    let shown = text(&output);
+    assert!(output.status.success(), "{shown}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("Checks of the JWKS URL"), "{shown}");
+    assert!(
+        stdout.contains("is plain http") && stdout.contains("a loopback host"),
+        "{shown}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: jwks_https") && stderr.contains("warning: jwks_address"),
+        "{shown}"
+    );
+    assert!(!stdout.contains("token endpoint below"), "{shown}");
+
+    // --json: the same as data, with the checks doctor runs.
+    let output = cli(
+        &app,
+        dir.path(),
+        &["register", "--client", "ehr", "--vendor", "epic", "--json"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output));
+    let kit: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(kit["client_id"], "ehr-client");
+    assert_eq!(kit["keys"].as_array().unwrap().len(), 2, "{kit}");
+    let verdict = |name: &str| {
+        kit["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .map(|c| c["verdict"].clone())
+            .unwrap_or_else(|| panic!("no {name}: {kit}"))
+    };
+    assert_eq!(verdict("jwks_https"), "fail");
+    assert_eq!(verdict("jwks_address"), "fail");
+    assert_eq!(verdict("jwks_fetch"), "ok");
+
+    // --out: a new directory is written; an existing, non-empty one only with --force.
+    let out = dir.path().join("ticket");
+    let out_arg = out.to_str().unwrap();
+    let first = cli(
+        &app,
+        dir.path(),
+        &["register", "--client", "ehr", "--out", out_arg],
+    )
+    .await;
+    assert!(first.status.success(), "{}", text(&first));
+    let readme = std::fs::read_to_string(out.join("README.txt")).unwrap();
+    let again = cli(
+        &app,
+        dir.path(),
+        &["register", "--client", "ehr", "--out", out_arg],
+    )
+    .await;
+    let shown = text(&again);
+    assert!(!again.status.success(), "{shown}");
+    assert!(
+        shown.contains("is not empty") && shown.contains("--force"),
+        "{shown}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("README.txt")).unwrap(),
+        readme
+    );
+    let forced = cli(
+        &app,
+        dir.path(),
+        &["register", "--client", "ehr", "--out", out_arg, "--force"],
+    )
+    .await;
+    assert!(forced.status.success(), "{}", text(&forced));
+    app.stop().await;
+}

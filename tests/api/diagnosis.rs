@@ -111,7 +111,10 @@ async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
 /// The doctor's token_request check, from `--json`.
 async fn doctor_token_check(app: &TestApp) -> Value {
     let (ok, stdout, stderr) = cli(app, &["doctor", "--client", "test", "--json"]).await;
-    assert!(!ok, "a refused token request fails the doctor: {stdout}{stderr}");
+    assert!(
+        !ok,
+        "a refused token request fails the doctor: {stdout}{stderr}"
+    );
     let checks: Vec<Value> =
         serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{stdout}\n{stderr}"));
     checks
@@ -139,7 +142,10 @@ async fn an_unknown_client_id_on_a_brand_new_key_set_is_never_a_stale_cache_or_a
     for when in ["at once", "two hours later"] {
         let problem = refused_token(&app).await;
         assert_eq!(problem["error"], "invalid_client", "{when}: {problem}");
-        assert_eq!(problem["classification"], "undetermined", "{when}: {problem}");
+        assert_eq!(
+            problem["classification"], "undetermined",
+            "{when}: {problem}"
+        );
         assert_eq!(
             causes(&problem),
             ["unknown_client", "key_not_registered"],

@@ -346,7 +346,10 @@ async fn an_invalid_scope_and_a_key_the_ehr_does_not_have_are_named() {
     assert_eq!(problem["classification"], "undetermined", "{problem}");
     let unregistered = &problem["diagnosis"]["possible_causes"][1];
     assert_eq!(unregistered["cause"], "key_not_registered", "{problem}");
-    assert!(unregistered["check"].as_str().unwrap().contains("allow-listed"));
+    assert!(unregistered["check"]
+        .as_str()
+        .unwrap()
+        .contains("allow-listed"));
     app.stop().await;
 }
 
