@@ -408,18 +408,19 @@ pub async fn jwks_url_checks(
     next: &str,
     vendor: crate::vendor::Vendor,
 ) -> Vec<Check> {
-    let parsed =
-        match reqwest::Url::parse(url) {
-            Ok(parsed) if url.contains("://") => parsed,
-            _ => return vec![check(
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) if url.contains("://") => parsed,
+        _ => {
+            return vec![check(
                 "jwks_url",
                 Verdict::Fail,
                 "server.public_url is not set, so there is no JWKS URL to give the EHR",
                 Some(
                     "set server.public_url to the https address EHRs reach the public listener at",
                 ),
-            )],
-        };
+            )]
+        }
+    };
     let mut checks = Vec::new();
     let https = parsed.scheme() == "https";
     let kind = host_kind(&parsed);

@@ -285,3 +285,106 @@ async fn register_runs_the_doctors_jwks_url_checks_and_keeps_an_existing_kit() {
     assert!(forced.status.success(), "{}", text(&forced));
     app.stop().await;
 }
+
+/// The marker a README shell block carries when this test runs it as written.
+const README_MARKER: &str =
+    "<!-- tested: cli_first_day::the_readmes_marked_commands_run_as_written -->";
+
+/// The shell lines of every fenced block that follows [`README_MARKER`] in `readme`.
+fn marked_commands(readme: &str) -> Vec<String> {
+    let mut lines = readme.lines();
+    let mut commands = Vec::new();
+    while let Some(line) = lines.next() {
+        if line.trim() != README_MARKER {
+            continue;
+        }
+        let Some(_fence) = lines.by_ref().find(|l| l.trim_start().starts_with("```")) else {
+            break;
+        };
+        for line in lines.by_ref() {
+            if line.trim_start().starts_with("```") {
+                break;
+            }
+            if !line.trim().is_empty() {
+                commands.push(line.to_owned());
+            }
+        }
+    }
+    commands
+}
+
+/// The README's marked commands (the run command and the quick start), as a script: run
+/// through `jwksd` on PATH (`cargo run --release --` is the same binary); a `serve` runs
+/// in the background until the next command that needs it has had its answer, and the
+/// previous one is stopped before the next `serve`.
+fn readme_script(commands: &[String]) -> String {
+    let mut script = String::from(
+        "set -e\nSERVE_PID=\nstop_serve() { if [ -n \"$SERVE_PID\" ]; then kill $SERVE_PID; wait $SERVE_PID || true; fi; }\ntrap stop_serve EXIT\n",
+    );
+    for command in commands {
+        let command = command.replace("cargo run --release --", "jwksd");
+        script.push_str(&format!("echo '+ {}'\n", command.replace('\'', "'\\''")));
+        if command.contains("jwksd serve") {
+            script.push_str("stop_serve\n");
+            script.push_str(&format!("{command} >>serve.log 2>&1 &\nSERVE_PID=$!\n"));
+            script.push_str(
+                "for i in $(seq 1 300); do jwksd healthcheck >/dev/null 2>&1 && break; \
+                 kill -0 $SERVE_PID 2>/dev/null || { cat serve.log; exit 1; }; sleep 0.2; done\n\
+                 jwksd healthcheck\n",
+            );
+        } else {
+            script.push_str(&format!("{command}\n"));
+        }
+    }
+    script
+}
+
+/// The README's commands work as written: its marked blocks run in an empty directory, in
+/// a network namespace of their own (they use the default ports; `unshare` needs root, as
+/// the other tests of the default configuration do), with the built binary as `jwksd`.
+#[test]
+fn the_readmes_marked_commands_run_as_written() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let commands = marked_commands(&readme);
+    assert!(
+        commands.iter().any(|c| c.contains("serve")),
+        "README.md marks no shell block with {README_MARKER} (put it on the line before the \
+         fenced blocks of \"Run it\" and of the container's first start)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(JWKSD, bin.join("jwksd")).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let script = readme_script(&commands);
+    let output = Command::new("unshare")
+        .args(["-n", "bash", "-c", &format!("ip link set lo up\n{script}")])
+        .current_dir(&work)
+        .env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("HOME", dir.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run unshare(1) (it needs root): {e}"));
+    assert!(
+        output.status.success(),
+        "the README's commands failed:\n{script}\n{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn marked_readme_blocks_are_found_and_only_those() {
+    let readme = format!(
+        "```sh\nnot marked\n```\n{README_MARKER}\n\n```sh\njwksd serve\n\ncurl -i x   # c\n```\n"
+    );
+    assert_eq!(marked_commands(&readme), ["jwksd serve", "curl -i x   # c"]);
+}
