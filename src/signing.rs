@@ -108,7 +108,8 @@ pub struct Issued {
     pub jwks_max_age: i64,
     /// Whether the signing key joined a key set that already had published keys (a
     /// rotation or a revocation made it): only then can a verifier's cached JWKS lack it.
-    /// A key set's first keys are published together, in one transaction.
+    /// A key set's first keys (a current and a next) are published together, in one
+    /// transaction.
     pub kid_from_rotation: bool,
 }
 
@@ -220,10 +221,20 @@ impl SigningService {
         let signer = view.signer.clone().ok_or_else(no_key)?;
         let signing_record = view.records.iter().find(|r| r.kid == signer.kid);
         let kid_published_for = signing_record.map(|r| now - r.published_at);
+        // Times are in seconds, so a rotation in the set's first second shares its first
+        // keys' time: a key with two others published no later than itself is not one of
+        // the first two either (the conservative reading: it allows a stale cache).
         let kid_from_rotation = signing_record.is_some_and(|signing| {
-            view.records
+            let earlier_or_same = view
+                .records
                 .iter()
-                .any(|r| r.published_at < signing.published_at)
+                .filter(|r| r.kid != signing.kid && r.published_at <= signing.published_at)
+                .count();
+            earlier_or_same >= 2
+                || view
+                    .records
+                    .iter()
+                    .any(|r| r.published_at < signing.published_at)
         });
         let signed = assertion::sign(
             &signer,
