@@ -168,7 +168,9 @@ impl Application {
             StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
         })?;
         ensure_dir(&server.data_dir)?;
-        let admin_hash = load_admin_token(&server.admin_token)?;
+        // A generated token is written only once the store opened: a refused start leaves
+        // nothing behind.
+        let admin_token = load_admin_token(&server.admin_token)?;
         let admin_token_file = server.admin_token.file().map(Path::to_path_buf);
         // Shared by the store wrapper that counts them and `/metrics` that shows them.
         let store_errors = Arc::new(StoreErrors::default());
@@ -183,6 +185,7 @@ impl Application {
             }
         };
         let keyring = Arc::new(keyring);
+        let admin_hash = admin_token.write_if_generated()?;
 
         let audit = AuditWriter::start(keyring.store().clone());
         let metrics = Metrics {
@@ -1018,11 +1021,44 @@ fn load_master_key(
     }
 }
 
+/// The admin token as start-up reads it: its hash, and for a token generated now, the file
+/// still to write (after the store opened, so that a refused start writes nothing).
+struct AdminToken {
+    hash: TokenHash,
+    to_write: Option<(PathBuf, zeroize::Zeroizing<String>)>,
+}
+
+impl AdminToken {
+    fn ready(hash: TokenHash) -> Self {
+        AdminToken {
+            hash,
+            to_write: None,
+        }
+    }
+
+    /// Writes a generated token to its file, and returns the hash.
+    fn write_if_generated(self) -> Result<TokenHash, StartError> {
+        if let Some((path, token)) = &self.to_write {
+            write_secret_file(path, token).map_err(|e| {
+                StartError::Refused(format!(
+                    "cannot write the admin token {}: {e}",
+                    path.display()
+                ))
+            })?;
+            info!(
+                path = %path.display(),
+                "generated an admin token; the CLI reads it from there (or from JWKSD_ADMIN_TOKEN)"
+            );
+        }
+        Ok(self.hash)
+    }
+}
+
 /// The admin token's hash, from wherever the configuration says it is; the token itself is
-/// dropped (and wiped) once hashed.
-fn load_admin_token(source: &AdminTokenSource) -> Result<TokenHash, StartError> {
+/// dropped (and wiped) once hashed, or once written when it is generated now.
+fn load_admin_token(source: &AdminTokenSource) -> Result<AdminToken, StartError> {
     match source {
-        AdminTokenSource::Inline(sha256) => Ok(TokenHash::from_sha256(*sha256)),
+        AdminTokenSource::Inline(sha256) => Ok(AdminToken::ready(TokenHash::from_sha256(*sha256))),
         AdminTokenSource::File(path) => {
             let text = read_secret_file(path, "admin token")?;
             let token = zeroize::Zeroizing::new(text.trim().to_owned());
@@ -1032,7 +1068,7 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<TokenHash, StartError> 
                     path.display()
                 )));
             }
-            Ok(TokenHash::of(&token))
+            Ok(AdminToken::ready(TokenHash::of(&token)))
         }
         AdminTokenSource::Generated(path) => {
             if path.exists() {
@@ -1045,20 +1081,13 @@ fn load_admin_token(source: &AdminTokenSource) -> Result<TokenHash, StartError> 
                         path.display()
                     )));
                 }
-                return Ok(TokenHash::of(&token));
+                return Ok(AdminToken::ready(TokenHash::of(&token)));
             }
             let token = zeroize::Zeroizing::new(crate::random_token());
-            write_secret_file(path, &token).map_err(|e| {
-                StartError::Refused(format!(
-                    "cannot write the admin token {}: {e}",
-                    path.display()
-                ))
-            })?;
-            info!(
-                path = %path.display(),
-                "generated an admin token; the CLI reads it from there (or from JWKSD_ADMIN_TOKEN)"
-            );
-            Ok(TokenHash::of(&token))
+            Ok(AdminToken {
+                hash: TokenHash::of(&token),
+                to_write: Some((path.clone(), token)),
+            })
         }
     }
 }

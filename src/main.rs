@@ -9,13 +9,20 @@ async fn main() -> std::process::ExitCode {
     if !matches!(cli.command, jwksd::cli::Command::Serve { .. }) {
         jwksd::logging::init(jwksd::logging::LogFormat::Text);
     }
+    let json = cli.command.wants_json();
     match jwksd::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Whoever asked for JSON reads stdout: the error goes there, as JSON, unless the
+        // JSON printed already says it.
+        Err(err) if json && err.downcast_ref::<jwksd::cli::AlreadyReported>().is_some() => {
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) if json => {
+            println!("{}", jwksd::cli::json_error(&err));
+            std::process::ExitCode::FAILURE
+        }
         Err(err) => {
-            eprintln!("error: {err}");
-            for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
+            eprint!("{}", jwksd::cli::error_report(&err));
             std::process::ExitCode::FAILURE
         }
     }

@@ -106,6 +106,11 @@ pub struct Issued {
     pub kid_published_for: Option<i64>,
     /// The key set's configured `jwks_max_age`, in seconds.
     pub jwks_max_age: i64,
+    /// Whether the signing key joined a key set that already had published keys (a
+    /// rotation or a revocation made it): only then can a verifier's cached JWKS lack it.
+    /// A key set's first keys (a current and a next) are published together, in one
+    /// transaction.
+    pub kid_from_rotation: bool,
 }
 
 /// Signs assertions with the keyring's current keys and records each one.
@@ -214,11 +219,23 @@ impl SigningService {
         };
         let view = snapshot.keysets.get(&client.keyset).ok_or_else(no_key)?;
         let signer = view.signer.clone().ok_or_else(no_key)?;
-        let kid_published_for = view
-            .records
-            .iter()
-            .find(|r| r.kid == signer.kid)
-            .map(|r| now - r.published_at);
+        let signing_record = view.records.iter().find(|r| r.kid == signer.kid);
+        let kid_published_for = signing_record.map(|r| now - r.published_at);
+        // Times are in seconds, so a rotation in the set's first second shares its first
+        // keys' time: a key with two others published no later than itself is not one of
+        // the first two either (the conservative reading: it allows a stale cache).
+        let kid_from_rotation = signing_record.is_some_and(|signing| {
+            let earlier_or_same = view
+                .records
+                .iter()
+                .filter(|r| r.kid != signing.kid && r.published_at <= signing.published_at)
+                .count();
+            earlier_or_same >= 2
+                || view
+                    .records
+                    .iter()
+                    .any(|r| r.published_at < signing.published_at)
+        });
         let signed = assertion::sign(
             &signer,
             &client.client_id,
@@ -249,6 +266,7 @@ impl SigningService {
             assertion: signed,
             kid_published_for,
             jwks_max_age: view.config.timing.jwks_max_age,
+            kid_from_rotation,
         })
     }
 

@@ -136,7 +136,7 @@ impl Vendor {
             Vendor::Oracle => &[
                 "Register the JWKS URL in the system-account console. If it only accepts an uploaded key set, upload jwks.json, which holds the current and the next key (and any retired key still in its grace).",
                 "With an uploaded key set, every rotation needs a new upload: run `jwksd register` again after each rotation and upload jwks.json within prepublish, before the next key signs.",
-                "Token endpoints are per tenant: the token endpoint below must be the tenant's.",
+                "Token endpoints are per tenant: the token endpoint at the top of this kit must be the tenant's.",
             ],
             Vendor::Athena => &[
                 "Register the JWKS URL (or import jwks.json) for the app.",
@@ -166,6 +166,25 @@ pub const UNKNOWN_CLIENT_WORDING: &[&str] = &[
     "unregistered client",
 ];
 
+/// Words EHRs put in `error_description` when they found the client and then could not
+/// verify the assertion with its keys: the client_id is known, the key is the problem.
+/// A generic "client authentication failed" (node-oidc-provider, and many others) says
+/// neither, and is not here. Lowercase; matched as substrings of the lowercased
+/// description.
+pub const KEY_REJECTED_WORDING: &[&str] = &[
+    "signature verification failed",
+    "invalid signature",
+    "signature is invalid",
+    "could not verify",
+    "unable to verify",
+    "no matching key",
+    "key not found",
+    "kid not found",
+    "unknown kid",
+    "no key with kid",
+    "jwks",
+];
+
 /// OAuth `error` codes outside RFC 6749 that EHRs use for a rate limit, sometimes with a
 /// 400 instead of a 429.
 pub const RATE_LIMIT_ERRORS: &[&str] = &["rate_limit_exceeded", "slow_down", "too_many_requests"];
@@ -174,6 +193,15 @@ pub const RATE_LIMIT_ERRORS: &[&str] = &["rate_limit_exceeded", "slow_down", "to
 pub fn says_unknown_client(description: &str) -> bool {
     let description = description.to_ascii_lowercase();
     UNKNOWN_CLIENT_WORDING
+        .iter()
+        .any(|words| description.contains(words))
+}
+
+/// Whether `description` (an `error_description`) says the client's key, not the
+/// client, was the problem.
+pub fn says_key_rejected(description: &str) -> bool {
+    let description = description.to_ascii_lowercase();
+    KEY_REJECTED_WORDING
         .iter()
         .any(|words| description.contains(words))
 }
@@ -258,5 +286,18 @@ mod tests {
         assert!(says_unknown_client("Client not found"));
         assert!(says_unknown_client("error: INVALID CLIENT_ID supplied"));
         assert!(!says_unknown_client("signature verification failed"));
+    }
+
+    #[test]
+    fn key_rejected_wording_is_found_and_generic_wording_is_not() {
+        assert!(says_key_rejected("Signature verification failed"));
+        assert!(says_key_rejected(
+            "no matching key found in JWKS for kid abc"
+        ));
+        assert!(says_key_rejected("Unable to verify the client assertion"));
+        // node-oidc-provider's words for an unknown client, an unregistered JWKS and a
+        // stale cache alike.
+        assert!(!says_key_rejected("client authentication failed"));
+        assert!(!says_key_rejected("Client not found"));
     }
 }

@@ -34,6 +34,6 @@ pub use health::Health;
 pub use problem::{Problem, UpstreamFailure, PROBLEM_TYPE_PREFIX};
 pub use signing::{AssertionRequest, AssertionResponse};
 pub use tokens::{
-    Diagnosis, FailureClass, TokenCheck, TokenCheckFailed, TokenCheckPassed, TokenCheckRequest,
-    TokenRequest, TokenResponse,
+    Diagnosis, EarlierTokens, FailureClass, JwksFetched, PossibleCause, TokenCheck,
+    TokenCheckFailed, TokenCheckPassed, TokenCheckRequest, TokenRequest, TokenResponse,
 };

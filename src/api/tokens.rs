@@ -149,6 +149,61 @@ pub struct Diagnosis {
     pub attempts: u32,
     /// Upstream `Date` minus local time, when the answer had a `Date` header.
     pub clock_skew_seconds: Option<i64>,
+    /// Whether the signing kid joined a key set that already had published keys (a
+    /// rotation or a revocation made it), so that an EHR may hold a JWKS from before it.
+    /// `false` for a key set's first keys, which were never served without each other;
+    /// `null` when no kid signed.
+    #[serde(default)]
+    pub kid_from_rotation: Option<bool>,
+    /// Whether this jwksd has obtained a token for this client_id from this token endpoint
+    /// since it started, and with which key; `null` when not asked (a cached answer).
+    #[serde(default)]
+    pub earlier_tokens: Option<EarlierTokens>,
+    /// Whether the EHR fetched the key set's JWKS since the signing kid was published, from
+    /// the record of JWKS fetches; `null` when there is no such record.
+    #[serde(default)]
+    pub jwks_fetched: Option<JwksFetched>,
+    /// When a refusal's evidence fits several causes (`classification` is
+    /// `undetermined`): each of them, most likely first, with the check that tells it
+    /// apart. Empty otherwise, and then left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub possible_causes: Vec<PossibleCause>,
+}
+
+/// Tokens this jwksd obtained earlier for one client_id at one token endpoint. Kept in
+/// memory (see `tokens`): a restart forgets them, and each replica knows its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EarlierTokens {
+    /// None since this jwksd started.
+    None,
+    /// At least one, each signed by another key than the one that signed this request.
+    WithAnotherKey,
+    /// At least one signed by this very key.
+    WithThisKey,
+}
+
+/// What the record of JWKS fetches says about the EHR and the signing kid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JwksFetched {
+    /// The EHR never fetched the key set's JWKS.
+    Never,
+    /// Only before the signing kid was published: its copy lacks the kid.
+    BeforeKid,
+    /// Since the signing kid was published: its copy holds the kid.
+    SinceKid,
+}
+
+/// One cause a refusal may have, with the check that confirms or rules it out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PossibleCause {
+    /// The class this cause would have, were it the only one.
+    pub cause: FailureClass,
+    /// The cause in a few words.
+    pub explanation: String,
+    /// How the operator finds out whether it is this one.
+    pub check: String,
 }
 
 /// The usual reasons a backend token request fails (see `tokens::classify`).
@@ -171,6 +226,9 @@ pub enum FailureClass {
     Unreachable,
     /// Anything else; the upstream error says more.
     Other,
+    /// The EHR refused the client's authentication and the evidence fits more than one
+    /// cause: `diagnosis.possible_causes` lists them, most likely first.
+    Undetermined,
 }
 
 /// Body of a token check: optionally a scope other than the client's default.

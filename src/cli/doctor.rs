@@ -8,12 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use super::client::Client;
 use super::AdminArgs;
-use crate::api::{FailureClass, TokenCheck};
+use crate::api::{FailureClass, PossibleCause, TokenCheck, TokenCheckFailed, TokenCheckPassed};
 use crate::tokens::describe_reqwest_error;
 use crate::tokens::discovery::{discovery_url, SmartConfiguration};
 use crate::tokens::upstream::{read_limited, JWKS_LIMIT};
@@ -39,11 +38,49 @@ pub struct Check {
     /// The token request's failure class, on the token check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub classification: Option<FailureClass>,
+    /// When the class is `undetermined`: the causes the evidence allows, most likely first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub possible_causes: Vec<PossibleCause>,
 }
 
-/// A number from jwksd's answer as the report has always shown it: `null` when absent.
-fn or_null<T: std::fmt::Display>(value: Option<T>) -> String {
-    value.map_or_else(|| "null".to_owned(), |v| v.to_string())
+/// The token the EHR issued, in words: only the members it sent, as it sent them.
+fn issued_token(passed: &TokenCheckPassed) -> String {
+    let as_text = |value: &Option<serde_json::Value>| match value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(text)) => Some(text.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let mut text = match as_text(&passed.token_type) {
+        Some(token_type) => format!("the EHR issued a {token_type} token"),
+        None => "the EHR issued a token".to_owned(),
+    };
+    if let Some(scope) = as_text(&passed.scope).filter(|s| !s.is_empty()) {
+        text.push_str(&format!(" for {scope:?}"));
+    }
+    match &passed.expires_in {
+        Some(serde_json::Value::Number(seconds)) => text.push_str(&format!(", valid {seconds}s")),
+        // A vendor's "expires_in": "3600", shown as sent.
+        Some(serde_json::Value::String(seconds)) => {
+            text.push_str(&format!(", valid {seconds:?} (a string) seconds"))
+        }
+        _ => text.push_str(" without an expires_in"),
+    }
+    text
+}
+
+/// What the token endpoint answered, in words: only what it actually sent.
+fn upstream_answer(failed: &TokenCheckFailed) -> String {
+    let Some(status) = failed.upstream_status else {
+        return "no answer from the token endpoint".to_owned();
+    };
+    let mut answer = format!("the token endpoint answered {status}");
+    if let Some(error) = &failed.error {
+        answer.push_str(&format!(" {error}"));
+    }
+    if let Some(description) = &failed.error_description {
+        answer.push_str(&format!(": {description:?}"));
+    }
+    answer
 }
 
 fn check(
@@ -58,6 +95,7 @@ fn check(
         detail: detail.into(),
         fix: fix.map(str::to_owned),
         classification: None,
+        possible_causes: Vec::new(),
     }
 }
 
@@ -73,7 +111,7 @@ pub async fn run(args: &AdminArgs, client: &str) -> anyhow::Result<()> {
     }
     let failed = checks.iter().filter(|c| c.verdict == Verdict::Fail).count();
     if failed > 0 {
-        bail!("{failed} check(s) failed");
+        return Err(super::AlreadyReported(format!("{failed} check(s) failed")).into());
     }
     Ok(())
 }
@@ -90,26 +128,17 @@ pub async fn diagnose(
     let current = keyset.current_kid.clone().unwrap_or_default();
     let next = keyset.next_kid.clone().unwrap_or_default();
 
-    // 1. The public JWKS URL, fetched like an EHR would.
-    let jwks_url = client.jwks_url.clone();
-    if !jwks_url.contains("://") {
-        checks.push(check(
-            "jwks_url",
-            Verdict::Fail,
-            "server.public_url is not set, so there is no JWKS URL to give the EHR",
-            Some("set server.public_url to the https address EHRs reach the public listener at"),
-        ));
-    } else {
-        checks.extend(check_jwks_url(outbound, &jwks_url, &current, &next).await);
-    }
-
-    // 2. The algorithm against what the vendor accepts.
     let endpoint_hint = client
         .token_endpoint
         .as_deref()
         .or(client.fhir_base_url.as_deref())
         .unwrap_or_default();
     let vendor = crate::vendor::Vendor::recognise(endpoint_hint);
+
+    // 1. The public JWKS URL, fetched like an EHR would.
+    checks.extend(jwks_url_checks(outbound, &client.jwks_url, &current, &next, vendor).await);
+
+    // 2. The algorithm against what the vendor accepts.
     checks.push(if vendor.accepts(alg.as_str()) {
         check(
             "algorithm",
@@ -280,40 +309,18 @@ pub async fn diagnose(
         TokenCheck::Passed(passed) => checks.push(check(
             "token_request",
             Verdict::Ok,
-            format!(
-                "the EHR issued a {} token for {:?}, valid {}s",
-                passed
-                    .token_type
-                    .as_ref()
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("?"),
-                passed
-                    .scope
-                    .as_ref()
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or(""),
-                // As sent: a number, a string in quotes, or null.
-                passed.expires_in.clone().unwrap_or_default()
-            ),
+            issued_token(&passed),
             None,
         )),
         TokenCheck::Failed(failed) => {
             let mut shown = check(
                 "token_request",
                 Verdict::Fail,
-                format!(
-                    "{} (HTTP {}, error {}, {})",
-                    failed.explanation,
-                    or_null(failed.upstream_status),
-                    failed.error.as_deref().unwrap_or("-"),
-                    failed
-                        .error_description
-                        .as_deref()
-                        .unwrap_or("no description")
-                ),
+                format!("{} ({})", failed.explanation, upstream_answer(&failed)),
                 Some(&failed.fix),
             );
             shown.classification = Some(failed.classification);
+            shown.possible_causes = failed.diagnosis.possible_causes.clone();
             checks.push(shown);
         }
     }
@@ -342,24 +349,110 @@ struct ServedKid {
     kid: Option<String>,
 }
 
-async fn check_jwks_url(
+/// Where a JWKS URL's host is, as far as its name tells without a DNS lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostKind {
+    Loopback,
+    /// RFC 1918, link-local, unique local (fc00::/7), CGNAT: not reachable from a cloud.
+    Private,
+    Public,
+}
+
+fn host_kind(url: &reqwest::Url) -> HostKind {
+    use std::net::IpAddr;
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            return if name == "localhost" || name.ends_with(".localhost") {
+                HostKind::Loopback
+            } else if name.ends_with(".local") || name.ends_with(".internal") || !name.contains('.')
+            {
+                HostKind::Private
+            } else {
+                HostKind::Public
+            };
+        }
+        None => return HostKind::Private,
+    };
+    match ip {
+        _ if ip.is_loopback() => HostKind::Loopback,
+        IpAddr::V4(v4) => {
+            let cgnat = v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]);
+            if v4.is_private() || v4.is_link_local() || v4.is_unspecified() || cgnat {
+                HostKind::Private
+            } else {
+                HostKind::Public
+            }
+        }
+        IpAddr::V6(v6) => {
+            let unique_local = (v6.segments()[0] & 0xfe00) == 0xfc00;
+            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
+            if unique_local || link_local || v6.is_unspecified() {
+                HostKind::Private
+            } else {
+                HostKind::Public
+            }
+        }
+    }
+}
+
+/// The checks of a client's JWKS URL that `doctor` and `register` share: it exists, it is
+/// https, it is reachable from the vendor (not loopback or a private address when the
+/// vendor is a cloud EHR), and it answers, from this host, jwksd's live JWKS.
+pub async fn jwks_url_checks(
     http: &reqwest::Client,
     url: &str,
     current: &str,
     next: &str,
+    vendor: crate::vendor::Vendor,
 ) -> Vec<Check> {
+    let parsed = match reqwest::Url::parse(url) {
+        Ok(parsed) if url.contains("://") => parsed,
+        _ => {
+            return vec![check(
+                "jwks_url",
+                Verdict::Fail,
+                "server.public_url is not set, so there is no JWKS URL to give the EHR",
+                Some(
+                    "set server.public_url to the https address EHRs reach the public listener at",
+                ),
+            )]
+        }
+    };
     let mut checks = Vec::new();
-    let https = url.starts_with("https://");
-    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|prefix| url.starts_with(prefix));
+    let https = parsed.scheme() == "https";
+    let kind = host_kind(&parsed);
+    let loopback = kind == HostKind::Loopback;
+    let cloud = vendor != crate::vendor::Vendor::Generic;
+    checks.push(match kind {
+        HostKind::Public => check(
+            "jwks_address",
+            Verdict::Ok,
+            format!("{} is a public host name or address", parsed.host_str().unwrap_or_default()),
+            None,
+        ),
+        HostKind::Loopback | HostKind::Private => check(
+            "jwks_address",
+            // A cloud EHR fetches from the internet; a generic server may be a local test.
+            if cloud { Verdict::Fail } else { Verdict::Warn },
+            format!(
+                "{} is {}: {} cannot fetch it from outside this network",
+                parsed.host_str().unwrap_or_default(),
+                if loopback { "a loopback host" } else { "a private address" },
+                vendor.name()
+            ),
+            Some("set server.public_url to the public https name the EHR reaches the public listener at"),
+        ),
+    });
     checks.push(if https {
         check("jwks_https", Verdict::Ok, format!("{url} uses https"), None)
     } else {
         check(
             "jwks_https",
             // Plain http is tolerable only for a local test setup.
-            if loopback { Verdict::Warn } else { Verdict::Fail },
+            if loopback && !cloud { Verdict::Warn } else { Verdict::Fail },
             format!("{url} is plain http: EHRs fetch JWKS URLs only over https"),
             Some("put a TLS terminator with a complete certificate chain in front of the public listener"),
         )
@@ -524,6 +617,18 @@ pub fn print(checks: &[Check]) {
         match c.classification.map(class_name) {
             Some(class) => println!("[{tag}] {:<22} {} [{class}]", c.check, c.detail),
             None => println!("[{tag}] {:<22} {}", c.check, c.detail),
+        }
+        if !c.possible_causes.is_empty() {
+            println!("       {:<22} possible causes, most likely first:", "");
+            for (n, cause) in c.possible_causes.iter().enumerate() {
+                println!(
+                    "       {:<22} {}. {}; check: {}",
+                    "",
+                    n + 1,
+                    cause.explanation,
+                    cause.check
+                );
+            }
         }
         if let (Some(fix), Verdict::Fail | Verdict::Warn | Verdict::Skip) = (&c.fix, c.verdict) {
             println!("       {:<22} fix: {fix}", "");

@@ -80,12 +80,14 @@ pub enum Command {
     },
     /// Validate the configuration and print what it resolves to, without starting.
     CheckConfig {
+        /// TOML configuration file; without one, built-in defaults and JWKSD_ variables apply.
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Write a consistent copy of the key store to FILE (safe while jwksd runs). The copy
     /// holds only sealed private keys; back up the master key separately.
     Backup {
+        /// The service's configuration file, for where the store is.
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
         /// Where to write the copy; must not exist yet.
@@ -97,6 +99,7 @@ pub enum Command {
         /// Readiness URL to probe (default: /readyz on the configured public listener).
         #[arg(long)]
         url: Option<String>,
+        /// The service's configuration file, for the public listener's address.
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -128,6 +131,7 @@ pub enum Command {
     },
     /// Check a client's whole path as the EHR sees it, and explain each failure.
     Doctor {
+        /// The client to check (its [clients.NAME] section name or its client_id).
         #[arg(long)]
         client: String,
         #[command(flatten)]
@@ -135,16 +139,33 @@ pub enum Command {
     },
     /// Print (and with --out, write) what the vendor's portal asks for.
     Register {
+        /// The client to register (its [clients.NAME] section name or its client_id).
         #[arg(long)]
         client: String,
+        /// The EHR vendor whose portal the kit is for (its notes and accepted algorithms).
         #[arg(long, value_parser = vendor_parser(), default_value = "generic")]
         vendor: Vendor,
-        /// Directory to write jwks.json, one PEM per key and a README for the ticket.
+        /// Directory to write jwks.json, one PEM per key and a README for the ticket; it
+        /// must not exist yet or be empty, unless --force.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write into an --out directory that already holds files (replacing those of the
+        /// same name).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Print a shell completion script for SHELL to standard output, e.g.
+    /// `jwksd completions bash > /etc/bash_completion.d/jwksd`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page jwksd(1), in roff, to standard output, e.g.
+    /// `jwksd man > /usr/local/share/man/man1/jwksd.1`.
+    Man,
     /// Check the audit trail.
     Audit {
         #[command(subcommand)]
@@ -192,11 +213,13 @@ impl AdminArgs {
 pub enum KeysCommand {
     /// List the keys of a key set, newest first.
     List {
+        /// The key set ([keysets.NAME]).
         #[arg(long, default_value = "default")]
         keyset: String,
     },
     /// Promote the published next key; refused while it is younger than `prepublish`.
     Rotate {
+        /// The key set ([keysets.NAME]).
         #[arg(long, default_value = "default")]
         keyset: String,
         /// Rotate even if the next key was published too recently (verifiers with a cached
@@ -206,6 +229,7 @@ pub enum KeysCommand {
     },
     /// Take a key out of the JWKS at once; it never signs again.
     Revoke {
+        /// The kid of the key to revoke (see `jwksd keys list`).
         kid: String,
         /// Why (recorded in the audit trail).
         #[arg(long)]
@@ -218,6 +242,7 @@ pub enum AuditCommand {
     /// Recompute the hash chain of the store's audit trail; names the first bad record and
     /// prints the chain's head hash (compare it with the copy in the log).
     Verify {
+        /// The service's configuration file, for the store and the master key.
         #[arg(long, env = "JWKSD_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -265,7 +290,69 @@ pub struct AuditFilterArgs {
 #[derive(Subcommand, Debug)]
 pub enum CallersCommand {
     /// Print a fresh 256-bit token and the SHA-256 to put in the configuration.
-    NewToken,
+    NewToken {
+        /// Print {"token", "token_sha256"} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// An error as a person reads it: `error: ` and the message, then one `caused by:` line
+/// per cause that adds something. Many errors already carry their cause's words (`cannot
+/// listen on ...: Address already in use`), and saying them twice reads as two problems.
+pub fn error_report(err: &anyhow::Error) -> String {
+    let mut report = format!("error: {err}\n");
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if cause.trim().is_empty() || report.contains(&cause) {
+            continue;
+        }
+        report.push_str(&format!("  caused by: {cause}\n"));
+    }
+    report
+}
+
+/// A failure whose details the command already printed in its `--json` output (the
+/// doctor's failed checks): the exit code says it, nothing more is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AlreadyReported(pub String);
+
+/// What a failed `--json` command prints on standard output.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonError {
+    /// The error and each cause that adds something, joined by ": ".
+    pub error: String,
+}
+
+impl Command {
+    /// Whether the command was asked for JSON, so that its errors are JSON too.
+    pub fn wants_json(&self) -> bool {
+        match self {
+            Command::Keys { admin, .. }
+            | Command::Doctor { admin, .. }
+            | Command::Register { admin, .. } => admin.json,
+            Command::Token { json, .. } => *json,
+            Command::Callers {
+                command: CallersCommand::NewToken { json },
+            } => *json,
+            _ => false,
+        }
+    }
+}
+
+/// `err` as the one-line JSON object a `--json` command prints on failure.
+pub fn json_error(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !cause.trim().is_empty() && !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    serde_json::to_string(&JsonError { error: message })
+        .unwrap_or_else(|_| r#"{"error": "(unprintable)"}"#.to_owned())
 }
 
 /// Runs the parsed command.
@@ -292,8 +379,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             client,
             vendor,
             out,
+            force,
             admin,
-        } => register::run(&admin, &client, vendor, out.as_deref()).await,
+        } => register::run(&admin, &client, vendor, out.as_deref(), force).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "jwksd", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+            Ok(())
+        }
         Command::Audit { command } => match command {
             AuditCommand::Verify { config } => audit::verify(config).await,
             AuditCommand::List {
@@ -304,11 +402,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             AuditCommand::Export { filter, admin } => audit::export(&admin, filter).await,
         },
         Command::Callers {
-            command: CallersCommand::NewToken,
-        } => {
-            callers::new_token();
-            Ok(())
-        }
+            command: CallersCommand::NewToken { json },
+        } => callers::new_token(json),
     }
 }
 
@@ -415,6 +510,39 @@ mod tests {
                 "{arg}: {refusal}"
             );
         }
+    }
+
+    /// Every argument of every subcommand explains itself in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn missing(command: &clap::Command, path: &str, out: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    out.push(format!("{path} {id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                missing(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut out = Vec::new();
+        missing(&Cli::command(), "jwksd", &mut out);
+        assert!(out.is_empty(), "arguments without help: {out:?}");
+    }
+
+    #[test]
+    fn an_error_report_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        let err = anyhow::Error::new(io)
+            .context("cannot listen on 127.0.0.1:8080: Address already in use")
+            .context("jwksd did not start");
+        assert_eq!(
+            super::error_report(&err),
+            "error: jwksd did not start\n  caused by: cannot listen on 127.0.0.1:8080: Address already in use\n"
+        );
+        let err = anyhow::anyhow!("a").context("b");
+        assert_eq!(super::error_report(&err), "error: b\n  caused by: a\n");
     }
 
     #[test]

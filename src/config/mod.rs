@@ -44,8 +44,8 @@ pub use clients::{
     Access, CallerConfig, ClientConfig, MAX_ASSERTION_LIFETIME, MIN_ASSERTION_LIFETIME,
 };
 pub use keysets::{is_valid_keyset_name, KeysetConfig, DEFAULT_KEYSET};
-pub use server::IpNetwork;
 pub use origin::Provenance;
+pub use server::IpNetwork;
 pub use server::{
     AdminTokenSource, Database, DatabaseUrl, HttpLimits, MasterKeySource, SecretDigests,
     ServerConfig, TlsFiles,

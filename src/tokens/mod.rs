@@ -14,6 +14,12 @@
 //!   token endpoint (a redirected client assertion is a leaked client assertion). Answers
 //!   are read only up to a limit, and a discovered token endpoint must pass the same URL
 //!   rules as a configured one and more ([`upstream`]).
+//! - A failure is classified from all the evidence at hand ([`classify`]), including
+//!   whether a token was obtained earlier for the same client_id at the same endpoint, and
+//!   with which key. That fact is kept in memory, per process: it needs no write on the
+//!   signing path and tells only what this jwksd saw, so after a restart, or on another
+//!   replica, the classifier knows less and lists more possible causes, never a wrong one.
+//!   Where a record of JWKS fetches exists it is consulted through [`JwksFetchRecord`].
 
 pub mod cache;
 pub mod classify;
@@ -27,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::api::{Diagnosis, FailureClass, TokenResponse};
+use crate::api::{Diagnosis, EarlierTokens, FailureClass, JwksFetched, TokenResponse};
 use crate::assertion::CLIENT_ASSERTION_TYPE;
 use crate::config::{ClientConfig, ConfigUrl};
 use crate::metrics::CounterVec;
@@ -35,7 +41,7 @@ use crate::rotation::UnixTime;
 use crate::signing::{Purpose, SignError, SigningService, TokenEndpoints};
 use crate::Clock;
 use cache::SlotCache;
-use classify::classify;
+use classify::{classify, Evidence};
 use discovery::{discover, DiscoveryError, SmartConfiguration};
 use upstream::{read_limited, BodyError, TOKEN_ANSWER_LIMIT};
 
@@ -54,6 +60,25 @@ pub const MAX_CALLER_SCOPES: usize = 32;
 pub const MAX_SCOPE_LENGTH: usize = 256;
 /// Refresh when this fraction of the token's life has passed.
 const REFRESH_AT: f64 = 0.8;
+/// Kids remembered per client_id and token endpoint as having obtained a token: more than a
+/// key set holds at once, so a rotation never forgets the key before.
+const REMEMBERED_KIDS: usize = 8;
+/// (client_id, token endpoint) pairs remembered; a configuration names far fewer.
+const REMEMBERED_CLIENTS: usize = 1024;
+
+/// The record of who fetched a key set's JWKS and when (the operations issue's fetcher
+/// record plugs in here), as evidence for classifying a refused token request.
+pub trait JwksFetchRecord: Send + Sync {
+    /// Whether the EHR behind `token_endpoint` fetched `keyset`'s JWKS since
+    /// `kid_published_at` (when the signing kid was published); `None` when the record
+    /// cannot tell (no fetch it can attribute to that EHR, or no record kept).
+    fn fetched(
+        &self,
+        keyset: &str,
+        token_endpoint: &str,
+        kid_published_at: UnixTime,
+    ) -> Option<JwksFetched>;
+}
 
 /// An outbound HTTP client: rustls on aws-lc-rs with the system's root certificates,
 /// timeouts, and no redirects.
@@ -262,6 +287,9 @@ pub struct TokenService {
     upstream_requests: AtomicU64,
     /// Token requests sent upstream by `[client, outcome]` (see [`upstream_outcome`]).
     upstream_outcomes: CounterVec<2>,
+    /// Kids that obtained a token, per (client_id, token endpoint), newest last.
+    obtained_with: Mutex<HashMap<(String, String), Vec<String>>>,
+    jwks_fetches: Option<std::sync::Arc<dyn JwksFetchRecord>>,
 }
 
 impl std::fmt::Debug for TokenService {
@@ -286,6 +314,43 @@ impl TokenService {
             discovered: Mutex::new(HashMap::new()),
             upstream_requests: AtomicU64::new(0),
             upstream_outcomes: CounterVec::default(),
+            obtained_with: Mutex::new(HashMap::new()),
+            jwks_fetches: None,
+        }
+    }
+
+    /// Consults `record` when classifying a refused token request.
+    pub fn with_jwks_fetch_record(mut self, record: std::sync::Arc<dyn JwksFetchRecord>) -> Self {
+        self.jwks_fetches = Some(record);
+        self
+    }
+
+    /// Remembers that `kid` obtained a token for `client_id` at `endpoint`.
+    fn remember_token(&self, client_id: &str, endpoint: &str, kid: &str) {
+        let mut obtained = locked(&self.obtained_with);
+        let key = (client_id.to_owned(), endpoint.to_owned());
+        if !obtained.contains_key(&key) && obtained.len() >= REMEMBERED_CLIENTS {
+            // Bounded: forgetting only makes later diagnoses less certain, never wrong.
+            obtained.clear();
+        }
+        let kids = obtained.entry(key).or_default();
+        kids.retain(|k| k != kid);
+        kids.push(kid.to_owned());
+        if kids.len() > REMEMBERED_KIDS {
+            kids.remove(0);
+        }
+    }
+
+    /// Whether a token was obtained earlier for `client_id` at `endpoint`, and with `kid`.
+    fn earlier_tokens(&self, client_id: &str, endpoint: &str, kid: Option<&str>) -> EarlierTokens {
+        let obtained = locked(&self.obtained_with);
+        match obtained.get(&(client_id.to_owned(), endpoint.to_owned())) {
+            None => EarlierTokens::None,
+            Some(kids) if kid.is_some_and(|kid| kids.iter().any(|k| k == kid)) => {
+                EarlierTokens::WithThisKey
+            }
+            Some(kids) if kids.is_empty() => EarlierTokens::None,
+            Some(_) => EarlierTokens::WithAnotherKey,
         }
     }
 
@@ -440,6 +505,7 @@ impl TokenService {
         };
         let mut backoff = Duration::from_millis(500);
         let mut jwks_max_age;
+        let mut kid_from_rotation;
         loop {
             diagnosis.attempts += 1;
             let now = (self.clock)();
@@ -457,6 +523,7 @@ impl TokenService {
                 )
                 .await?;
             jwks_max_age = issued.jwks_max_age;
+            kid_from_rotation = issued.kid_from_rotation;
             diagnosis.kid = Some(issued.assertion.kid.clone());
             diagnosis.kid_published_for_seconds = issued.kid_published_for;
             let signed = issued.assertion;
@@ -533,6 +600,7 @@ impl TokenService {
                 .inc([&client.name, upstream_outcome(status, answer.is_some())]);
             if status == Some(200) {
                 if let Some(body) = answer {
+                    self.remember_token(&client.client_id, endpoint, &signed.kid);
                     return Ok(TokenAnswer {
                         body,
                         from_cache: false,
@@ -544,11 +612,12 @@ impl TokenService {
                     |e| e.to_string(),
                 );
                 return Err(self.upstream_error(
+                    client,
                     Some(200),
                     own_description(why),
                     None,
                     diagnosis,
-                    jwks_max_age,
+                    (jwks_max_age, kid_from_rotation),
                 ));
             }
             let body = match unread {
@@ -565,11 +634,12 @@ impl TokenService {
             let budget_left = RETRY_BUDGET.saturating_sub(started.elapsed());
             if !retryable || diagnosis.attempts >= MAX_ATTEMPTS || wait >= budget_left {
                 return Err(self.upstream_error(
+                    client,
                     status,
                     body,
                     retry_after,
                     diagnosis,
-                    jwks_max_age,
+                    (jwks_max_age, kid_from_rotation),
                 ));
             }
             tokio::time::sleep(wait).await;
@@ -577,13 +647,16 @@ impl TokenService {
         }
     }
 
+    /// The error of a refused request, classified from everything known about it. `key` is
+    /// the signing key set's `jwks_max_age` and whether the kid came from a rotation.
     fn upstream_error(
         &self,
+        client: &ClientConfig,
         status: Option<u16>,
         body: Map<String, Value>,
         retry_after: Option<u64>,
-        diagnosis: Diagnosis,
-        jwks_max_age: i64,
+        mut diagnosis: Diagnosis,
+        (jwks_max_age, kid_from_rotation): (i64, bool),
     ) -> TokenError {
         let text = |key: &str| {
             body.get(key).and_then(Value::as_str).map(|s| {
@@ -595,15 +668,35 @@ impl TokenService {
         };
         let error = text("error");
         let error_description = text("error_description");
-        let class = classify(
-            status,
-            error.as_deref(),
-            error_description.as_deref(),
-            diagnosis.kid_published_for_seconds,
-            jwks_max_age,
+        let earlier_tokens = self.earlier_tokens(
+            &client.client_id,
+            &diagnosis.token_endpoint,
+            diagnosis.kid.as_deref(),
         );
+        let jwks_fetched = match (&self.jwks_fetches, diagnosis.kid_published_for_seconds) {
+            (Some(record), Some(age)) => record.fetched(
+                &client.keyset,
+                &diagnosis.token_endpoint,
+                (self.clock)() - age,
+            ),
+            _ => None,
+        };
+        let read = classify(&Evidence {
+            status,
+            error: error.as_deref(),
+            description: error_description.as_deref(),
+            kid_published_for: diagnosis.kid_published_for_seconds,
+            jwks_max_age,
+            kid_from_rotation,
+            earlier_tokens,
+            jwks_fetched,
+        });
+        diagnosis.kid_from_rotation = diagnosis.kid.as_ref().map(|_| kid_from_rotation);
+        diagnosis.earlier_tokens = Some(earlier_tokens);
+        diagnosis.jwks_fetched = jwks_fetched;
+        diagnosis.possible_causes = read.causes_on_the_wire();
         TokenError::Upstream {
-            class,
+            class: read.class,
             status,
             error,
             error_description,

@@ -6,9 +6,11 @@
 mod helpers;
 
 mod cli_config;
+mod cli_first_day;
 mod concurrency;
 mod config_errors;
 mod deploy;
+mod diagnosis;
 mod discovered_endpoints;
 mod faults;
 mod fetchers;

@@ -370,11 +370,7 @@ mod tests {
             key("c", KeyState::Current, now - 90_000, Some(now - 90_000)),
             key("n", KeyState::Next, now - 5000, None),
         ];
-        assert!(
-            !rotate_consequence(&old, &TIMING, None, now)
-                .unwrap()
-                .forced
-        );
+        assert!(!rotate_consequence(&old, &TIMING, None, now).unwrap().forced);
         assert_eq!(rotate_consequence(&old[..1], &TIMING, None, now), None);
 
         let revoked = revoke_consequence(&young, &TIMING, "c", now).unwrap();
