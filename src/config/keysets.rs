@@ -139,7 +139,7 @@ fn validate_keyset(
     let before = problems.len();
     let key = |field: &str| format!("keysets.{name}.{field}");
     let gate_raw = RawFetchGate {
-        rotation_requires_fetch: raw.rotation_requires_fetch.clone(),
+        rotation_requires_fetch: raw.rotation_requires_fetch,
         fetcher_window: raw.fetcher_window.clone(),
         rotation_deadline: raw.rotation_deadline.clone(),
     };
