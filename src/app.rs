@@ -193,7 +193,12 @@ impl Application {
             audit: audit.metrics(),
             ..Metrics::default()
         };
-        let tokens = Arc::new(TokenService::new(http_client, clock));
+        // The fetcher record is made first, so the token service can read it as evidence
+        // when it classifies a refused token request.
+        let fetcher_log = Arc::new(crate::fetchers::FetcherLog::new(keyring.store().clone()));
+        let tokens = Arc::new(
+            TokenService::new(http_client, clock).with_jwks_fetch_record(fetcher_log.clone()),
+        );
         let state = web::Data::new(
             State::new(
                 keyring.clone(),
@@ -203,6 +208,7 @@ impl Application {
                 Arc::new(SigningService::new(keyring.clone(), audit)),
                 tokens.clone(),
             )
+            .with_fetchers(fetcher_log)
             .with_trusted_proxies(server.trusted_proxies.clone())
             .with_metrics(metrics),
         );

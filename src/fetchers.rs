@@ -292,6 +292,30 @@ impl FetcherLog {
         self.store.fetchers(keyset).await
     }
 
+    /// The last fetch of `keyset`'s JWKS this process knows of: in the store, or noted in
+    /// memory and not yet written (the last few seconds). `Ok(None)`: nobody fetched it.
+    pub async fn last_fetch(&self, keyset: &str) -> Result<Option<UnixTime>, StoreError> {
+        let pending = {
+            let pending = match self.pending.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            pending
+                .fetchers
+                .values()
+                .filter(|f| f.keyset == keyset)
+                .map(|f| f.last_seen)
+                .max()
+        };
+        let stored = self
+            .fetchers(keyset)
+            .await?
+            .iter()
+            .map(|f| f.last_seen)
+            .max();
+        Ok(pending.max(stored))
+    }
+
     /// Whether any recorded fetcher of `keyset` was served `kid`, and when.
     pub async fn kid_served(&self, keyset: &str, kid: &str) -> Result<KidServed, StoreError> {
         Ok(kid_served_in(&self.fetchers(keyset).await?, kid))

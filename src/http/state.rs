@@ -103,6 +103,13 @@ impl State {
         }
     }
 
+    /// Records JWKS fetches in `fetchers` (shared with the token service, which reads it
+    /// as evidence) instead of a record of its own.
+    pub fn with_fetchers(mut self, fetchers: Arc<FetcherLog>) -> Self {
+        self.fetchers = fetchers;
+        self
+    }
+
     /// Believes `X-Forwarded-For` from `proxies` (`server.trusted_proxies`).
     pub fn with_trusted_proxies(mut self, proxies: Vec<IpNetwork>) -> Self {
         self.trusted_proxies = proxies;

@@ -216,8 +216,10 @@ fn authentication_failure(evidence: &Evidence<'_>) -> Classification {
             if fetched == Some(JwksFetched::BeforeKid) && stale_cache {
                 causes.push(KidNotYetSeen);
             }
-            if fetched == Some(JwksFetched::Never) {
-                // An EHR that never fetched the JWKS has no URL for it, first of all.
+            if fetched == Some(JwksFetched::Never) && evidence.kid_from_rotation {
+                // Nobody fetched the JWKS through a whole rotation: the EHR has no URL for
+                // it, first of all. For a key set's first keys an unknown client (which the
+                // EHR never looks up keys for) stays the likelier first-day cause.
                 causes.push(KeyNotRegistered);
             }
             if !client_known {
@@ -417,6 +419,14 @@ mod tests {
             ..rotated
         };
         assert_eq!(causes_of(never), [KeyNotRegistered, UnknownClient]);
+        let never_on_first_keys = Evidence {
+            jwks_fetched: Some(JwksFetched::Never),
+            ..refusal(401, "invalid_client", "client authentication failed", 600)
+        };
+        assert_eq!(
+            causes_of(never_on_first_keys),
+            [UnknownClient, KeyNotRegistered]
+        );
         let before = Evidence {
             jwks_fetched: Some(JwksFetched::BeforeKid),
             ..rotated

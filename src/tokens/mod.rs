@@ -72,12 +72,37 @@ pub trait JwksFetchRecord: Send + Sync {
     /// Whether the EHR behind `token_endpoint` fetched `keyset`'s JWKS since
     /// `kid_published_at` (when the signing kid was published); `None` when the record
     /// cannot tell (no fetch it can attribute to that EHR, or no record kept).
-    fn fetched(
-        &self,
-        keyset: &str,
-        token_endpoint: &str,
+    fn fetched<'a>(
+        &'a self,
+        keyset: &'a str,
+        token_endpoint: &'a str,
         kid_published_at: UnixTime,
-    ) -> Option<JwksFetched>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<JwksFetched>> + Send + 'a>>;
+}
+
+/// The fetcher record as evidence. It cannot tell which fetcher is the EHR behind a token
+/// endpoint (a user agent and a network say nothing of that), so it answers only what
+/// holds for every fetcher and so for the EHR too, as long as the EHR fetches this jwksd's
+/// JWKS URL (it cannot hold a copy it was never served): nobody ever fetched the key set
+/// ([`JwksFetched::Never`]), or nobody fetched it since the kid was published
+/// ([`JwksFetched::BeforeKid`]). Once anyone fetched since, it might have been the EHR or
+/// not: `None`. A record that cannot be read is `None` too. With several replicas, a
+/// fetch another replica served in its last few seconds (not yet written) is not seen.
+impl JwksFetchRecord for crate::fetchers::FetcherLog {
+    fn fetched<'a>(
+        &'a self,
+        keyset: &'a str,
+        _token_endpoint: &'a str,
+        kid_published_at: UnixTime,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<JwksFetched>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.last_fetch(keyset).await.ok()? {
+                None => Some(JwksFetched::Never),
+                Some(last) if last < kid_published_at => Some(JwksFetched::BeforeKid),
+                Some(_) => None,
+            }
+        })
+    }
 }
 
 /// An outbound HTTP client: rustls on aws-lc-rs with the system's root certificates,
@@ -611,14 +636,16 @@ impl TokenService {
                     || "the answer has no access_token".to_owned(),
                     |e| e.to_string(),
                 );
-                return Err(self.upstream_error(
-                    client,
-                    Some(200),
-                    own_description(why),
-                    None,
-                    diagnosis,
-                    (jwks_max_age, kid_from_rotation),
-                ));
+                return Err(self
+                    .upstream_error(
+                        client,
+                        Some(200),
+                        own_description(why),
+                        None,
+                        diagnosis,
+                        (jwks_max_age, kid_from_rotation),
+                    )
+                    .await);
             }
             let body = match unread {
                 Some(e) => own_description(e.to_string()),
@@ -633,14 +660,16 @@ impl TokenService {
                 .unwrap_or(backoff);
             let budget_left = RETRY_BUDGET.saturating_sub(started.elapsed());
             if !retryable || diagnosis.attempts >= MAX_ATTEMPTS || wait >= budget_left {
-                return Err(self.upstream_error(
-                    client,
-                    status,
-                    body,
-                    retry_after,
-                    diagnosis,
-                    (jwks_max_age, kid_from_rotation),
-                ));
+                return Err(self
+                    .upstream_error(
+                        client,
+                        status,
+                        body,
+                        retry_after,
+                        diagnosis,
+                        (jwks_max_age, kid_from_rotation),
+                    )
+                    .await);
             }
             tokio::time::sleep(wait).await;
             backoff *= 2;
@@ -649,7 +678,7 @@ impl TokenService {
 
     /// The error of a refused request, classified from everything known about it. `key` is
     /// the signing key set's `jwks_max_age` and whether the kid came from a rotation.
-    fn upstream_error(
+    async fn upstream_error(
         &self,
         client: &ClientConfig,
         status: Option<u16>,
@@ -674,11 +703,15 @@ impl TokenService {
             diagnosis.kid.as_deref(),
         );
         let jwks_fetched = match (&self.jwks_fetches, diagnosis.kid_published_for_seconds) {
-            (Some(record), Some(age)) => record.fetched(
-                &client.keyset,
-                &diagnosis.token_endpoint,
-                (self.clock)() - age,
-            ),
+            (Some(record), Some(age)) => {
+                record
+                    .fetched(
+                        &client.keyset,
+                        &diagnosis.token_endpoint,
+                        (self.clock)() - age,
+                    )
+                    .await
+            }
             _ => None,
         };
         let read = classify(&Evidence {

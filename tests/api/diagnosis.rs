@@ -146,6 +146,11 @@ async fn an_unknown_client_id_on_a_brand_new_key_set_is_never_a_stale_cache_or_a
             problem["classification"], "undetermined",
             "{when}: {problem}"
         );
+        // An unknown client's keys are never looked up: the fetcher record shows no fetch.
+        assert_eq!(
+            problem["diagnosis"]["jwks_fetched"], "never",
+            "{when}: {problem}"
+        );
         assert_eq!(
             causes(&problem),
             ["unknown_client", "key_not_registered"],
