@@ -234,12 +234,15 @@ pub(super) fn hide_file_contents(messages: Vec<String>, sources: &[EnvSource]) -
         .collect()
 }
 
+/// The sections whose keys are names the operator chooses.
+pub(super) const NAMED_SECTIONS: &[&str] = &["keysets", "clients", "callers"];
+
 /// Normalises `path[1]` of a named section (`clients`, `keysets`, `callers`) to the name of
 /// the one existing section it matches ignoring case, `-` and `_`. `Ok(true)`: none matches,
 /// the variable makes a new section; `Err`: several match (their `[kind.name]`s).
 fn address_section(table: &toml::Table, path: &mut [String]) -> Result<bool, Vec<String>> {
     let kind = path[0].as_str();
-    if path.len() < 2 || !super::origin::NAMED_SECTIONS.contains(&kind) {
+    if path.len() < 2 || !NAMED_SECTIONS.contains(&kind) {
         return Ok(false);
     }
     let fold = |name: &str| name.to_ascii_lowercase().replace('-', "_");

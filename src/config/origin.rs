@@ -12,11 +12,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::env::{EnvSource, SECRET_KEYS};
+use super::env::{EnvSource, NAMED_SECTIONS, SECRET_KEYS};
 use super::report;
-
-/// The sections whose keys are names the operator chooses.
-pub(super) const NAMED_SECTIONS: &[&str] = &["keysets", "clients", "callers"];
 
 /// A problem found by the loader, about one dotted key.
 pub(super) struct Finding {
