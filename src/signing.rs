@@ -104,6 +104,9 @@ pub struct Issued {
     pub assertion: SignedAssertion,
     /// How long the signing key had been published at `now`.
     pub kid_published_for: Option<i64>,
+    /// When the signing key was published. Evidence read later compares with this, never
+    /// with `now - kid_published_for` on a clock that has moved on since.
+    pub kid_published_at: Option<UnixTime>,
     /// The key set's configured `jwks_max_age`, in seconds.
     pub jwks_max_age: i64,
     /// Whether the signing key joined a key set that already had published keys (a
@@ -220,7 +223,8 @@ impl SigningService {
         let view = snapshot.keysets.get(&client.keyset).ok_or_else(no_key)?;
         let signer = view.signer.clone().ok_or_else(no_key)?;
         let signing_record = view.records.iter().find(|r| r.kid == signer.kid);
-        let kid_published_for = signing_record.map(|r| now - r.published_at);
+        let kid_published_at = signing_record.map(|r| r.published_at);
+        let kid_published_for = kid_published_at.map(|at| now - at);
         // Times are in seconds, so a rotation in the set's first second shares its first
         // keys' time: a key with two others published no later than itself is not one of
         // the first two either (the conservative reading: it allows a stale cache).
@@ -265,6 +269,7 @@ impl SigningService {
         Ok(Issued {
             assertion: signed,
             kid_published_for,
+            kid_published_at,
             jwks_max_age: view.config.timing.jwks_max_age,
             kid_from_rotation,
         })

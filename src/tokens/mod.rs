@@ -80,6 +80,18 @@ pub trait JwksFetchRecord: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<JwksFetched>> + Send + 'a>>;
 }
 
+/// What the token exchange knows of the key that signed its last assertion, as evidence
+/// for a refusal.
+#[derive(Clone, Copy, Debug)]
+struct SigningKeyFacts {
+    /// The key set's `jwks_max_age`, in seconds.
+    jwks_max_age: i64,
+    /// Whether the kid joined a key set that had published keys already.
+    kid_from_rotation: bool,
+    /// When the kid was published.
+    kid_published_at: Option<UnixTime>,
+}
+
 /// The fetcher record as evidence. It cannot tell which fetcher is the EHR behind a token
 /// endpoint (a user agent and a network say nothing of that), so it answers only what
 /// holds for every fetcher and so for the EHR too, as long as the EHR fetches this jwksd's
@@ -529,8 +541,7 @@ impl TokenService {
             ..Diagnosis::default()
         };
         let mut backoff = Duration::from_millis(500);
-        let mut jwks_max_age;
-        let mut kid_from_rotation;
+        let mut signing_key;
         loop {
             diagnosis.attempts += 1;
             let now = (self.clock)();
@@ -547,8 +558,11 @@ impl TokenService {
                     now,
                 )
                 .await?;
-            jwks_max_age = issued.jwks_max_age;
-            kid_from_rotation = issued.kid_from_rotation;
+            signing_key = SigningKeyFacts {
+                jwks_max_age: issued.jwks_max_age,
+                kid_from_rotation: issued.kid_from_rotation,
+                kid_published_at: issued.kid_published_at,
+            };
             diagnosis.kid = Some(issued.assertion.kid.clone());
             diagnosis.kid_published_for_seconds = issued.kid_published_for;
             let signed = issued.assertion;
@@ -643,7 +657,7 @@ impl TokenService {
                         own_description(why),
                         None,
                         diagnosis,
-                        (jwks_max_age, kid_from_rotation),
+                        signing_key,
                     )
                     .await);
             }
@@ -661,14 +675,7 @@ impl TokenService {
             let budget_left = RETRY_BUDGET.saturating_sub(started.elapsed());
             if !retryable || diagnosis.attempts >= MAX_ATTEMPTS || wait >= budget_left {
                 return Err(self
-                    .upstream_error(
-                        client,
-                        status,
-                        body,
-                        retry_after,
-                        diagnosis,
-                        (jwks_max_age, kid_from_rotation),
-                    )
+                    .upstream_error(client, status, body, retry_after, diagnosis, signing_key)
                     .await);
             }
             tokio::time::sleep(wait).await;
@@ -676,8 +683,8 @@ impl TokenService {
         }
     }
 
-    /// The error of a refused request, classified from everything known about it. `key` is
-    /// the signing key set's `jwks_max_age` and whether the kid came from a rotation.
+    /// The error of a refused request, classified from everything known about it and
+    /// about the `key` that signed the assertion.
     async fn upstream_error(
         &self,
         client: &ClientConfig,
@@ -685,7 +692,7 @@ impl TokenService {
         body: Map<String, Value>,
         retry_after: Option<u64>,
         mut diagnosis: Diagnosis,
-        (jwks_max_age, kid_from_rotation): (i64, bool),
+        key: SigningKeyFacts,
     ) -> TokenError {
         let text = |key: &str| {
             body.get(key).and_then(Value::as_str).map(|s| {
@@ -702,14 +709,10 @@ impl TokenService {
             &diagnosis.token_endpoint,
             diagnosis.kid.as_deref(),
         );
-        let jwks_fetched = match (&self.jwks_fetches, diagnosis.kid_published_for_seconds) {
-            (Some(record), Some(age)) => {
+        let jwks_fetched = match (&self.jwks_fetches, key.kid_published_at) {
+            (Some(record), Some(published_at)) => {
                 record
-                    .fetched(
-                        &client.keyset,
-                        &diagnosis.token_endpoint,
-                        (self.clock)() - age,
-                    )
+                    .fetched(&client.keyset, &diagnosis.token_endpoint, published_at)
                     .await
             }
             _ => None,
@@ -719,12 +722,12 @@ impl TokenService {
             error: error.as_deref(),
             description: error_description.as_deref(),
             kid_published_for: diagnosis.kid_published_for_seconds,
-            jwks_max_age,
-            kid_from_rotation,
+            jwks_max_age: key.jwks_max_age,
+            kid_from_rotation: key.kid_from_rotation,
             earlier_tokens,
             jwks_fetched,
         });
-        diagnosis.kid_from_rotation = diagnosis.kid.as_ref().map(|_| kid_from_rotation);
+        diagnosis.kid_from_rotation = diagnosis.kid.as_ref().map(|_| key.kid_from_rotation);
         diagnosis.earlier_tokens = Some(earlier_tokens);
         diagnosis.jwks_fetched = jwks_fetched;
         diagnosis.possible_causes = read.causes_on_the_wire();

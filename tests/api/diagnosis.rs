@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, loopback_listener, spawn_app_on, url_of, TestApp, TestClock};
 use crate::signing::sha256_hex;
-use crate::upstream::OAuthServer;
+use crate::upstream::{OAuthServer, RawAnswer, RawBody, RawServer};
 
 const CALLER: &str = "diagnosis-caller-token-0123456789abcdefghijkl";
 /// The client_id node-oidc-provider knows (tests/oauth-server/server.mjs).
@@ -235,5 +235,63 @@ async fn a_scope_the_server_does_not_grant_is_invalid_scope() {
     let check = doctor_token_check(&app).await;
     assert_eq!(check["classification"], "invalid_scope", "{check}");
     doctor_text(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_jwks_fetch_after_the_kid_counts_however_long_the_token_endpoint_takes_to_answer() {
+    // CI once read a fetch made after the kid as "before the kid": the kid's publication
+    // time was worked out again from its age after the answer came, on a clock that had
+    // moved on meanwhile. Here the token service's clock moves ten minutes while the token
+    // endpoint answers a generic refusal.
+    let clock = TestClock::default();
+    let during_the_answer = clock.clone();
+    let endpoint = RawServer::start(move |_| {
+        during_the_answer.advance(600);
+        let body =
+            json!({"error": "invalid_client", "error_description": "client authentication failed"});
+        RawAnswer::json(401, RawBody::Fixed(body.to_string().into_bytes()))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let public = loopback_listener();
+    let config = format!(
+        r#"
+[server]
+public_url = "{public_url}"
+[keysets.default]
+alg = "ES256"
+[clients.test]
+client_id = "somebody"
+token_endpoint = "{endpoint}/token"
+[callers.svc]
+token_sha256 = "{caller}"
+clients = ["test"]
+"#,
+        public_url = url_of(&public),
+        endpoint = endpoint.base,
+        caller = sha256_hex(CALLER),
+    );
+    let app = spawn_app_on(dir.path(), &config, public, &clock).await;
+    // Somebody (the EHR, for all jwksd knows) fetches the JWKS after its first kid.
+    let jwks = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(jwks.status(), 200);
+    let problem = refused_token(&app).await;
+    assert_eq!(
+        problem["diagnosis"]["jwks_fetched"],
+        Value::Null,
+        "a fetch since the kid cannot say whether the EHR fetched: {problem}"
+    );
+    assert_eq!(problem["classification"], "undetermined", "{problem}");
+    assert_eq!(
+        causes(&problem),
+        ["unknown_client", "key_not_registered"],
+        "{problem}"
+    );
     app.stop().await;
 }
