@@ -278,6 +278,20 @@ async fn index(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     page(StatusCode::OK, body)
 }
 
+/// The address a sign-in attempt is counted against: an IPv4 address, or an IPv6 /64.
+fn login_source(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
 async fn login(req: HttpRequest, state: web::Data<State>, body: web::Bytes) -> HttpResponse {
     let now = crate::unix_now();
     if !same_origin(&req) {
@@ -290,10 +304,11 @@ async fn login(req: HttpRequest, state: web::Data<State>, body: web::Bytes) -> H
         );
     }
     // Every attempt counts, right or wrong, per client address (not X-Forwarded-For: a
-    // client could name any address there).
+    // client could name any address there); an IPv6 client per /64, the block one host is
+    // usually given.
     let client = req
         .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        .map_or_else(|| "unknown".to_owned(), |a| login_source(a.ip()));
     if let Err(retry_after) = state.limiter.check(
         &format!("status-login/{client}"),
         LOGIN_ATTEMPTS_PER_MINUTE,
@@ -559,6 +574,21 @@ fn see_other(location: &'static str) -> HttpResponse {
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+
+    #[test]
+    fn sign_in_attempts_from_one_ipv6_block_count_together() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(login_source(ip("192.0.2.7")), "192.0.2.7");
+        assert_eq!(login_source(ip("::ffff:192.0.2.7")), "192.0.2.7");
+        assert_eq!(
+            login_source(ip("2001:db8:1:2:aaaa::1")),
+            login_source(ip("2001:db8:1:2:ffff:1:2:3"))
+        );
+        assert_ne!(
+            login_source(ip("2001:db8:1:2::1")),
+            login_source(ip("2001:db8:1:3::1"))
+        );
+    }
 
     #[test]
     fn a_form_from_another_origin_is_not_this_page() {
