@@ -92,7 +92,8 @@ impl RateLimiter {
     }
 
     /// How many buckets are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         match self.buckets.lock() {
             Ok(guard) => guard.by_key.len(),
             Err(poisoned) => poisoned.into_inner().by_key.len(),
