@@ -47,6 +47,9 @@ pub(super) const PATH_KEYS: &[&str] = &[
     "private_tls_cert_file",
     "private_tls_key_file",
 ];
+/// Keys whose values are lists: only these are read as TOML (`["a", "b"]`). Every other
+/// value is a string as given, so `[::1]:8081` stays an address.
+const LIST_KEYS: &[&str] = &["audiences", "allowed_scopes", "clients", "trusted_proxies"];
 /// Keys whose values are secrets: never parsed, never shown.
 pub(super) const SECRET_KEYS: &[&str] =
     &["master_key", "admin_token", "token_sha256", "database_url"];
@@ -159,13 +162,15 @@ pub(super) fn overlay_env(
             }
         }
         source.path = path.clone();
-        // Only lists are written as TOML; a secret is taken exactly as given, even if it
-        // happens to start with `[`.
-        let is_secret = SECRET_KEYS.contains(&path[path.len() - 1].as_str());
+        // Only lists are written as TOML; a secret or an address is taken exactly as
+        // given, even if it starts with `[`.
+        let key = path[path.len() - 1].as_str();
+        let is_secret = SECRET_KEYS.contains(&key);
+        let is_list = LIST_KEYS.contains(&key);
         if source.file.is_none() && !is_secret {
             source.value = Some(value.clone());
         }
-        let parsed = if value.trim_start().starts_with('[') && !is_secret {
+        let parsed = if value.trim_start().starts_with('[') && is_list && !is_secret {
             let text = format!("v = {value}");
             match text.parse::<toml::Table>() {
                 Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(value)),

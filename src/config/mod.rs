@@ -293,6 +293,22 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_listen_address_from_the_environment_is_an_address_not_a_list() {
+        let config = load(
+            "",
+            &[
+                ("JWKSD_SERVER__PRIVATE_LISTEN", "[::1]:8081"),
+                ("JWKSD_SERVER__PUBLIC_LISTEN", "[::]:8080"),
+                ("JWKSD_SERVER__TRUSTED_PROXIES", "[\"10.0.0.0/8\"]"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.server.private_listen, "[::1]:8081");
+        assert_eq!(config.server.public_listen, "[::]:8080");
+        assert_eq!(config.server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
     fn file_suffix_reads_secrets_from_files() {
         let dir = tempfile::tempdir().unwrap();
         let token_path = dir.path().join("token");
@@ -534,10 +550,13 @@ mod tests {
         let err = problems("", &[("JWKSD_CLIENTS__ECW", SECRET)]);
         assert_no_secret(&err);
         assert!(err.contains("clients.ecw"), "{err}");
-        // An environment value that looks like TOML but is not: not echoed either.
-        let err = problems("", &[("JWKSD_SERVER__PUBLIC_URL", &format!("[\"{SECRET}"))]);
+        // A list from the environment that is not valid TOML: not echoed either.
+        let err = problems(
+            "",
+            &[("JWKSD_SERVER__TRUSTED_PROXIES", &format!("[\"{SECRET}"))],
+        );
         assert_no_secret(&err);
-        assert!(err.contains("JWKSD_SERVER__PUBLIC_URL"), "{err}");
+        assert!(err.contains("JWKSD_SERVER__TRUSTED_PROXIES"), "{err}");
         // A secret from the environment is taken as it is, never parsed as TOML.
         let bracketed = format!("[{SECRET}");
         let config = load("", &[("JWKSD_SERVER__ADMIN_TOKEN", &bracketed)]).unwrap();
