@@ -364,6 +364,22 @@ async fn a_gated_rotation_waits_for_a_fetcher_that_stopped_fetching_until_it_lea
     let gate = &info.schedule.as_ref().unwrap().rotation_gate;
     assert_eq!(gate.state, GateState::NotDue);
     assert_eq!(gate.unseen_by, [stopped]);
+    // The status page says the same, from the same schedule.
+    let cookie = crate::status_page::session_cookie(&app).await;
+    let page = crate::status_page::get_page(&app, "/", Some(&cookie))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let gate_on_page = page
+        .split_once("data-gate=\"")
+        .and_then(|(_, rest)| rest.split_once("</dd>"))
+        .map(|(gate, _)| gate)
+        .unwrap_or_else(|| panic!("no rotation gate on the status page:\n{page}"));
+    assert!(
+        gate_on_page.starts_with("not_due") && gate_on_page.contains(stopped),
+        "{gate_on_page}"
+    );
 
     // Due (two days after `second` began signing): held for the stopped EHR.
     let due = now - 3 * H + 2 * D;

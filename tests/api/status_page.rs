@@ -56,7 +56,7 @@ async fn login(app: &TestApp, token: &str) -> reqwest::Response {
 }
 
 /// The `name=value` of the session cookie a login set.
-async fn session_cookie(app: &TestApp) -> String {
+pub async fn session_cookie(app: &TestApp) -> String {
     let response = login(app, &app.admin_token).await;
     assert_eq!(response.status(), 303);
     let set = response
@@ -69,7 +69,7 @@ async fn session_cookie(app: &TestApp) -> String {
     set.split(';').next().unwrap().to_owned()
 }
 
-async fn get_page(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
+pub async fn get_page(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut request = client().get(format!("{}{path}", app.private));
     if let Some(cookie) = cookie {
         request = request.header(header::COOKIE, cookie);

@@ -6,7 +6,8 @@
 
 use std::fmt::Write;
 
-use crate::rotation::{KeyRecord, KeyState, UnixTime};
+use crate::keyring::KeysetSchedule;
+use crate::rotation::{GateStatus, KeyRecord, KeyState, UnixTime, Unseen};
 
 use super::super::state::RecentRefusal;
 use super::view::{self, Activity, FetcherView, RotateConsequence, ACTIVITY_HOURS};
@@ -119,6 +120,9 @@ pub struct KeysetPanel<'a> {
     pub timing: crate::rotation::Timing,
     /// Oldest first, as the snapshot holds them.
     pub records: &'a [KeyRecord],
+    /// The keyring's schedule, as the admin API reports it; `None` when it could not be
+    /// read (the fetch gate reads the store).
+    pub schedule: Option<KeysetSchedule>,
     pub fetchers: Option<Vec<FetcherView>>,
     pub activity: Option<Activity>,
 }
@@ -179,27 +183,7 @@ fn keyset_panel(out: &mut String, panel: &KeysetPanel<'_>, page: &StatusPage<'_>
         escape(panel.alg),
         escape(&panel.jwks_url)
     );
-    match view::next_rotation(panel.records, t) {
-        Some(at) if at <= now => {
-            let _ = writeln!(
-                out,
-                "<dt>Next rotation</dt><dd>due now (the scheduler promotes the next key \
-                 within seconds)</dd>"
-            );
-        }
-        Some(at) => {
-            let _ = writeln!(
-                out,
-                "<dt>Next rotation</dt><dd>{} ({})</dd>",
-                time(at),
-                relative(at, now)
-            );
-        }
-        None if t.rotation_period.is_none() => {
-            out.push_str("<dt>Next rotation</dt><dd>manual only (rotation_period is off)</dd>\n");
-        }
-        None => out.push_str("<dt>Next rotation</dt><dd>none scheduled (no next key)</dd>\n"),
-    }
+    next_rotation(out, panel, now);
     match view::next_removal(panel.records) {
         Some((kid, at)) => {
             let _ = writeln!(
@@ -258,6 +242,99 @@ fn keyset_panel(out: &mut String, panel: &KeysetPanel<'_>, page: &StatusPage<'_>
     fetchers(out, panel);
     activity(out, panel, page);
     out.push_str("</section>\n");
+}
+
+/// The next rotation and, with `rotation_requires_fetch`, where its fetch gate stands.
+fn next_rotation(out: &mut String, panel: &KeysetPanel<'_>, now: UnixTime) {
+    let Some(schedule) = &panel.schedule else {
+        out.push_str(
+            "<dt>Next rotation</dt><dd>unknown right now (the store cannot be read; the \
+             server log has the cause)</dd>\n",
+        );
+        return;
+    };
+    let held = matches!(schedule.gate, GateStatus::Waiting { .. });
+    match schedule.next_rotation_at {
+        Some(at) if at <= now && held => {
+            let _ = writeln!(
+                out,
+                "<dt>Next rotation</dt><dd>due since {} ({}), waiting for fetchers</dd>",
+                time(at),
+                relative(at, now)
+            );
+        }
+        Some(at) if at <= now => {
+            let _ = writeln!(
+                out,
+                "<dt>Next rotation</dt><dd>due now (the scheduler promotes the next key \
+                 within seconds)</dd>"
+            );
+        }
+        Some(at) => {
+            let _ = writeln!(
+                out,
+                "<dt>Next rotation</dt><dd>{} ({})</dd>",
+                time(at),
+                relative(at, now)
+            );
+        }
+        None if panel.timing.rotation_period.is_none() => {
+            out.push_str("<dt>Next rotation</dt><dd>manual only (rotation_period is off)</dd>\n");
+        }
+        None => out.push_str("<dt>Next rotation</dt><dd>none scheduled (no next key)</dd>\n"),
+    }
+    let fetchers = |unseen: &[Unseen]| {
+        unseen
+            .iter()
+            .map(|u| format!("<code>{}</code>", escape(&u.fetcher)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (state, words) = match &schedule.gate {
+        GateStatus::Off => return,
+        GateStatus::NotDue { unseen, .. } if unseen.is_empty() => (
+            "not_due",
+            "not due yet; every recent fetcher has the next key".to_owned(),
+        ),
+        GateStatus::NotDue { unseen, .. } => (
+            "not_due",
+            format!(
+                "not due yet; if it were due now it would wait for {} to be served the next key",
+                fetchers(unseen)
+            ),
+        ),
+        GateStatus::Satisfied { .. } => (
+            "satisfied",
+            "every recent fetcher has had the next key long enough: it rotates at the next tick"
+                .to_owned(),
+        ),
+        GateStatus::Waiting {
+            deadline, unseen, ..
+        } => (
+            "waiting",
+            format!(
+                "waiting for {} to be served the next key; rotates anyway at {} ({})",
+                fetchers(unseen),
+                time(*deadline),
+                relative(*deadline, now)
+            ),
+        ),
+        GateStatus::DeadlinePassed {
+            deadline, unseen, ..
+        } => (
+            "deadline_passed",
+            format!(
+                "the deadline ({}) has passed: it rotates anyway, though {} may not have the \
+                 next key",
+                time(*deadline),
+                fetchers(unseen)
+            ),
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "<dt>Rotation gate</dt><dd data-gate=\"{state}\">{words}</dd>"
+    );
 }
 
 fn key_item(out: &mut String, key: &KeyRecord, now: UnixTime) {

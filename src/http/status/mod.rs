@@ -250,8 +250,17 @@ async fn index(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
     };
     let base = state.public_url.as_str();
     let mut fetchers = std::collections::HashMap::new();
+    let mut schedules = std::collections::HashMap::new();
     for name in snapshot.keysets.keys() {
         fetchers.insert(name.clone(), fetchers_of(&state, name).await);
+        let schedule = match state.keyring.schedule(name, now).await {
+            Ok(schedule) => Some(schedule),
+            Err(e) => {
+                tracing::warn!(keyset = %name, error = %e, "status page: the schedule could not be read");
+                None
+            }
+        };
+        schedules.insert(name.clone(), schedule);
     }
     let keysets = snapshot
         .keysets
@@ -262,6 +271,7 @@ async fn index(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
             jwks_url: format!("{base}/jwks/{}.json", v.config.name),
             timing: v.config.timing,
             records: &v.records,
+            schedule: schedules.remove(&v.config.name).flatten(),
             fetchers: fetchers.remove(&v.config.name).flatten(),
             activity: activity.by_keyset.get(&v.config.name).cloned(),
         })

@@ -115,22 +115,6 @@ pub async fn day_activity(
     Ok(out)
 }
 
-/// The key set's next scheduled rotation: when the scheduler promotes the next key (the
-/// moment [`rotation::plan`] waits for), `None` with rotation off or no next key.
-pub fn next_rotation(records: &[KeyRecord], timing: &Timing) -> Option<UnixTime> {
-    let period = timing.rotation_period?;
-    let current = records
-        .iter()
-        .filter(|k| k.state == KeyState::Current)
-        .max_by_key(|k| (k.activated_at, k.created_at))?;
-    let next = records
-        .iter()
-        .filter(|k| k.state == KeyState::Next)
-        .max_by_key(|k| (k.published_at, k.created_at))?;
-    let activated = current.activated_at.unwrap_or(current.published_at);
-    Some((activated + period).max(next.published_at + timing.prepublish))
-}
-
 /// The retired key that leaves the JWKS first, and when.
 pub fn next_removal(records: &[KeyRecord]) -> Option<(&str, UnixTime)> {
     records
@@ -315,25 +299,6 @@ mod tests {
         prepublish: 4500,
         retire_grace: 86_400,
     };
-
-    #[test]
-    fn the_next_rotation_is_the_moment_the_scheduler_plans_for() {
-        let now = 1_000_000;
-        for (current_at, next_at) in [(now - 100, now - 100), (now - 86_000, now - 10)] {
-            let keys = [
-                key("c", KeyState::Current, current_at, Some(current_at)),
-                key("n", KeyState::Next, next_at, None),
-            ];
-            let planned = rotation::plan(&keys, now, &TIMING).next_change_at;
-            assert_eq!(next_rotation(&keys, &TIMING), planned);
-        }
-        let manual = Timing {
-            rotation_period: None,
-            ..TIMING
-        };
-        let keys = [key("c", KeyState::Current, 1, Some(1))];
-        assert_eq!(next_rotation(&keys, &manual), None);
-    }
 
     #[test]
     fn durations_read_as_people_write_them() {
