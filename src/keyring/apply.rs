@@ -33,7 +33,11 @@ impl Actor {
         }
     }
 
-    pub fn admin(detail: serde_json::Value) -> Self {
+    /// The admin, through `via`; `detail` is a JSON object.
+    pub fn admin(mut detail: serde_json::Value, via: super::Via) -> Self {
+        if let Some(facts) = detail.as_object_mut() {
+            facts.insert("via".to_owned(), via.as_str().into());
+        }
         Actor {
             name: "admin",
             detail: Some(detail.to_string()),
@@ -409,7 +413,10 @@ pub(super) mod tests {
         let (old, next) = (start.created[0].clone(), start.created[1].clone());
         let now = 1000 + 86_400;
         let plan = rotation::plan(&records(&start.keys), now, &config.timing);
-        let actor = Actor::admin(serde_json::json!({ "forced": false }));
+        let actor = Actor::admin(
+            serde_json::json!({ "forced": false }),
+            crate::keyring::Via::AdminApi,
+        );
         let rotated = apply(
             &*store,
             &master,
@@ -462,7 +469,7 @@ pub(super) mod tests {
                 (
                     event::KEY_PROMOTED.to_owned(),
                     Some(next),
-                    Some(r#"{"forced":false}"#.to_owned())
+                    Some(r#"{"forced":false,"via":"admin_api"}"#.to_owned())
                 ),
                 (event::KEY_RETIRED.to_owned(), Some(old), None),
                 (
@@ -481,7 +488,10 @@ pub(super) mod tests {
         let revoke = [Step::Revoke {
             kid: current.clone(),
         }];
-        let actor = Actor::admin(serde_json::json!({ "reason": "test" }));
+        let actor = Actor::admin(
+            serde_json::json!({ "reason": "test" }),
+            crate::keyring::Via::AdminApi,
+        );
         apply(
             &*store,
             &master,
@@ -529,7 +539,7 @@ pub(super) mod tests {
             &[],
             &steps,
             1000,
-            &Actor::admin(serde_json::json!({})),
+            &Actor::admin(serde_json::json!({}), crate::keyring::Via::AdminApi),
         )
         .await
         .unwrap_err();

@@ -69,6 +69,25 @@ pub struct KeysetSchedule {
     pub gate: GateStatus,
 }
 
+/// Which door an admin's change came through, for the audit trail (`detail.via`): the
+/// actor is `admin` either way, since both authenticate with the admin token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// `/admin/v1` (and the CLI, which calls it).
+    AdminApi,
+    /// The status page's rotate and revoke forms.
+    StatusPage,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::AdminApi => "admin_api",
+            Via::StatusPage => "status_page",
+        }
+    }
+}
+
 /// What a revocation did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RevocationOutcome {
@@ -402,6 +421,17 @@ impl Keyring {
         force: bool,
         now: UnixTime,
     ) -> Result<RotationOutcome, Error> {
+        self.rotate_via(keyset, force, now, Via::AdminApi).await
+    }
+
+    /// [`Keyring::rotate`], with the audit trail naming the door it came through.
+    pub async fn rotate_via(
+        &self,
+        keyset: &str,
+        force: bool,
+        now: UnixTime,
+        via: Via,
+    ) -> Result<RotationOutcome, Error> {
         let config = self
             .configs
             .get(keyset)
@@ -455,10 +485,13 @@ impl Keyring {
         let unseen_by: Vec<String> = unseen.into_iter().map(|u| u.fetcher).collect();
         let forced = rotation::forced(&records, &steps, now, &config.timing);
         let gate_forced = force && config.fetch_gate.requires_fetch && !unseen_by.is_empty();
-        let actor = Actor::admin(serde_json::json!({
-            "forced": forced.is_some() || gate_forced,
-            "unseen_by": unseen_by,
-        }));
+        let actor = Actor::admin(
+            serde_json::json!({
+                "forced": forced.is_some() || gate_forced,
+                "unseen_by": unseen_by,
+            }),
+            via,
+        );
         let created = self
             .apply(config, &stored, &steps, now, &actor)
             .await?
@@ -501,6 +534,17 @@ impl Keyring {
         reason: Option<&str>,
         now: UnixTime,
     ) -> Result<RevocationOutcome, Error> {
+        self.revoke_via(kid, reason, now, Via::AdminApi).await
+    }
+
+    /// [`Keyring::revoke`], with the audit trail naming the door it came through.
+    pub async fn revoke_via(
+        &self,
+        kid: &str,
+        reason: Option<&str>,
+        now: UnixTime,
+        via: Via,
+    ) -> Result<RevocationOutcome, Error> {
         let _writer = self.writer.lock().await;
         let now = self.lifecycle_now(now).await?;
         let stored = self.store.load_keys().await?;
@@ -522,8 +566,10 @@ impl Keyring {
         })?;
         let promoted = rotation::promotion(&steps).map(|(next, _)| next.to_owned());
         let forced = rotation::forced(&records, &steps, now, &config.timing);
-        let actor =
-            Actor::admin(serde_json::json!({ "forced": forced.is_some(), "reason": reason }));
+        let actor = Actor::admin(
+            serde_json::json!({ "forced": forced.is_some(), "reason": reason }),
+            via,
+        );
         let created = self
             .apply(config, &stored, &steps, now, &actor)
             .await?

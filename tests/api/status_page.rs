@@ -360,6 +360,20 @@ async fn an_unforced_confirmation_never_forces_and_revoke_states_what_it_does() 
         "{states:?}"
     );
     assert!(!app.kids("epic-prod").await.contains(&kid));
+    // The audit trail says the revocation came from the status page, not the admin API.
+    let audit: jwksd::api::AuditPage = app
+        .admin(reqwest::Method::GET, "/admin/v1/audit?event=key.revoked")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let record = audit.records.last().expect("a key.revoked record");
+    assert_eq!(record.caller.as_deref(), Some("admin"));
+    let detail = record.detail.clone().unwrap();
+    assert_eq!(detail["via"], "status_page", "{detail}");
+    assert_eq!(detail["reason"], "status page test", "{detail}");
     app.stop().await;
 }
 

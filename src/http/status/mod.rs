@@ -27,6 +27,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::problem::{HtmlRefusal, Problem, ProblemKind};
 use super::state::{State, TokenHash};
 use crate::config::is_valid_keyset_name;
+use crate::keyring::Via;
 use crate::rotation::UnixTime;
 use session::Session;
 
@@ -454,11 +455,14 @@ async fn rotate(
     let name = keyset.into_inner();
     // In its own task, as the admin API's rotation: a client that hangs up must not cancel
     // a change between its commit and the new snapshot.
-    let outcome =
-        tokio::spawn(async move { keyring.rotate(&name, force, crate::unix_now()).await })
+    let outcome = tokio::spawn(async move {
+        keyring
+            .rotate_via(&name, force, crate::unix_now(), Via::StatusPage)
             .await
-            .map_err(|e| crate::error::Error::Task(e.to_string()))
-            .and_then(|r| r);
+    })
+    .await
+    .map_err(|e| crate::error::Error::Task(e.to_string()))
+    .and_then(|r| r);
     match outcome {
         Ok(o) => page(
             StatusCode::OK,
@@ -548,7 +552,7 @@ async fn revoke(
     // In its own task, as the admin API's revocation.
     let outcome = tokio::spawn(async move {
         keyring
-            .revoke(&kid, reason.as_deref(), crate::unix_now())
+            .revoke_via(&kid, reason.as_deref(), crate::unix_now(), Via::StatusPage)
             .await
     })
     .await
