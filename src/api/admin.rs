@@ -253,6 +253,10 @@ pub struct ClientInfo {
     pub audiences: Vec<String>,
     pub fhir_base_url: Option<String>,
     pub scope: Option<String>,
+    /// The scopes a caller may ask for (`allowed_scopes`, by default those of `scope`);
+    /// `null` when neither is configured: then any short list of `system/` scopes.
+    #[serde(default)]
+    pub allowed_scopes: Option<Vec<String>>,
     pub assertion_lifetime_seconds: i64,
     /// The JWKS URL of the client's key set.
     pub jwks_url: String,

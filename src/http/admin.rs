@@ -435,6 +435,7 @@ async fn list_clients(_: AdminAuth, state: web::Data<State>) -> HttpResponse {
             audiences: c.audiences.clone(),
             fhir_base_url: c.fhir_base_url.as_ref().map(|u| u.as_str().to_owned()),
             scope: c.scope.clone(),
+            allowed_scopes: c.allowed_scopes.clone(),
             assertion_lifetime_seconds: c.assertion_lifetime,
             jwks_url: format!("{base}/jwks/{}.json", c.keyset),
         })

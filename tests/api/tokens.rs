@@ -1053,6 +1053,22 @@ async fn scope_is_the_default_request_and_allowed_scopes_the_allow_list() {
         "{problem}"
     );
     assert_eq!(fake.received().len(), 2, "nothing more was sent upstream");
+    // The admin API shows both: what is asked for by default and what a caller may ask for.
+    let clients: Value = app
+        .admin(reqwest::Method::GET, "/admin/v1/clients")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client = &clients["clients"][0];
+    assert_eq!(client["scope"], "system/Patient.read", "{clients}");
+    assert_eq!(
+        client["allowed_scopes"],
+        json!(["system/Patient.read", "system/Observation.read"]),
+        "{clients}"
+    );
     app.stop().await;
     fake.stop().await;
 }
