@@ -295,7 +295,11 @@ impl Application {
         .workers(workers.min(2))
         .max_connections(per_worker(workers.min(2)))
         .client_request_timeout(limits.header_timeout)
-        .keep_alive(limits.header_timeout)
+        // One request per connection, as on the public listener: a request head comes
+        // before any authentication, and actix-http times only a connection's first one.
+        // Internal callers pay a loopback or LAN connection per request (and, with TLS, a
+        // resumed handshake); that is small beside an RSA signature.
+        .keep_alive(KeepAlive::Disabled)
         .client_disconnect_timeout(Duration::from_secs(1))
         .tls_handshake_timeout(limits.header_timeout);
         let private = match &private_tls {

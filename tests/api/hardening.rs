@@ -344,6 +344,30 @@ async fn a_slow_second_request_head_does_not_hold_the_public_listener() {
     app.stop().await;
 }
 
+/// The same on the private listener: its request heads come before any authentication, so
+/// any client that reaches it could otherwise hold every slot and, with it, signing, tokens
+/// and the admin API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_second_request_head_does_not_hold_the_private_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(
+        dir.path(),
+        &format!("{EC_DEFAULT}[server]\nheader_timeout = \"1s\"\n"),
+    )
+    .await;
+    let private = app.private.clone();
+    let (closed, after) = tokio::task::spawn_blocking(move || {
+        trickle_a_second_head(&private, Duration::from_secs(6))
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed && after < Duration::from_secs(3),
+        "the private listener held a slowly sent second request head for {after:?} (closed: {closed})"
+    );
+    app.stop().await;
+}
+
 /// A chunked body that never ends, sent with a method the resource does not take: the 405 is
 /// rewritten as a problem, and the connection must still close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
