@@ -5,7 +5,8 @@
 //!
 //! Run with `scripts/bench-sign` (or `cargo bench --bench sign`). It starts the release
 //! `jwksd` binary with a RS384-2048 key set and the durable audit trail on, drives
-//! `POST /v1/assertions` from concurrent keep-alive connections, then signs the same kind of
+//! `POST /v1/assertions` from concurrent clients (a new connection per request: the private
+//! listener closes each after one answer), then signs the same kind of
 //! message in a loop on one thread, and prints both rates and their ratio. The goal is a
 //! ratio of at least 0.8: HTTP, JSON and the audit trail should cost little next to RSA.
 
