@@ -1,7 +1,7 @@
 //! JSON request bodies: how every handler that takes one reads it, and why one is refused.
 //!
 //! The checks run in a fixed order, so a client always learns the first thing wrong: 415
-//! unless `application/json`, 400 unless valid JSON, 422 unless an object of the expected
+//! unless `application/json`, 400 unless valid JSON naming each member once, 422 unless an object of the expected
 //! shape (serde alone would also accept an array). The refusals are [`BodyError`]s;
 //! `problem` maps them to HTTP. A body of the wrong shape is described in plain words
 //! naming the member (`` `lifetime` must be a whole number, not a string``), never in
@@ -25,6 +25,9 @@ pub enum BodyError {
     },
     #[error("the body must be a JSON object")]
     NotAnObject,
+    /// An object names this member more than once (the client's member name, trimmed).
+    #[error("the body names `{0}` more than once; send each member once")]
+    DuplicateMember(String),
     /// What is wrong, in plain words naming the member ([`plain_words`]).
     #[error("{0}")]
     Shape(String),
@@ -47,7 +50,22 @@ pub fn parse_json_body<T: DeserializeOwned>(
     if !is_json {
         return Err(BodyError::NotJson);
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| BodyError::Syntax {
+    let value = match serde_json::from_slice::<UniqueMembers>(body) {
+        Ok(UniqueMembers(value)) => Ok(value),
+        Err(e) => match e.to_string().strip_prefix(DUPLICATE_MEMBER) {
+            Some(rest) => {
+                let member = rest.split(" at line ").next().unwrap_or(rest);
+                let member: String = member
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(64)
+                    .collect();
+                return Err(BodyError::DuplicateMember(member));
+            }
+            None => Err(e),
+        },
+    }
+    .map_err(|e| BodyError::Syntax {
         what: match e.classify() {
             serde_json::error::Category::Io => "unreadable",
             serde_json::error::Category::Syntax => "syntax error",
@@ -62,6 +80,82 @@ pub fn parse_json_body<T: DeserializeOwned>(
     };
     serde_json::from_value(serde_json::Value::Object(object.clone()))
         .map_err(|e| BodyError::Shape(plain_words::<T>(&object, &e)))
+}
+
+/// The start of the message [`UniqueMembers`] refuses a repeated member with.
+const DUPLICATE_MEMBER: &str = "duplicate member: ";
+
+/// A JSON value in which no object names a member twice. serde_json keeps the last of two
+/// (a proxy, a WAF or a log reader may keep the first), so a body with one would mean
+/// different things to different readers.
+struct UniqueMembers(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(UniqueMembersVisitor)
+            .map(UniqueMembers)
+    }
+}
+
+struct UniqueMembersVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembersVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(UniqueMembers(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(member) = map.next_key::<String>()? {
+            if object.contains_key(&member) {
+                return Err(serde::de::Error::custom(format!(
+                    "{DUPLICATE_MEMBER}{member}"
+                )));
+            }
+            let UniqueMembers(value) = map.next_value()?;
+            object.insert(member, value);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
 }
 
 /// `error` (serde's refusal of `object` as a `T`) in plain words that name the member it is
@@ -209,5 +303,35 @@ mod tests {
         );
         let quoted = words(r#"{"client_id": "c", "lifetime": "hunter2hunter2"}"#);
         assert!(!quoted.contains("hunter2"), "{quoted}");
+    }
+
+    fn json_request() -> HttpRequest {
+        actix_web::test::TestRequest::default()
+            .insert_header((header::CONTENT_TYPE, "application/json"))
+            .to_http_request()
+    }
+
+    /// serde_json keeps the last of two equal members, a proxy or a log reader may keep the
+    /// first: a signing request must not mean two things.
+    #[test]
+    fn a_member_named_twice_is_refused_at_any_depth() {
+        for body in [
+            r#"{"client_id": "nope", "client_id": "ecw-prod"}"#,
+            r#"{"client_id": "c", "flags": [{"a": 1, "a": 2}]}"#,
+        ] {
+            match parse_json_body::<serde_json::Value>(&json_request(), body.as_bytes()) {
+                Err(BodyError::DuplicateMember(member)) => {
+                    assert!(member == "client_id" || member == "a", "{member}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let fine: serde_json::Value = parse_json_body(
+            &json_request(),
+            br#"{"client_id": "c", "n": [1, -2, 3.5, true, null, {"x": "y"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(fine["n"][2], 3.5);
+        assert_eq!(fine["n"][1], -2);
     }
 }

@@ -210,3 +210,31 @@ async fn a_kid_that_is_a_path_cannot_steer_the_cli_to_another_admin_route() {
     assert!(!ok && output.contains("404"), "{output}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_that_names_a_member_twice_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
+    let kid = app.kid_in_state("default", "next").await.unwrap();
+    let response = app
+        .admin(Method::POST, &format!("/admin/v1/keys/{kid}/revoke"))
+        .header("content-type", "application/json")
+        .body(r#"{"reason": "rotation drill", "reason": "compromised"}"#)
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(response, 400).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`reason` more than once"),
+        "{problem}"
+    );
+    assert_eq!(
+        app.kid_in_state("default", "next").await.as_deref(),
+        Some(kid.as_str()),
+        "nothing was revoked"
+    );
+    app.stop().await;
+}
