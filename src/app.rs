@@ -406,6 +406,7 @@ impl Application {
             tokio::spawn(crate::tls::watch(
                 self.tls.clone(),
                 crate::tls::POLL_INTERVAL,
+                crate::tls::EXPIRY_RECHECK,
             ))
         });
         let audit_heads = tokio::spawn(log_audit_head(self.keyring.clone(), AUDIT_HEAD_EVERY));

@@ -17,7 +17,7 @@
 //!
 //! **Expiry.** The notAfter of the end-entity certificate being served is read whenever a
 //! pair loads ([`ListenerTls::not_after`], the gauge `/metrics` shows). At start, after a
-//! reload and once a [`EXPIRY_RECHECK`] while it holds, the log warns when less than
+//! reload and every [`EXPIRY_RECHECK`] (a day) while it holds, the log warns when less than
 //! [`EXPIRY_WARNING`] is left, and says at ERROR that an expired certificate must be
 //! replaced. An expired certificate is still served: refusing it would take the JWKS down
 //! for every EHR, including those that do not check the date, while a warning leaves the
@@ -502,9 +502,9 @@ impl ListenerTls {
 pub const SIGHUP: &str = "SIGHUP";
 
 /// Re-reads every listener's files each `every`, and repeats what the log says of their
-/// expiry each [`EXPIRY_RECHECK`] (a certificate running out of time while nothing
-/// changes), for ever (the task is aborted at stop).
-pub async fn watch(listeners: Vec<Arc<ListenerTls>>, every: Duration) {
+/// expiry each `recheck` ([`EXPIRY_RECHECK`] in service: a certificate runs out of time
+/// while nothing changes), for ever (the task is aborted at stop).
+pub async fn watch(listeners: Vec<Arc<ListenerTls>>, every: Duration, recheck: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await;
@@ -514,7 +514,7 @@ pub async fn watch(listeners: Vec<Arc<ListenerTls>>, every: Duration) {
         for listener in &listeners {
             listener.reload_and_log("a TLS file changed");
         }
-        if expiry_logged.elapsed() >= EXPIRY_RECHECK {
+        if expiry_logged.elapsed() >= recheck {
             expiry_logged = tokio::time::Instant::now();
             for listener in &listeners {
                 listener.log_expiry(crate::unix_now());
@@ -769,5 +769,62 @@ mod tests {
             expiry_notice(&files, not_after, not_after),
             Some(ExpiryNotice::Expired(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_watch_repeats_the_warning_and_an_expired_certificate_is_an_error() {
+        use tracing::instrument::WithSubscriber;
+        let dir = tempfile::tempdir().unwrap();
+        let files = public_files(dir.path());
+        let now = crate::unix_now();
+        write_pair(&files, &certificate_until(now + 3 * 86_400));
+        let expiring = Arc::new(ListenerTls::open(&files).unwrap());
+        let log = crate::logging::CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let watching = watch(
+            vec![expiring],
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        );
+        // Another test's thread may have met the callsites first, with no subscriber.
+        tracing::callsite::rebuild_interest_cache();
+        let _ = tokio::time::timeout(Duration::from_millis(450), watching)
+            .with_subscriber(subscriber)
+            .await;
+        let warnings = log
+            .text()
+            .lines()
+            .filter(|l| {
+                l.contains("WARN") && l.contains("public listener") && l.contains("expires in")
+            })
+            .count();
+        assert!((2..=4).contains(&warnings), "{}", log.text());
+
+        let expired_files = TlsFiles {
+            cert_file: dir.path().join("expired.crt"),
+            key_file: dir.path().join("expired.key"),
+            ..files
+        };
+        write_pair(&expired_files, &certificate_until(now - 60));
+        let expired = ListenerTls::open(&expired_files).unwrap();
+        let log = crate::logging::CapturedLog::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::callsite::rebuild_interest_cache();
+            expired.log_expiry(now);
+        });
+        let text = log.text();
+        assert!(
+            text.contains("ERROR") && text.contains("expired 1m ago"),
+            "{text}"
+        );
     }
 }
