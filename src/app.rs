@@ -156,6 +156,10 @@ impl Application {
                 .as_ref()
                 .map(|files| {
                     let tls = ListenerTls::open(files)?;
+                    // An expiring or expired certificate is said in the log, not refused:
+                    // refusing to start would take the JWKS down for every EHR, while the
+                    // files can be replaced under a running jwksd.
+                    tls.log_expiry(crate::unix_now());
                     let rustls = tls.server_config()?;
                     Ok::<_, crate::tls::TlsError>((Arc::new(tls), rustls))
                 })
@@ -164,6 +168,11 @@ impl Application {
         };
         let public_tls = open_tls(&server.public_tls)?;
         let private_tls = open_tls(&server.private_tls)?;
+        let tls: Vec<Arc<ListenerTls>> = [&public_tls, &private_tls]
+            .into_iter()
+            .flatten()
+            .map(|(tls, _)| tls.clone())
+            .collect();
         let http_client = crate::tokens::outbound_client().map_err(|e| {
             StartError::Refused(format!("cannot set up the outbound HTTP client: {e}"))
         })?;
@@ -210,7 +219,8 @@ impl Application {
             )
             .with_fetchers(fetcher_log)
             .with_trusted_proxies(server.trusted_proxies.clone())
-            .with_metrics(metrics),
+            .with_metrics(metrics)
+            .with_tls(tls.clone()),
         );
         let fetchers = state.fetchers.clone();
         let reloader = Reloader {
@@ -320,11 +330,6 @@ impl Application {
             keysets = %config.keysets.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
             "jwksd is listening"
         );
-        let tls = [public_tls, private_tls]
-            .into_iter()
-            .flatten()
-            .map(|(tls, _)| tls)
-            .collect();
 
         Ok(Application {
             public_addr,
@@ -405,6 +410,7 @@ impl Application {
             tokio::spawn(crate::tls::watch(
                 self.tls.clone(),
                 crate::tls::POLL_INTERVAL,
+                crate::tls::EXPIRY_RECHECK,
             ))
         });
         let audit_heads = tokio::spawn(log_audit_head(self.keyring.clone(), AUDIT_HEAD_EVERY));

@@ -119,6 +119,9 @@ pub struct TlsFiles {
     /// `server.tls_key_file`), for messages.
     pub cert_key_name: &'static str,
     pub key_key_name: &'static str,
+    /// The listener the files serve (`public`, `private`), for messages and the label of
+    /// the certificate's expiry metric.
+    pub listener: &'static str,
 }
 
 /// The default of `server.poll_interval`.
@@ -582,11 +585,13 @@ pub(super) fn validate(
         }),
     };
     let public_tls = tls_files(
+        "public",
         ("server.tls_cert_file", s.tls_cert_file),
         ("server.tls_key_file", s.tls_key_file),
         problems,
     );
     let private_tls = tls_files(
+        "private",
         ("server.private_tls_cert_file", s.private_tls_cert_file),
         ("server.private_tls_key_file", s.private_tls_key_file),
         problems,
@@ -622,6 +627,7 @@ pub(super) fn validate(
 
 /// One listener's pair of TLS files: both or neither (an empty path counts as unset).
 fn tls_files(
+    listener: &'static str,
     (cert_key_name, cert): (&'static str, Option<PathBuf>),
     (key_key_name, key): (&'static str, Option<PathBuf>),
     problems: &mut Vec<String>,
@@ -634,6 +640,7 @@ fn tls_files(
             key_file,
             cert_key_name,
             key_key_name,
+            listener,
         }),
         (Some(_), None) | (None, Some(_)) => {
             problems.push(format!(

@@ -3,7 +3,8 @@
 //!
 //! Counters come from what the handlers, the request middleware, the token service, the
 //! audit writer and the store wrapper bumped (`State::metrics`, `TokenService`); the key
-//! gauges are read from the keyring's snapshot at scrape time. Names follow Prometheus'
+//! gauges are read from the keyring's snapshot, and the TLS certificates' expiry from the
+//! listeners (`State::tls`), at scrape time. Names follow Prometheus'
 //! conventions: base units (`_seconds`), `_total` on counters, and labels, not names, for
 //! dimensions. Every label value comes from the configuration, the keyring or the problem
 //! table, never from a request, so the number of series stays bounded. The names of the
@@ -27,6 +28,7 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
     request_counters(&mut out, &state);
     key_gauges(&mut out, &state, crate::unix_now());
     storage_metrics(&mut out, &state);
+    tls_gauges(&mut out, &state);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out.finish())
@@ -239,5 +241,23 @@ fn storage_metrics(out: &mut Exposition, state: &State) {
             &[("operation", operation)],
             m.store_errors.get([operation]) as f64,
         );
+    }
+}
+
+/// When each HTTPS listener's certificate expires, as it is served now (reloads included).
+fn tls_gauges(out: &mut Exposition, state: &State) {
+    out.family(
+        "jwksd_tls_certificate_expiry_timestamp_seconds",
+        Kind::Gauge,
+        "The notAfter (Unix seconds) of the TLS certificate each listener serves, by listener (public, private); absent for a listener on plain HTTP.",
+    );
+    for listener in &state.tls {
+        if let Some(not_after) = listener.not_after() {
+            out.sample(
+                "jwksd_tls_certificate_expiry_timestamp_seconds",
+                &[("listener", listener.files().listener)],
+                not_after as f64,
+            );
+        }
     }
 }

@@ -18,6 +18,7 @@ use crate::ratelimit::RateLimiter;
 use crate::rotation::UnixTime;
 use crate::signing::SigningService;
 use crate::store::metered::StoreErrors;
+use crate::tls::ListenerTls;
 use crate::tokens::TokenService;
 use crate::trail::AuditMetrics;
 
@@ -43,6 +44,9 @@ pub struct State {
     pub refusals: RecentRefusals,
     /// Status-page sessions logged out on this process, until they expire.
     pub status_logouts: Mutex<HashMap<String, UnixTime>>,
+    /// The HTTPS of each listener that has it (the ones `app` re-reads), for the expiry
+    /// of their certificates on `/metrics`.
+    pub tls: Vec<Arc<ListenerTls>>,
 }
 
 /// Request counters, bumped by the handlers and read by `GET /metrics`. Every label value
@@ -100,6 +104,7 @@ impl State {
             trusted_proxies: Vec::new(),
             refusals: RecentRefusals::default(),
             status_logouts: Mutex::new(HashMap::new()),
+            tls: Vec::new(),
         }
     }
 
@@ -120,6 +125,12 @@ impl State {
     /// the store wrapper and the audit writer `app` made).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Shows the certificate expiry of `listeners` (the HTTPS listeners) on `/metrics`.
+    pub fn with_tls(mut self, listeners: Vec<Arc<ListenerTls>>) -> Self {
+        self.tls = listeners;
         self
     }
 

@@ -40,6 +40,8 @@ const FAMILIES: &[(&str, &str)] = &[
     ("jwksd_keyset_rotation_period_seconds", "gauge"),
     ("jwksd_audit_write_duration_seconds", "histogram"),
     ("jwksd_store_errors_total", "counter"),
+    // Its samples only for HTTPS listeners (tests/api/tls.rs); the family is always there.
+    ("jwksd_tls_certificate_expiry_timestamp_seconds", "gauge"),
 ];
 
 /// A scrape: the `# HELP` and `# TYPE` of each family, and every sample by its series

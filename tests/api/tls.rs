@@ -116,6 +116,18 @@ impl TestPki {
     }
 
     fn leaf(&self, serial: u64) -> Leaf {
+        self.leaf_with(serial, |_| {})
+    }
+
+    /// A leaf whose notAfter is `not_after` (seconds since the Unix epoch); rcgen's default
+    /// is the year 4096.
+    fn leaf_until(&self, serial: u64, not_after: i64) -> Leaf {
+        self.leaf_with(serial, |params| {
+            params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        })
+    }
+
+    fn leaf_with(&self, serial: u64, adjust: impl FnOnce(&mut CertificateParams)) -> Leaf {
         let key = TestKey::new();
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
@@ -127,6 +139,7 @@ impl TestPki {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_identifier_method = KeyIdMethod::PreSpecified(key.key_id());
+        adjust(&mut params);
         let cert = params.signed_by(&key, &self.intermediate).unwrap();
         Leaf {
             chain_pem: format!("{}{}", cert.pem(), self.intermediate_pem),
@@ -691,4 +704,84 @@ async fn the_cli_and_the_probe_work_against_https_listeners_and_sighup_reloads_t
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
+}
+
+/// The value of `series` (`name{labels}` as written) in the `/metrics` of the private
+/// listener at `private_port`, over HTTPS.
+async fn scraped(client: &reqwest::Client, private_port: u16, series: &str) -> Option<f64> {
+    let text = client
+        .get(format!("https://localhost:{private_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn a_certificate_expiring_within_two_weeks_is_warned_about_and_its_date_is_a_metric() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new();
+    let now = jwksd::unix_now();
+    let in_three_days = now + 3 * 86_400;
+    let public = TlsDir::new(dir.path(), "public", &pki.leaf_until(1, in_three_days));
+    // rcgen's default notAfter, 4096-01-01: nothing to warn about on the private listener.
+    let private = TlsDir::new(dir.path(), "private", &pki.leaf(11));
+    let service = TlsService::start(dir.path(), &public, &private).await;
+    let client = client_trusting(&pki.root_pem);
+    let public_series = "jwksd_tls_certificate_expiry_timestamp_seconds{listener=\"public\"}";
+    let private_series = "jwksd_tls_certificate_expiry_timestamp_seconds{listener=\"private\"}";
+    assert_eq!(
+        scraped(&client, service.private_port, public_series).await,
+        Some(in_three_days as f64)
+    );
+    assert_eq!(
+        scraped(&client, service.private_port, private_series).await,
+        Some(67_090_118_400.0)
+    );
+
+    // The start said it, naming the listener, the file and the date, in words.
+    let warning = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("expires in"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let log = service.log();
+    let warned = warning(&log);
+    assert_eq!(warned.len(), 1, "{log}");
+    let expected_date = jwksd::rfc3339(in_three_days).unwrap();
+    for part in [
+        "public listener",
+        &format!("server.tls_cert_file = {}", public.cert.display()),
+        &format!("({expected_date})"),
+    ] {
+        assert!(warned[0].contains(part), "{part:?} not in {}", warned[0]);
+    }
+    // Three days, less the seconds the start took, if any.
+    assert!(
+        warned[0].contains(&format!("expires in 3d ({expected_date})"))
+            || warned[0].contains(&format!("expires in 2d 23h ({expected_date})")),
+        "{}",
+        warned[0]
+    );
+
+    // Renewed for a year: the gauge follows the reload, and the log has no new warning.
+    let in_a_year = now + 365 * 86_400;
+    public.write(&pki.leaf_until(2, in_a_year));
+    let deadline = Instant::now() + jwksd::tls::POLL_INTERVAL * 3;
+    while scraped(&client, service.private_port, public_series).await != Some(in_a_year as f64) {
+        assert!(
+            Instant::now() < deadline,
+            "the gauge did not follow the renewal: {}",
+            service.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = service.log();
+    assert!(log.contains("loaded the new TLS certificate and key of server.tls_cert_file"));
+    assert_eq!(warning(&log).len(), 1, "{log}");
 }
