@@ -211,3 +211,26 @@ fn keys_list_follows_a_config_file_that_moves_the_private_listener() {
         "the error names the file, the setting and the fix: {shown}"
     );
 }
+
+/// `jwksd check-config | head -2`: once the reader has gone, the CLI stops quietly, as
+/// Unix tools do, rather than panicking about a broken pipe.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["check-config"][..], &["man"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(JWKSD)
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("JWKSD_SERVER__DATA_DIR", dir.path())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}: {stderr}");
+    }
+}
