@@ -60,8 +60,9 @@ fn resolved(config: &Config) -> Vec<String> {
         format!("private listener: {}", server.private_listen),
         match &server.public_url {
             Some(url) => format!("public URL:       {url}"),
-            None => "public URL:       (not set: admin answers and `jwksd register` name the \
-                     public listener's address; set server.public_url to what the EHR fetches)"
+            None => "public URL:       (not set: admin answers give JWKS URLs as paths \
+                     (/jwks/NAME.json), and `jwksd register` and `jwksd doctor` cannot name or \
+                     check the URL the EHR fetches; set server.public_url to it)"
                 .to_owned(),
         },
         format!("data directory:   {}", server.data_dir.display()),
