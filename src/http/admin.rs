@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::auth::AdminAuth;
-use super::body::optional_json;
+use super::body::{optional_json, parse_query};
 use super::problem::Problem;
 use super::state::State;
 use crate::api::{
@@ -275,10 +275,10 @@ async fn rotate(
     req: HttpRequest,
     state: web::Data<State>,
     keyset: web::Path<String>,
-    query: web::Query<RotateQuery>,
     body: web::Bytes,
 ) -> Result<HttpResponse, Problem> {
     let name = valid_keyset(&keyset)?;
+    let query: RotateQuery = parse_query(req.query_string())?;
     let body: RotateRequest = admin_body(&req, &body)?;
     let force = query.force || body.force;
     let keyring = state.keyring.clone();
@@ -324,10 +324,10 @@ const AUDIT_PAGE_MAX: u32 = 1000;
 
 async fn audit(
     _: AdminAuth,
+    req: HttpRequest,
     state: web::Data<State>,
-    query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let query = query.into_inner();
+    let query: AuditQuery = parse_query(req.query_string())?;
     let since = match &query.since {
         None => None,
         Some(text) => Some(

@@ -31,6 +31,9 @@ pub enum BodyError {
     /// What is wrong, in plain words naming the member ([`plain_words`]).
     #[error("{0}")]
     Shape(String),
+    /// A query string parameter this route cannot use, in plain words ([`parse_query`]).
+    #[error("{0}")]
+    Query(String),
     /// Larger than the route reads (checked before parsing).
     #[error("{what} request bodies are at most {limit} bytes")]
     TooLarge { what: &'static str, limit: usize },
@@ -80,6 +83,61 @@ pub fn parse_json_body<T: DeserializeOwned>(
     };
     serde_json::from_value(serde_json::Value::Object(object.clone()))
         .map_err(|e| BodyError::Shape(plain_words::<T>(&object, &e)))
+}
+
+/// Reads a query string as a `T`, refusing in plain words that name the parameter (never
+/// serde's `Query deserialize error: invalid digit found in string`).
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, BodyError> {
+    let whole = match actix_web::web::Query::<T>::from_query(query) {
+        Ok(parsed) => return Ok(parsed.into_inner()),
+        Err(actix_web::error::QueryPayloadError::Deserialize(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    if let Some(name) = quoted_after(&whole, "unknown field ") {
+        let accepted: Vec<&str> = whole.split('`').skip(3).step_by(2).collect();
+        return Err(BodyError::Query(format!(
+            "`{}` is not a parameter of this request; it takes {}",
+            printable(name),
+            accepted.join(", ")
+        )));
+    }
+    if let Some(name) = quoted_after(&whole, "duplicate field ") {
+        return Err(BodyError::Query(format!(
+            "`{}` is given more than once; give each parameter once",
+            printable(name)
+        )));
+    }
+    // serde_urlencoded names no parameter in a value error: read each alone, and the one
+    // refused for something other than a missing parameter is the one at fault.
+    let culprit = url::form_urlencoded::parse(query.as_bytes()).find_map(|(name, value)| {
+        let alone: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(&name, &value)
+            .finish();
+        match actix_web::web::Query::<T>::from_query(&alone) {
+            Err(e) if !e.to_string().contains("missing field") => {
+                Some((name.into_owned(), e.to_string()))
+            }
+            _ => None,
+        }
+    });
+    Err(BodyError::Query(match culprit {
+        Some((name, error)) => {
+            let expected = if error.contains("`true` or `false`") {
+                "true or false"
+            } else if error.contains("digit") || error.contains("number") {
+                "a whole number"
+            } else {
+                "a value of the documented kind"
+            };
+            format!("`{}` must be {expected}", printable(&name))
+        }
+        None => "the query string could not be read".to_owned(),
+    }))
+}
+
+/// A client-chosen name as it may appear in a message: no control characters, at most 64.
+fn printable(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 /// The start of the message [`UniqueMembers`] refuses a repeated member with.

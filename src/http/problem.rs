@@ -534,7 +534,9 @@ impl From<BodyError> for Problem {
     fn from(err: BodyError) -> Self {
         let kind = match err {
             BodyError::NotJson => ProblemKind::UnsupportedMediaType,
-            BodyError::Syntax { .. } | BodyError::DuplicateMember(_) => ProblemKind::BadRequest,
+            BodyError::Syntax { .. } | BodyError::DuplicateMember(_) | BodyError::Query(_) => {
+                ProblemKind::BadRequest
+            }
             BodyError::NotAnObject | BodyError::Shape(_) => ProblemKind::InvalidRequest,
             BodyError::TooLarge { .. } => ProblemKind::BodyTooLarge,
         };

@@ -238,3 +238,33 @@ async fn a_body_that_names_a_member_twice_is_refused_and_changes_nothing() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_bad_query_parameter_is_named_in_plain_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
+    for (method, path, words) in [
+        (
+            Method::GET,
+            "/admin/v1/audit?limit=-1",
+            "`limit` must be a whole number",
+        ),
+        (
+            Method::GET,
+            "/admin/v1/audit?foo=bar",
+            "`foo` is not a parameter of this request; it takes since, client",
+        ),
+        (
+            Method::POST,
+            "/admin/v1/keysets/default/rotate?force=maybe",
+            "`force` must be true or false",
+        ),
+    ] {
+        let response = app.admin(method, path).send().await.unwrap();
+        let problem = assert_problem(response, 400).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(words), "{path}: {detail}");
+        assert!(!detail.contains("deserialize"), "{path}: {detail}");
+    }
+    app.stop().await;
+}
