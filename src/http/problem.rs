@@ -470,10 +470,11 @@ impl From<TokenError> for Problem {
                 } else {
                     ProblemKind::UpstreamRefused
                 };
-                let mut problem = Problem::new(
-                    kind,
-                    format!("the token endpoint refused: {}", class.explanation()),
-                );
+                let detail = match status {
+                    None => format!("the token request failed: {}", class.explanation()),
+                    Some(_) => format!("the token endpoint refused: {}", class.explanation()),
+                };
+                let mut problem = Problem::new(kind, detail);
                 problem.upstream = Some(Box::new(api::UpstreamFailure {
                     classification: class,
                     fix: class.fix().to_owned(),

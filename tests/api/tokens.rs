@@ -1072,3 +1072,26 @@ async fn scope_is_the_default_request_and_allowed_scopes_the_allow_list() {
     app.stop().await;
     fake.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_is_a_504_that_says_it_was_not_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on the discard port.
+    let public = loopback_listener();
+    let config = token_config_on(
+        EC_KEYS,
+        "http://127.0.0.1:9/token",
+        "http://127.0.0.1:9/fhir",
+        "client-1",
+        &url_of(&public),
+    );
+    let app = spawn_app_on(dir.path(), &config, public, &TestClock::default()).await;
+    let problem = assert_problem(get_token(&app, json!({"client_id": "test"})).await, 504).await;
+    assert_eq!(problem["classification"], "unreachable", "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("the token request failed: the token endpoint could not be reached"),
+        "not 'refused': it never answered: {detail}"
+    );
+    app.stop().await;
+}
