@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::auth::AdminAuth;
 use super::body::{optional_json, parse_query};
-use super::problem::Problem;
+use super::problem::{Problem, ProblemKind};
 use super::state::State;
 use crate::api::{
     AuditEntry, AuditPage, AuditQuery, ClientInfo, ClientList, FetcherInfo, FetcherList, GateState,
@@ -76,7 +76,10 @@ fn valid_keyset(name: &str) -> Result<&str, Problem> {
     if is_valid_keyset_name(name) {
         Ok(name)
     } else {
-        Err(Problem::not_found("no key set by that name is configured"))
+        Err(Problem::new(
+            ProblemKind::UnknownKeyset,
+            "no key set by that name is configured",
+        ))
     }
 }
 

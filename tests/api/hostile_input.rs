@@ -268,3 +268,26 @@ async fn a_bad_query_parameter_is_named_in_plain_words() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_unknown_key_set_is_the_same_problem_on_every_admin_route_whatever_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(dir.path(), EC_DEFAULT).await;
+    for name in [
+        "nope",
+        "no%20such%20set",
+        "%E2%80%AEdefault",
+        &"a".repeat(300),
+    ] {
+        for route in ["keys", "fetchers", "jwks"] {
+            let path = format!("/admin/v1/keysets/{name}/{route}");
+            let response = app.admin(Method::GET, &path).send().await.unwrap();
+            let problem = assert_problem(response, 404).await;
+            assert_eq!(
+                problem["type"], "urn:jwksd:problem:unknown-keyset",
+                "{path}: {problem}"
+            );
+        }
+    }
+    app.stop().await;
+}
