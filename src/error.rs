@@ -6,6 +6,7 @@
 
 use crate::keys::cert::CertError;
 use crate::keys::KeyError;
+use crate::logging::HumanSeconds;
 use crate::rotation::KeyState;
 use crate::store::StoreError;
 
@@ -19,10 +20,13 @@ pub enum Error {
     UnknownKid(String),
     /// Rotation refused: the successor has not been published long enough.
     #[error(
-        "next key {next_kid} has been published for {published_for}s; it must be published for \
-         {prepublish}s before it signs, so that every verifier's cached JWKS has it. Retry in \
-         {retry_after}s, or force it (--force, ?force=true) if you accept that some verifiers may \
-         reject assertions until their cache expires"
+        "next key {next_kid} has been published for {}; it must be published for {} \
+         (prepublish) before it signs, so that every verifier's cached JWKS has it. Retry in {}, \
+         or force it (--force, ?force=true) if you accept that some verifiers may reject \
+         assertions until their cache expires",
+        HumanSeconds(*.published_for),
+        HumanSeconds(*.prepublish),
+        HumanSeconds(*.retry_after)
     )]
     RotationTooEarly {
         keyset: String,

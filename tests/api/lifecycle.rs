@@ -26,9 +26,12 @@ async fn rotation_is_refused_while_next_is_younger_than_prepublish_and_accepted_
         "prepublish is 75 minutes: {retry_after}"
     );
     let problem = assert_problem(refused, 409).await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(&next), "{problem}");
+    // Durations as the configuration writes them, not in raw seconds.
     assert!(
-        problem["detail"].as_str().unwrap().contains(&next),
-        "{problem}"
+        detail.contains("must be published for 1h 15m (prepublish)") && !detail.contains("4500s"),
+        "{detail}"
     );
     let after_refusal = app
         .get_public("/.well-known/jwks.json")
