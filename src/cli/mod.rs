@@ -166,7 +166,7 @@ pub enum Command {
     /// Print the manual page jwksd(1), in roff, to standard output, e.g.
     /// `jwksd man > /usr/local/share/man/man1/jwksd.1`.
     Man,
-    /// Check the audit trail.
+    /// Read and check the audit trail: list, export (JSON lines) and verify the hash chain.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
