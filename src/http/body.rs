@@ -71,6 +71,11 @@ pub fn parse_json_body<T: DeserializeOwned>(
     .map_err(|e| BodyError::Syntax {
         what: match e.classify() {
             serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax
+                if e.to_string().starts_with("recursion limit exceeded") =>
+            {
+                "nested more than 128 levels deep"
+            }
             serde_json::error::Category::Syntax => "syntax error",
             serde_json::error::Category::Data => "invalid data",
             serde_json::error::Category::Eof => "unexpected end",
@@ -383,6 +388,16 @@ mod tests {
                 }
                 other => panic!("{body}: {other:?}"),
             }
+        }
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(2000), "]".repeat(2000));
+        match parse_json_body::<serde_json::Value>(&json_request(), deep.as_bytes()) {
+            Err(e @ BodyError::Syntax { .. }) => {
+                assert!(
+                    e.to_string().contains("nested more than 128 levels deep"),
+                    "{e}"
+                )
+            }
+            other => panic!("{other:?}"),
         }
         let fine: serde_json::Value = parse_json_body(
             &json_request(),
