@@ -151,7 +151,13 @@ impl Config {
                 }
             },
         };
-        let sources = overlay_env(&mut table, env, &mut problems, &mut warnings);
+        let keys = [
+            ("server", shape::keys_of::<server::RawServer>()),
+            ("keysets", shape::keys_of::<keysets::RawKeyset>()),
+            ("clients", shape::keys_of::<clients::RawClient>()),
+            ("callers", shape::keys_of::<clients::RawCaller>()),
+        ];
+        let sources = overlay_env(&mut table, env, &keys, &mut problems, &mut warnings);
         let mut findings: Vec<Finding> = problems.into_iter().map(Finding::text).collect();
         let mut refused = shape::Refused::default();
         let raw = shape_sections(table, &mut findings, &mut refused);
@@ -795,6 +801,64 @@ mod tests {
                 && err.contains("ecw_prod"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_configuration_path_written_with_single_underscores_is_refused_saying_what_to_write() {
+        for (variable, instead) in [
+            ("JWKSD_SERVER_PUBLIC_URL", "JWKSD_SERVER__PUBLIC_URL"),
+            ("JWKSD_PUBLIC_URL", "JWKSD_SERVER__PUBLIC_URL"),
+            ("JWKSD_MASTER_KEY_FILE", "JWKSD_SERVER__MASTER_KEY_FILE"),
+            ("JWKSD_SERVER_PUBLIK_URL", "JWKSD_SERVER__PUBLIK_URL"),
+            (
+                "JWKSD_KEYSETS_DEFAULT_JWKS_MAX_AGE",
+                "JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE",
+            ),
+            (
+                "JWKSD_CLIENTS_ECW_PROD_TOKEN_ENDPOINT",
+                "JWKSD_CLIENTS__ECW_PROD__TOKEN_ENDPOINT",
+            ),
+            (
+                "JWKSD_CALLERS_SYNC_TOKEN_FILE",
+                "JWKSD_CALLERS__SYNC__TOKEN_FILE",
+            ),
+            ("JWKSD_CLIENTS_ECW", "JWKSD_CLIENTS__<NAME>__<KEY>"),
+        ] {
+            let err = problems("", &[(variable, "https://k.example.org")]);
+            assert!(
+                err.contains(&format!(
+                    "{variable} is not read: configuration variables take double underscores \
+                     between levels; write {instead}"
+                )),
+                "{variable}: {err}"
+            );
+            assert!(
+                !err.contains("k.example.org"),
+                "the value is not shown: {err}"
+            );
+            assert_eq!(err.matches("\n  - ").count(), 1, "{err}");
+        }
+        // The command line's variables, the test harness's, and other variables that look
+        // like no configuration path are not refused.
+        let config = load(
+            "",
+            &[
+                ("JWKSD_CONFIG", "jwksd.toml"),
+                ("JWKSD_SERVER", "http://127.0.0.1:8081"),
+                ("JWKSD_ADMIN_TOKEN", "not-a-path"),
+                ("JWKSD_CALLER_TOKEN", "not-a-path"),
+                ("JWKSD_LOG", "debug"),
+                ("JWKSD_INIT", "1"),
+                ("JWKSD_UPGRADE_STORE", "0"),
+                ("JWKSD_CA_FILE", "/etc/ssl/ca.pem"),
+                ("JWKSD_TEST_POSTGRES", "postgres://localhost/x"),
+                ("JWKSD_TEST_SERVER_PUBLIC_URL", "x"),
+                ("JWKSD_URL", "http://127.0.0.1:8081"),
+                ("JWKSD_UPDATE_SCREENSHOT", "1"),
+            ],
+        )
+        .unwrap();
+        assert!(config.server.public_url.is_none());
     }
 
     #[test]

@@ -161,6 +161,26 @@ pub(super) fn section<T: DeserializeOwned + Default>(
     }
 }
 
+/// The keys section type `T` accepts (`public_url`, ...), as its unknown-key error lists
+/// them.
+pub(super) fn keys_of<T: DeserializeOwned>() -> Vec<String> {
+    let probe = toml::Table::from_iter([("\u{1}".to_owned(), toml::Value::Boolean(true))]);
+    match toml::Value::Table(probe).try_into::<T>() {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .message()
+            .strip_prefix("unknown field")
+            .map(|rest| {
+                rest.split('`')
+                    .skip(3)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// `; did you mean `x`?` for the accepted word closest to `word`, when it is close enough
 /// to be a typo (a third of its letters, at least one); else the accepted words.
 fn did_you_mean(word: &str, accepted: &[&str]) -> String {
