@@ -412,6 +412,33 @@ mod tests {
     }
 
     #[test]
+    fn fetcher_window_is_compared_with_jwks_max_age_only_when_rotation_waits_for_fetches() {
+        let timing = "[keysets.default]\njwks_max_age = \"8d\"\nprepublish = \"9d\"\n";
+        let config = load(timing, &[]).unwrap();
+        assert_eq!(
+            config.default_keyset().unwrap().timing.jwks_max_age,
+            8 * 86_400
+        );
+        load(&format!("{timing}rotation_requires_fetch = false\n"), &[]).unwrap();
+        let err = problems(&format!("{timing}rotation_requires_fetch = true\n"), &[]);
+        assert!(
+            err.contains("keysets.default.fetcher_window = 7d is shorter than jwks_max_age = 8d"),
+            "{err}"
+        );
+        load(
+            &format!("{timing}rotation_requires_fetch = true\nfetcher_window = \"8d\"\n"),
+            &[],
+        )
+        .unwrap();
+        // Still a duration when the gate is off.
+        let err = problems(&format!("{timing}fetcher_window = \"soon\"\n"), &[]);
+        assert!(
+            err.contains("keysets.default.fetcher_window = \"soon\" is not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn weak_or_unknown_key_parameters_are_refused() {
         let err = problems("[keysets.default]\nrsa_bits = 1024\nalg = \"HS256\"\n", &[]);
         assert!(err.contains("rsa_bits = 1024 is not allowed"), "{err}");
