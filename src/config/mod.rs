@@ -910,6 +910,74 @@ mod tests {
     }
 
     #[test]
+    fn public_url_takes_no_credentials_query_or_fragment() {
+        let err = problems(
+            "",
+            &[(
+                "JWKSD_SERVER__PUBLIC_URL",
+                "https://u:hunter22@keys.example.org/x?y",
+            )],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_SERVER__PUBLIC_URL: server.public_url holds a user name or password \
+                 (`user:password@` before the host, not shown here); remove it"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("hunter22"), "{err}");
+        assert!(err.contains("server.public_url has a query"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 2, "{err}");
+        // Nor is a URL jwksd calls shown as the variable's value when it holds a password.
+        let err = problems(
+            "",
+            &[
+                ("JWKSD_CLIENTS__ECW__CLIENT_ID", "abc"),
+                (
+                    "JWKSD_CLIENTS__ECW__TOKEN_ENDPOINT",
+                    "https://me:hunter22@e.example/t",
+                ),
+            ],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_CLIENTS__ECW__TOKEN_ENDPOINT: clients.ecw.token_endpoint holds a user name"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("hunter22"), "{err}");
+        let err = problems(
+            "[server]\npublic_url = \"https://keys.example.org/jwksd?v=1\"\n",
+            &[],
+        );
+        assert!(
+            err.contains(
+                "jwksd.toml: line 2, column 14: server.public_url has a query (`?v=1`); remove \
+                 it: jwksd appends the JWKS and certificate paths to public_url"
+            ),
+            "{err}"
+        );
+        let err = problems(
+            "[server]\npublic_url = \"https://keys.example.org/#jwks\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("server.public_url has a fragment (`#jwks`); remove it"),
+            "{err}"
+        );
+        // A path prefix stays allowed, without its trailing slash.
+        let config = load(
+            "[server]\npublic_url = \"https://keys.example.org/jwksd/\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.public_url.unwrap().as_str(),
+            "https://keys.example.org/jwksd"
+        );
+    }
+
+    #[test]
     fn durations_in_messages_are_written_as_people_write_them() {
         let err = problems(
             "[keysets.default]\nrotation_period = \"90d\"\nprepublish = \"100d\"\njwks_max_age = \"2h\"\n",

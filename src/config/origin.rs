@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::env::{EnvSource, NAMED_SECTIONS, SECRET_KEYS};
 use super::report;
+use super::values;
 
 /// A problem found by the loader, about one dotted key.
 pub(super) struct Finding {
@@ -265,6 +266,7 @@ impl Places<'_> {
                 && value.len() <= 80
                 && !value.starts_with('[')
                 && !value.chars().any(char::is_control)
+                && !values::holds_credentials(value)
         });
         match shown {
             Some(value) => format!("{}={value}", source.variable),

@@ -154,6 +154,11 @@ impl ConfigUrl {
         &self.url
     }
 
+    /// Whether the URL carries a user name or password (`user:password@` before the host).
+    pub fn has_credentials(&self) -> bool {
+        !self.url.username().is_empty() || self.url.password().is_some()
+    }
+
     /// Whether the host is one of the loopback names the configuration rules accept for
     /// plain http: `127.0.0.1`, `[::1]` and `localhost` (in any spelling the `url` crate
     /// reads as one of them, such as `http://LOCALHOST` or `http://2130706433`).
@@ -198,6 +203,12 @@ impl Serialize for ConfigUrl {
     }
 }
 
+/// Whether `text` is a URL that carries a user name or password: such a value is never
+/// shown, not even as the place of a problem.
+pub(super) fn holds_credentials(text: &str) -> bool {
+    ConfigUrl::parse(text.trim()).is_ok_and(|url| url.has_credentials())
+}
+
 /// Whether `text` starts like an http(s) URL (for telling "not a URL" from "not https").
 pub(super) fn has_http_scheme(text: &str) -> bool {
     let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
@@ -231,7 +242,7 @@ fn outbound(what: &str, text: &str, kept: &str, problems: &mut Vec<String>) -> O
         // Credentials in the URL would be sent to the EHR, logged by proxies and shown
         // wherever jwksd shows the URL; EHR token endpoints authenticate by the assertion.
         // The refusal shows neither the user name nor the password.
-        Ok(url) if !url.url().username().is_empty() || url.url().password().is_some() => {
+        Ok(url) if url.has_credentials() => {
             problems.push(format!(
                 "{what} holds a user name or password (`user:password@` before the host, not \
                  shown here); remove it: jwksd authenticates to the EHR with the signed \
