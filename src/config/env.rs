@@ -50,7 +50,8 @@ pub(super) const PATH_KEYS: &[&str] = &[
 ];
 /// Keys whose values are lists: only these are read as TOML (`["a", "b"]`). Every other
 /// value is a string as given, so `[::1]:8081` stays an address.
-const LIST_KEYS: &[&str] = &["audiences", "allowed_scopes", "clients", "trusted_proxies"];
+pub(super) const LIST_KEYS: &[&str] =
+    &["audiences", "allowed_scopes", "clients", "trusted_proxies"];
 /// Keys whose values are secrets: never parsed, never shown.
 pub(super) const SECRET_KEYS: &[&str] =
     &["master_key", "admin_token", "token_sha256", "database_url"];

@@ -500,6 +500,50 @@ mod tests {
     }
 
     #[test]
+    fn a_list_from_the_environment_written_as_a_plain_string_is_shown_written_as_a_list() {
+        let err = problems("", &[("JWKSD_SERVER__TRUSTED_PROXIES", "10.0.0.0/8")]);
+        assert!(
+            err.contains(
+                "JWKSD_SERVER__TRUSTED_PROXIES=10.0.0.0/8: server.trusted_proxies: wrong type: \
+                 expected a sequence, found a string; a variable writes a list as TOML: \
+                 JWKSD_SERVER__TRUSTED_PROXIES='[\"10.0.0.0/8\"]'"
+            ),
+            "{err}"
+        );
+        let err = problems(
+            "",
+            &[("JWKSD_CALLERS__SYNC__CLIENTS", "ecw-prod, epic-prod")],
+        );
+        assert!(
+            err.contains("JWKSD_CALLERS__SYNC__CLIENTS='[\"ecw-prod\", \"epic-prod\"]'"),
+            "{err}"
+        );
+        let err = problems(
+            "",
+            &[("JWKSD_CLIENTS__ECW__AUDIENCES", "https://e.example/t")],
+        );
+        assert!(
+            err.contains("JWKSD_CLIENTS__ECW__AUDIENCES='[\"https://e.example/t\"]'"),
+            "{err}"
+        );
+        // The file's own type error is as it was; allowed_scopes takes a string.
+        let err = problems("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n", &[]);
+        assert!(
+            err.contains("server.trusted_proxies: wrong type: expected a sequence, found a string")
+                && !err.contains("as TOML"),
+            "{err}"
+        );
+        let config = load(
+            "[clients.ecw]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n",
+            &[
+                ("JWKSD_CLIENTS__ECW__SCOPE", "system/Patient.read"),
+                ("JWKSD_CLIENTS__ECW__ALLOWED_SCOPES", "system/Patient.read"),
+            ],
+        );
+        assert!(config.is_ok(), "{:?}", config.err());
+    }
+
+    #[test]
     fn a_variable_and_its_file_form_together_are_refused() {
         let err = problems(
             "",
