@@ -2,9 +2,10 @@
 //! deserialised. A variable names a path with double underscores
 //! (`JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE`); one ending in `_FILE` reads the value from that
 //! file. Refused: a variable together with its `_FILE` form, an empty path segment, a
-//! value that looks like a TOML list but is not one. Variables without `__` are the CLI's
-//! (or a typo, which is warned about). This module also owns the rule that what a `_FILE`
-//! held never appears in a message.
+//! value that looks like a TOML list but is not one, a path written with single underscores
+//! (`JWKSD_SERVER_PUBLIC_URL`, `JWKSD_PUBLIC_URL`: a section's name or a `[server]` key).
+//! Other variables without `__` are the CLI's (or a typo, which is warned about). This
+//! module also owns the rule that what a `_FILE` held never appears in a message.
 //!
 //! Section names are the operator's (`[clients.ecw-prod]`), and a variable name cannot hold
 //! a dash: `JWKSD_CLIENTS__ECW_PROD__SCOPE` addresses the section whose name matches `ECW_PROD`
@@ -49,7 +50,8 @@ pub(super) const PATH_KEYS: &[&str] = &[
 ];
 /// Keys whose values are lists: only these are read as TOML (`["a", "b"]`). Every other
 /// value is a string as given, so `[::1]:8081` stays an address.
-const LIST_KEYS: &[&str] = &["audiences", "allowed_scopes", "clients", "trusted_proxies"];
+pub(super) const LIST_KEYS: &[&str] =
+    &["audiences", "allowed_scopes", "clients", "trusted_proxies"];
 /// Keys whose values are secrets: never parsed, never shown.
 pub(super) const SECRET_KEYS: &[&str] =
     &["master_key", "admin_token", "token_sha256", "database_url"];
@@ -78,10 +80,62 @@ impl EnvSource {
     }
 }
 
+/// The keys each section takes (`server`: `public_url`, ...), for recognising a path
+/// written with single underscores.
+pub(super) type SectionKeys = [(&'static str, Vec<String>)];
+
+/// For `rest` of a variable `JWKSD_<rest>` without `__`: when it looks like a configuration
+/// path written with single underscores (it starts with a section's name, `SERVER_...`, or
+/// is a `[server]` key, `PUBLIC_URL`, or its `_FILE` form), the variable meant. The command
+/// line's variables and the test harness's (`JWKSD_TEST_...`) are never taken for one.
+fn single_underscore_path(rest: &str, keys: &SectionKeys) -> Option<String> {
+    if CLI_VARIABLES.contains(&rest) || rest.to_ascii_uppercase().starts_with("TEST_") {
+        return None;
+    }
+    let lower = rest.to_ascii_lowercase();
+    let keys_of = |section: &str| {
+        keys.iter()
+            .find(|(name, _)| *name == section)
+            .map_or(&[][..], |(_, keys)| keys.as_slice())
+    };
+    let is_key = |section: &str, word: &str| {
+        keys_of(section)
+            .iter()
+            .any(|k| k == word || word.strip_suffix("_file") == Some(k.as_str()))
+    };
+    if is_key("server", &lower) {
+        return Some(format!("JWKSD_SERVER__{rest}"));
+    }
+    let (section, tail) = ["server"]
+        .iter()
+        .chain(NAMED_SECTIONS)
+        .find_map(|section| {
+            let tail = lower.strip_prefix(section)?.strip_prefix('_')?;
+            Some((*section, &rest[rest.len() - tail.len()..]))
+        })?;
+    let upper = section.to_ascii_uppercase();
+    if section == "server" {
+        if tail.is_empty() {
+            return Some("JWKSD_SERVER__<KEY>".to_owned());
+        }
+        return Some(format!("JWKSD_SERVER__{tail}"));
+    }
+    // NAME_KEY: the longest known key that ends it, after a name of at least one character.
+    let tail_lower = tail.to_ascii_lowercase();
+    let key_start = (2..tail.len())
+        .filter(|&i| tail.as_bytes()[i - 1] == b'_')
+        .find(|&i| is_key(section, &tail_lower[i..]));
+    Some(match key_start {
+        Some(i) => format!("JWKSD_{upper}__{}__{}", &tail[..i - 1], &tail[i..]),
+        None => format!("JWKSD_{upper}__<NAME>__<KEY>"),
+    })
+}
+
 /// Lays the `JWKSD_` variables of `env` over `table`; returns where each value came from.
 pub(super) fn overlay_env(
     table: &mut toml::Table,
     env: impl IntoIterator<Item = (String, String)>,
+    keys: &SectionKeys,
     problems: &mut Vec<String>,
     warnings: &mut Vec<String>,
 ) -> Vec<EnvSource> {
@@ -103,7 +157,13 @@ pub(super) fn overlay_env(
         }
         let rest = &name["JWKSD_".len()..];
         if !rest.contains("__") {
-            if !CLI_VARIABLES.contains(&rest) {
+            if let Some(instead) = single_underscore_path(rest, keys) {
+                // The value is not shown: the variable may be meant for a secret.
+                problems.push(format!(
+                    "{name} is not read: configuration variables take double underscores \
+                     between levels; write {instead}"
+                ));
+            } else if !CLI_VARIABLES.contains(&rest) {
                 warnings.push(format!(
                     "ignoring {name}: configuration variables name a path with double \
                      underscores, like JWKSD_SERVER__PUBLIC_URL"

@@ -296,8 +296,9 @@ fn validate_keyset(
     })
 }
 
-/// `rotation_requires_fetch`, `fetcher_window` (default 7 days, at least `jwks_max_age`: a
-/// fetcher that refetches on schedule must stay in the window between two fetches) and
+/// `rotation_requires_fetch`, `fetcher_window` (default 7 days; with the gate on, at least
+/// `jwks_max_age`: a fetcher that refetches on schedule must stay in the window between two
+/// fetches) and
 /// `rotation_deadline` (default 7 days; 0 waits not at all).
 /// The fetch gate's keys of a `[keysets.NAME]` section.
 struct RawFetchGate {
@@ -334,7 +335,8 @@ fn validate_fetch_gate(
         defaults.rotation_deadline,
         problems,
     );
-    if let Some(max_age) = jwks_max_age {
+    // The window matters only to the gate: with the gate off no rule compares it.
+    if let Some(max_age) = jwks_max_age.filter(|_| requires_fetch) {
         let window = Duration::from_secs(fetcher_window.max(0) as u64);
         if window < max_age {
             problems.push(format!(

@@ -151,7 +151,13 @@ impl Config {
                 }
             },
         };
-        let sources = overlay_env(&mut table, env, &mut problems, &mut warnings);
+        let keys = [
+            ("server", shape::keys_of::<server::RawServer>()),
+            ("keysets", shape::keys_of::<keysets::RawKeyset>()),
+            ("clients", shape::keys_of::<clients::RawClient>()),
+            ("callers", shape::keys_of::<clients::RawCaller>()),
+        ];
+        let sources = overlay_env(&mut table, env, &keys, &mut problems, &mut warnings);
         let mut findings: Vec<Finding> = problems.into_iter().map(Finding::text).collect();
         let mut refused = shape::Refused::default();
         let raw = shape_sections(table, &mut findings, &mut refused);
@@ -406,6 +412,33 @@ mod tests {
     }
 
     #[test]
+    fn fetcher_window_is_compared_with_jwks_max_age_only_when_rotation_waits_for_fetches() {
+        let timing = "[keysets.default]\njwks_max_age = \"8d\"\nprepublish = \"9d\"\n";
+        let config = load(timing, &[]).unwrap();
+        assert_eq!(
+            config.default_keyset().unwrap().timing.jwks_max_age,
+            8 * 86_400
+        );
+        load(&format!("{timing}rotation_requires_fetch = false\n"), &[]).unwrap();
+        let err = problems(&format!("{timing}rotation_requires_fetch = true\n"), &[]);
+        assert!(
+            err.contains("keysets.default.fetcher_window = 7d is shorter than jwks_max_age = 8d"),
+            "{err}"
+        );
+        load(
+            &format!("{timing}rotation_requires_fetch = true\nfetcher_window = \"8d\"\n"),
+            &[],
+        )
+        .unwrap();
+        // Still a duration when the gate is off.
+        let err = problems(&format!("{timing}fetcher_window = \"soon\"\n"), &[]);
+        assert!(
+            err.contains("keysets.default.fetcher_window = \"soon\" is not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn weak_or_unknown_key_parameters_are_refused() {
         let err = problems("[keysets.default]\nrsa_bits = 1024\nalg = \"HS256\"\n", &[]);
         assert!(err.contains("rsa_bits = 1024 is not allowed"), "{err}");
@@ -464,6 +497,50 @@ mod tests {
         let err = problems("[server]\nadmin_token = 918273645546372819\n", &[]);
         assert!(!err.contains("918273645546372819"), "{err}");
         assert!(err.contains("wrong type"), "{err}");
+    }
+
+    #[test]
+    fn a_list_from_the_environment_written_as_a_plain_string_is_shown_written_as_a_list() {
+        let err = problems("", &[("JWKSD_SERVER__TRUSTED_PROXIES", "10.0.0.0/8")]);
+        assert!(
+            err.contains(
+                "JWKSD_SERVER__TRUSTED_PROXIES=10.0.0.0/8: server.trusted_proxies: wrong type: \
+                 expected a sequence, found a string; a variable writes a list as TOML: \
+                 JWKSD_SERVER__TRUSTED_PROXIES='[\"10.0.0.0/8\"]'"
+            ),
+            "{err}"
+        );
+        let err = problems(
+            "",
+            &[("JWKSD_CALLERS__SYNC__CLIENTS", "ecw-prod, epic-prod")],
+        );
+        assert!(
+            err.contains("JWKSD_CALLERS__SYNC__CLIENTS='[\"ecw-prod\", \"epic-prod\"]'"),
+            "{err}"
+        );
+        let err = problems(
+            "",
+            &[("JWKSD_CLIENTS__ECW__AUDIENCES", "https://e.example/t")],
+        );
+        assert!(
+            err.contains("JWKSD_CLIENTS__ECW__AUDIENCES='[\"https://e.example/t\"]'"),
+            "{err}"
+        );
+        // The file's own type error is as it was; allowed_scopes takes a string.
+        let err = problems("[server]\ntrusted_proxies = \"10.0.0.0/8\"\n", &[]);
+        assert!(
+            err.contains("server.trusted_proxies: wrong type: expected a sequence, found a string")
+                && !err.contains("as TOML"),
+            "{err}"
+        );
+        let config = load(
+            "[clients.ecw]\nclient_id = \"abc\"\ntoken_endpoint = \"https://e.example/t\"\n",
+            &[
+                ("JWKSD_CLIENTS__ECW__SCOPE", "system/Patient.read"),
+                ("JWKSD_CLIENTS__ECW__ALLOWED_SCOPES", "system/Patient.read"),
+            ],
+        );
+        assert!(config.is_ok(), "{:?}", config.err());
     }
 
     #[test]
@@ -798,6 +875,64 @@ mod tests {
     }
 
     #[test]
+    fn a_configuration_path_written_with_single_underscores_is_refused_saying_what_to_write() {
+        for (variable, instead) in [
+            ("JWKSD_SERVER_PUBLIC_URL", "JWKSD_SERVER__PUBLIC_URL"),
+            ("JWKSD_PUBLIC_URL", "JWKSD_SERVER__PUBLIC_URL"),
+            ("JWKSD_MASTER_KEY_FILE", "JWKSD_SERVER__MASTER_KEY_FILE"),
+            ("JWKSD_SERVER_PUBLIK_URL", "JWKSD_SERVER__PUBLIK_URL"),
+            (
+                "JWKSD_KEYSETS_DEFAULT_JWKS_MAX_AGE",
+                "JWKSD_KEYSETS__DEFAULT__JWKS_MAX_AGE",
+            ),
+            (
+                "JWKSD_CLIENTS_ECW_PROD_TOKEN_ENDPOINT",
+                "JWKSD_CLIENTS__ECW_PROD__TOKEN_ENDPOINT",
+            ),
+            (
+                "JWKSD_CALLERS_SYNC_TOKEN_FILE",
+                "JWKSD_CALLERS__SYNC__TOKEN_FILE",
+            ),
+            ("JWKSD_CLIENTS_ECW", "JWKSD_CLIENTS__<NAME>__<KEY>"),
+        ] {
+            let err = problems("", &[(variable, "https://k.example.org")]);
+            assert!(
+                err.contains(&format!(
+                    "{variable} is not read: configuration variables take double underscores \
+                     between levels; write {instead}"
+                )),
+                "{variable}: {err}"
+            );
+            assert!(
+                !err.contains("k.example.org"),
+                "the value is not shown: {err}"
+            );
+            assert_eq!(err.matches("\n  - ").count(), 1, "{err}");
+        }
+        // The command line's variables, the test harness's, and other variables that look
+        // like no configuration path are not refused.
+        let config = load(
+            "",
+            &[
+                ("JWKSD_CONFIG", "jwksd.toml"),
+                ("JWKSD_SERVER", "http://127.0.0.1:8081"),
+                ("JWKSD_ADMIN_TOKEN", "not-a-path"),
+                ("JWKSD_CALLER_TOKEN", "not-a-path"),
+                ("JWKSD_LOG", "debug"),
+                ("JWKSD_INIT", "1"),
+                ("JWKSD_UPGRADE_STORE", "0"),
+                ("JWKSD_CA_FILE", "/etc/ssl/ca.pem"),
+                ("JWKSD_TEST_POSTGRES", "postgres://localhost/x"),
+                ("JWKSD_TEST_SERVER_PUBLIC_URL", "x"),
+                ("JWKSD_URL", "http://127.0.0.1:8081"),
+                ("JWKSD_UPDATE_SCREENSHOT", "1"),
+            ],
+        )
+        .unwrap();
+        assert!(config.server.public_url.is_none());
+    }
+
+    #[test]
     fn the_default_key_set_exists_only_when_no_key_set_is_configured() {
         let config = load("[keysets.epic-prod]\nalg = \"ES384\"\n", &[]).unwrap();
         assert_eq!(config.keysets.keys().collect::<Vec<_>>(), ["epic-prod"]);
@@ -816,6 +951,74 @@ mod tests {
         assert!(err.contains("clients.ecw.fhir_base_url"), "{err}");
         assert!(err.contains("user name or password"), "{err}");
         assert!(!err.contains("hunter22"), "{err}");
+    }
+
+    #[test]
+    fn public_url_takes_no_credentials_query_or_fragment() {
+        let err = problems(
+            "",
+            &[(
+                "JWKSD_SERVER__PUBLIC_URL",
+                "https://u:hunter22@keys.example.org/x?y",
+            )],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_SERVER__PUBLIC_URL: server.public_url holds a user name or password \
+                 (`user:password@` before the host, not shown here); remove it"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("hunter22"), "{err}");
+        assert!(err.contains("server.public_url has a query"), "{err}");
+        assert_eq!(err.matches("\n  - ").count(), 2, "{err}");
+        // Nor is a URL jwksd calls shown as the variable's value when it holds a password.
+        let err = problems(
+            "",
+            &[
+                ("JWKSD_CLIENTS__ECW__CLIENT_ID", "abc"),
+                (
+                    "JWKSD_CLIENTS__ECW__TOKEN_ENDPOINT",
+                    "https://me:hunter22@e.example/t",
+                ),
+            ],
+        );
+        assert!(
+            err.contains(
+                "JWKSD_CLIENTS__ECW__TOKEN_ENDPOINT: clients.ecw.token_endpoint holds a user name"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("hunter22"), "{err}");
+        let err = problems(
+            "[server]\npublic_url = \"https://keys.example.org/jwksd?v=1\"\n",
+            &[],
+        );
+        assert!(
+            err.contains(
+                "jwksd.toml: line 2, column 14: server.public_url has a query (`?v=1`); remove \
+                 it: jwksd appends the JWKS and certificate paths to public_url"
+            ),
+            "{err}"
+        );
+        let err = problems(
+            "[server]\npublic_url = \"https://keys.example.org/#jwks\"\n",
+            &[],
+        );
+        assert!(
+            err.contains("server.public_url has a fragment (`#jwks`); remove it"),
+            "{err}"
+        );
+        // A path prefix stays allowed, without its trailing slash.
+        let config = load(
+            "[server]\npublic_url = \"https://keys.example.org/jwksd/\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.public_url.unwrap().as_str(),
+            "https://keys.example.org/jwksd"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::env::{EnvSource, NAMED_SECTIONS, SECRET_KEYS};
 use super::report;
+use super::values;
 
 /// A problem found by the loader, about one dotted key.
 pub(super) struct Finding {
@@ -23,6 +24,9 @@ pub(super) struct Finding {
     /// Whether the key itself is the problem (an unknown key): its place is the key's,
     /// not its value's.
     pub(super) at_key: bool,
+    /// Whether the value is a string where a list belongs (`trusted_proxies = "10.0.0.0/8"`):
+    /// from a variable, the problem then shows the variable written as a list.
+    pub(super) string_for_list: bool,
     pub(super) text: String,
 }
 
@@ -32,6 +36,7 @@ impl Finding {
         Finding {
             path: None,
             at_key: false,
+            string_for_list: false,
             text,
         }
     }
@@ -189,9 +194,18 @@ impl Places<'_> {
             (Some(source), in_file)
                 if in_file.is_none_or(|(len, _)| source.path.join(".").len() >= len) =>
             {
+                let list = if finding.string_for_list {
+                    list_hint(source)
+                } else {
+                    String::new()
+                };
                 (
                     (1, 0, 0),
-                    format!("{}: {text}{}", self.variable(source), self.hint(source)),
+                    format!(
+                        "{}: {text}{list}{}",
+                        self.variable(source),
+                        self.hint(source)
+                    ),
                 )
             }
             (_, Some((_, spot))) => {
@@ -265,6 +279,7 @@ impl Places<'_> {
                 && value.len() <= 80
                 && !value.starts_with('[')
                 && !value.chars().any(char::is_control)
+                && !values::holds_credentials(value)
         });
         match shown {
             Some(value) => format!("{}={value}", source.variable),
@@ -297,6 +312,36 @@ impl Places<'_> {
             kind.to_ascii_uppercase()
         )
     }
+}
+
+/// For a list key a variable gave as a plain string (`JWKSD_SERVER__TRUSTED_PROXIES=10.0.0.0/8`):
+/// the variable written as the TOML list it meant, its entries split at commas and spaces
+/// (`; a variable writes a list as TOML: JWKSD_SERVER__TRUSTED_PROXIES='["10.0.0.0/8"]'`).
+/// The list keys hold no secrets; a `_FILE` variable's content is still not shown, nor a URL
+/// with a password.
+fn list_hint(source: &EnvSource) -> String {
+    let entries: Vec<&str> = match (&source.file, &source.value) {
+        (None, Some(value)) => value
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let shown: Vec<String> =
+        if entries.is_empty() || entries.iter().any(|e| values::holds_credentials(e)) {
+            vec!["\"a\"".to_owned(), "\"b\"".to_owned()]
+        } else {
+            entries
+                .iter()
+                .map(|e| toml::Value::String((*e).to_owned()).to_string())
+                .collect()
+        };
+    format!(
+        "; a variable writes a list as TOML: {}='[{}]'",
+        source.variable,
+        shown.join(", ")
+    )
 }
 
 /// Whether dotted key `path` is `section` or lies under it.

@@ -419,6 +419,35 @@ pub(super) struct RawServer {
     private_tls_key_file: Option<PathBuf>,
 }
 
+/// Refuses what an http(s) `server.public_url` must not carry; whether it found any. The
+/// user name and password are never shown.
+fn public_url_problems(url: &ConfigUrl, problems: &mut Vec<String>) -> bool {
+    let before = problems.len();
+    if url.has_credentials() {
+        problems.push(
+            "server.public_url holds a user name or password (`user:password@` before the host, \
+             not shown here); remove it: EHRs fetch the JWKS without credentials, and the URL is \
+             given to every EHR and shown and logged"
+                .to_owned(),
+        );
+    }
+    if let Some(query) = url.url().query() {
+        problems.push(format!(
+            "server.public_url has a query (`?{query}`); remove it: jwksd appends the JWKS and \
+             certificate paths to public_url (/jwks/NAME.json), so the query would break every \
+             URL given to EHRs. A path prefix (https://example.org/jwksd) is fine"
+        ));
+    }
+    if let Some(fragment) = url.url().fragment() {
+        problems.push(format!(
+            "server.public_url has a fragment (`#{fragment}`); remove it: jwksd appends the JWKS \
+             and certificate paths to public_url (/jwks/NAME.json), and a fragment is never sent, \
+             so every URL given to EHRs would lose its path"
+        ));
+    }
+    problems.len() > before
+}
+
 /// Validates the `[server]` section; every problem is added to `problems`.
 pub(super) fn validate(
     s: RawServer,
@@ -447,6 +476,14 @@ pub(super) fn validate(
         None => None,
         Some(u) if u.is_empty() => None,
         Some(u) => match ConfigUrl::parse(&u) {
+            // Every JWKS and certificate URL given to EHRs is public_url with a path
+            // appended: it can carry no credentials, query or fragment.
+            Ok(url)
+                if matches!(url.url().scheme(), "https" | "http")
+                    && public_url_problems(&url, problems) =>
+            {
+                None
+            }
             Ok(url) if url.url().scheme() == "https" => Some(url),
             Ok(url) if url.url().scheme() == "http" => {
                 if !url.is_loopback() {

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::de::DeserializeOwned;
 
-use super::env::SECRET_KEYS;
+use super::env::{LIST_KEYS, SECRET_KEYS};
 use super::origin::Finding;
 use super::report;
 
@@ -34,6 +34,7 @@ pub(super) fn top_level(table: &mut toml::Table, findings: &mut Vec<Finding>) {
             findings.push(Finding {
                 path: Some(name.to_owned()),
                 at_key: true,
+                string_for_list: false,
                 text: format!(
                     "`{name}` is not a known section{}",
                     did_you_mean(name, &SECTIONS)
@@ -75,6 +76,7 @@ fn not_a_table(path: &str, value: &toml::Value) -> Finding {
     Finding {
         path: Some(path.to_owned()),
         at_key: false,
+        string_for_list: false,
         text: format!(
             "{path}: wrong type: expected a table (a [section] or {{ ... }}), found {}",
             type_name(value)
@@ -128,6 +130,7 @@ pub(super) fn section<T: DeserializeOwned + Default>(
             findings.push(Finding {
                 path: Some(key_path.clone()),
                 at_key: true,
+                string_for_list: false,
                 text: format!(
                     "{key_path} is not a known key{}",
                     did_you_mean(&key, &accepted)
@@ -143,6 +146,7 @@ pub(super) fn section<T: DeserializeOwned + Default>(
         findings.push(Finding {
             path: Some(key_path.clone()),
             at_key: false,
+            string_for_list: LIST_KEYS.contains(&key.as_str()) && value.is_str(),
             text: format!("{key_path}: {what}"),
         });
         refused.0.insert(key_path);
@@ -154,10 +158,31 @@ pub(super) fn section<T: DeserializeOwned + Default>(
             findings.push(Finding {
                 path: Some(path.to_owned()),
                 at_key: false,
+                string_for_list: false,
                 text: format!("{path}: {}", report::safe_message(e.message(), "")),
             });
             T::default()
         }
+    }
+}
+
+/// The keys section type `T` accepts (`public_url`, ...), as its unknown-key error lists
+/// them.
+pub(super) fn keys_of<T: DeserializeOwned>() -> Vec<String> {
+    let probe = toml::Table::from_iter([("\u{1}".to_owned(), toml::Value::Boolean(true))]);
+    match toml::Value::Table(probe).try_into::<T>() {
+        Ok(_) => Vec::new(),
+        Err(e) => e
+            .message()
+            .strip_prefix("unknown field")
+            .map(|rest| {
+                rest.split('`')
+                    .skip(3)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -19,12 +19,38 @@ pub(super) enum IntOrString {
     Text(String),
 }
 
+/// The longest duration the configuration accepts: ten years. Every duration is kept as
+/// whole seconds in an `i64` and added to the time of day (`now + rotation_period`) or sent
+/// as `max-age`; within this bound none of that can overflow.
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// `text` as a duration named `what`: humantime's syntax, without months (humantime reads
+/// `1M` as 30.44 days beside `1m`, a minute), at most [`MAX_DURATION`]; otherwise a problem.
 pub(super) fn parse_duration(
     what: &str,
     text: &str,
     problems: &mut Vec<String>,
 ) -> Option<Duration> {
+    // humantime's month units: "M", "month", "months".
+    let counts_months = text
+        .split(|c: char| !c.is_alphabetic())
+        .any(|unit| unit == "M" || unit == "month" || unit == "months");
+    if counts_months {
+        problems.push(format!(
+            "{what} = {text:?} counts months (\"M\", \"month\"), which are 30.44 days, while \
+             \"m\" is a minute; write days, e.g. 30d"
+        ));
+        return None;
+    }
     match humantime::parse_duration(text.trim()) {
+        Ok(d) if d > MAX_DURATION => {
+            problems.push(format!(
+                "{what} = {text:?} is longer than {} (ten years), the longest duration jwksd \
+                 accepts",
+                show(MAX_DURATION)
+            ));
+            None
+        }
         Ok(d) => Some(d),
         Err(_) => {
             problems.push(format!(
@@ -128,6 +154,11 @@ impl ConfigUrl {
         &self.url
     }
 
+    /// Whether the URL carries a user name or password (`user:password@` before the host).
+    pub fn has_credentials(&self) -> bool {
+        !self.url.username().is_empty() || self.url.password().is_some()
+    }
+
     /// Whether the host is one of the loopback names the configuration rules accept for
     /// plain http: `127.0.0.1`, `[::1]` and `localhost` (in any spelling the `url` crate
     /// reads as one of them, such as `http://LOCALHOST` or `http://2130706433`).
@@ -172,6 +203,12 @@ impl Serialize for ConfigUrl {
     }
 }
 
+/// Whether `text` is a URL that carries a user name or password: such a value is never
+/// shown, not even as the place of a problem.
+pub(super) fn holds_credentials(text: &str) -> bool {
+    ConfigUrl::parse(text.trim()).is_ok_and(|url| url.has_credentials())
+}
+
 /// Whether `text` starts like an http(s) URL (for telling "not a URL" from "not https").
 pub(super) fn has_http_scheme(text: &str) -> bool {
     let lower = text.get(..8).unwrap_or(text).to_ascii_lowercase();
@@ -205,7 +242,7 @@ fn outbound(what: &str, text: &str, kept: &str, problems: &mut Vec<String>) -> O
         // Credentials in the URL would be sent to the EHR, logged by proxies and shown
         // wherever jwksd shows the URL; EHR token endpoints authenticate by the assertion.
         // The refusal shows neither the user name nor the password.
-        Ok(url) if !url.url().username().is_empty() || url.url().password().is_some() => {
+        Ok(url) if url.has_credentials() => {
             problems.push(format!(
                 "{what} holds a user name or password (`user:password@` before the host, not \
                  shown here); remove it: jwksd authenticates to the EHR with the signed \
@@ -295,6 +332,45 @@ mod tests {
             assert_eq!(humantime::parse_duration(shown).unwrap(), d, "{shown}");
         }
         assert_eq!(show(Duration::from_millis(100)), "100ms");
+    }
+
+    fn duration(text: &str) -> Result<Duration, Vec<String>> {
+        let mut problems = Vec::new();
+        let d = parse_duration("keysets.default.jwks_max_age", text, &mut problems);
+        assert_eq!(d.is_some(), problems.is_empty(), "{text}: {problems:?}");
+        d.ok_or(problems)
+    }
+
+    #[test]
+    fn durations_longer_than_ten_years_are_refused_saying_the_limit() {
+        assert_eq!(duration("3650d"), Ok(Duration::from_secs(3650 * 86_400)));
+        assert_eq!(duration("1y"), Ok(Duration::from_secs(31_557_600)));
+        for text in ["3650d 1s", "10000000000d", "100000000000d", "522w", "11y"] {
+            assert_eq!(
+                duration(text),
+                Err(vec![format!(
+                    "keysets.default.jwks_max_age = {text:?} is longer than 3650d (ten years), \
+                     the longest duration jwksd accepts"
+                )]),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn months_are_refused_because_m_would_be_a_minute() {
+        assert_eq!(duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(duration("5min 100ms"), Ok(Duration::from_millis(300_100)));
+        for text in ["1M", "2months", "1 month", "1d 1M"] {
+            assert_eq!(
+                duration(text),
+                Err(vec![format!(
+                    "keysets.default.jwks_max_age = {text:?} counts months (\"M\", \"month\"), \
+                     which are 30.44 days, while \"m\" is a minute; write days, e.g. 30d"
+                )]),
+                "{text}"
+            );
+        }
     }
 
     #[test]
