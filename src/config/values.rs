@@ -68,7 +68,10 @@ pub(super) fn parse_duration(
 pub fn show(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
-        return format!("{}ms", d.subsec_millis());
+        return match d.subsec_millis() {
+            0 => "0s".to_owned(),
+            millis => format!("{millis}ms"),
+        };
     }
     let parts = [
         (secs / 86_400, "d"),
@@ -332,6 +335,7 @@ mod tests {
             assert_eq!(humantime::parse_duration(shown).unwrap(), d, "{shown}");
         }
         assert_eq!(show(Duration::from_millis(100)), "100ms");
+        assert_eq!(show(Duration::ZERO), "0s");
     }
 
     fn duration(text: &str) -> Result<Duration, Vec<String>> {
